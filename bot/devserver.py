@@ -338,7 +338,7 @@ class Synapse:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    async def _generate_keys(self, timeout: float) -> None:
+    async def _generate_keys(self, timeout: float) -> None:  # noqa: ASYNC109
         if (self.workdir / SIGNING_KEY_FILE).exists():
             return
         proc = await asyncio.create_subprocess_exec(
@@ -361,7 +361,9 @@ class Synapse:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-            raise SynapseError(f"generating Synapse signing keys took over {timeout:.0f}s")
+            raise SynapseError(
+                f"generating Synapse signing keys took over {timeout:.0f}s"
+            ) from None
         if proc.returncode != 0 or not (self.workdir / SIGNING_KEY_FILE).exists():
             raise SynapseError(
                 f"generating Synapse signing keys failed (exit {proc.returncode}):\n"
@@ -373,7 +375,7 @@ class Synapse:
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self, timeout: float = 90) -> None:
+    async def start(self, timeout: float = 90) -> None:  # noqa: ASYNC109
         """Write config, generate keys, start Synapse and wait until the client API answers."""
         if self.is_running():
             return
@@ -386,7 +388,7 @@ class Synapse:
             )
         await self._generate_keys(max(1.0, deadline - time.monotonic()))
 
-        self._log_handle = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_handle = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - closed in stop()
         self._log_handle.write(f"\n==== devserver start {time.ctime()} ====\n".encode())
         self._log_handle.flush()
         self._proc = await asyncio.create_subprocess_exec(
@@ -434,7 +436,7 @@ class Synapse:
                     )
                 await asyncio.sleep(0.1)
 
-    async def stop(self, timeout: float = 30) -> None:
+    async def stop(self, timeout: float = 30) -> None:  # noqa: ASYNC109
         """SIGTERM the process group, wait up to `timeout`, then SIGKILL it."""
         proc = self._proc
         if proc is not None:
@@ -464,7 +466,12 @@ class Synapse:
         return f"@{localpart.lower()}:{self.server_name}"
 
     async def _shared_secret_register(
-        self, http: aiohttp.ClientSession, localpart: str, password: str, admin: bool, *,
+        self,
+        http: aiohttp.ClientSession,
+        localpart: str,
+        password: str,
+        admin: bool,
+        *,
         login: bool,
     ) -> tuple[int, dict[str, Any]]:
         url = f"{self.base_url}/_synapse/admin/v1/register"
@@ -474,12 +481,16 @@ class Synapse:
                 raise SynapseError(f"register nonce: HTTP {resp.status} {body}")
             nonce = body["nonce"]
         mac = hmac.new(self._state["registration_shared_secret"].encode(), digestmod=hashlib.sha1)
-        mac.update(b"\x00".join([
-            nonce.encode(),
-            localpart.encode(),
-            password.encode(),
-            b"admin" if admin else b"notadmin",
-        ]))
+        mac.update(
+            b"\x00".join(
+                [
+                    nonce.encode(),
+                    localpart.encode(),
+                    password.encode(),
+                    b"admin" if admin else b"notadmin",
+                ]
+            )
+        )
         payload = {
             "nonce": nonce,
             "username": localpart,
@@ -576,11 +587,13 @@ async def _main(argv: list[str]) -> int:
     server = Synapse(workdir, synapse_python())
     started = time.monotonic()
     await server.start()
-    print(f"Synapse {server.server_name} at {server.base_url} "
-          f"(ready in {time.monotonic() - started:.1f}s, workdir {server.workdir}); Ctrl-C stops")
+    print(
+        f"Synapse {server.server_name} at {server.base_url} "
+        f"(ready in {time.monotonic() - started:.1f}s, workdir {server.workdir}); Ctrl-C stops"
+    )
     try:
-        while server.is_running():
-            await asyncio.sleep(1)
+        assert server._proc is not None
+        await server._proc.wait()
     finally:
         await server.stop()
     return 0
