@@ -51,6 +51,18 @@ class Mention:
 
 
 @dataclass(frozen=True)
+class Code:
+    """Text shown as inline code, e.g. a command to copy."""
+
+    text: str
+
+    def markdown(self) -> str:
+        # Inside a code span markdown is inert and HTML is escaped by the renderer; only a
+        # backtick could end the span early.
+        return "`" + clean(self.text).replace("`", "'").replace("\n", " ") + "`"
+
+
+@dataclass(frozen=True)
 class Rendered:
     body: str
     html: str
@@ -61,12 +73,16 @@ def _md_value(value: object) -> str:
     if isinstance(value, Mention):
         link = "https://matrix.to/#/" + quote(value.user_id, safe="@:")
         return f"[{escape_md(value.user_id)}]({link})"
+    if isinstance(value, Code):
+        return value.markdown()
     return escape_md(str(value))
 
 
 def _plain_value(value: object) -> str:
     if isinstance(value, Mention):
         return value.user_id
+    if isinstance(value, Code):
+        return value.markdown()
     return clean(str(value))
 
 

@@ -1,0 +1,192 @@
+"""Wires storage, commands and a transport together.
+
+Journey of a command: the transport calls `receive()`, which stores it in the inbox (with the sync
+token, in one transaction). A worker per room takes inbox rows in order and runs the handler inside
+a storage transaction that also marks the event handled and puts the replies in the outbox. The
+outbox is delivered in order with a transaction id derived from its row, so a resend after a crash
+is deduplicated by the homeserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from bot.commands import dispatch, load_commands
+from bot.config import BotConfig
+from bot.context import Context, Incoming, Outgoing, Transport
+from bot.formatting import render
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class DeliveryError(Exception):
+    """A message could not be delivered. `permanent` ones are dropped after logging."""
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+
+
+SORRY = ("Sorry, something went wrong on my side while handling that. It has been logged; "
+         "please try again in a moment.")
+
+
+class App:
+    def __init__(self, storage: Storage, config: BotConfig, transport: Transport,
+                 clock: Clock = utc_now) -> None:
+        self.storage = storage
+        self.config = config
+        self.transport = transport
+        self.clock = clock
+        self._room_workers: dict[str, asyncio.Task[None]] = {}
+        self._outbox_wakeup = asyncio.Event()
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._accepting = True
+        self.handled_count = 0
+        load_commands()
+
+    # ---- intake ---------------------------------------------------------------------------
+
+    async def receive(self, items: list[Incoming], sync_token: str | None = None) -> int:
+        """Durably queue commands (and the sync token that covers them); start their workers."""
+        if not self._accepting:
+            return 0
+        async with self.storage.transaction() as tx:
+            added = await tx.add_to_inbox(items) if items else 0
+            if sync_token is not None:
+                await tx.set_meta("sync_token", sync_token)
+        if added:
+            await self.start_pending_workers()
+        return added
+
+    async def start_pending_workers(self) -> None:
+        async with self.storage.transaction() as tx:
+            rooms = await tx.pending_rooms()
+        for room_id in rooms:
+            self._ensure_worker(room_id)
+
+    def _ensure_worker(self, room_id: str) -> None:
+        worker = self._room_workers.get(room_id)
+        if worker is None or worker.done():
+            self._room_workers[room_id] = asyncio.create_task(
+                self._room_worker(room_id), name=f"room-worker {room_id}"
+            )
+
+    async def _room_worker(self, room_id: str) -> None:
+        # Commands in one room run in order; rooms run side by side.
+        while self._accepting:
+            async with self.storage.transaction() as tx:
+                item = await tx.next_pending(room_id)
+            if item is None:
+                return
+            await self.handle(item)
+
+    async def handle(self, item: Incoming) -> None:
+        started = time.monotonic()
+        now = self.clock()
+        ctx = Context(
+            sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
+            event_id=item.event_id, now=now, storage=self.storage, config=self.config,
+            transport=self.transport,
+        )
+        outcome = "ok"
+        try:
+            async with self.storage.transaction() as tx:
+                await dispatch(ctx)
+                await tx.mark_handled(item.event_id, now)
+                await tx.enqueue(ctx.outgoing, now)
+        except Exception:
+            outcome = "error"
+            # Never the text: it may be private. The event id is enough to find it.
+            log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
+            async with self.storage.transaction() as tx:
+                await tx.mark_handled(item.event_id, now)
+                await tx.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
+                                           reply_to=item.event_id)], now)
+        self.handled_count += 1
+        log.info("handled event %s in %s: %s, %d replies, %.1f ms", item.event_id, item.room_id,
+                 outcome, len(ctx.outgoing), (time.monotonic() - started) * 1000)
+        self._outbox_wakeup.set()
+
+    def too_old(self, item: Incoming) -> bool:
+        max_age = timedelta(hours=self.config.matrix.max_command_age_hours if self.config.matrix else 24)
+        return self.clock() - item.timestamp > max_age
+
+    # ---- delivery -------------------------------------------------------------------------
+
+    async def deliver_pending(self) -> int:
+        """Deliver queued messages in order; returns how many were delivered or dropped."""
+        delivered = 0
+        while True:
+            async with self.storage.transaction() as tx:
+                batch = await tx.pending_outbox()
+            if not batch:
+                return delivered
+            for item in batch:
+                try:
+                    event_id = await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")
+                except DeliveryError as exc:
+                    if not exc.permanent:
+                        raise
+                    log.warning("dropping outbox message %d: %s", item.id, exc)
+                    event_id = None
+                async with self.storage.transaction() as tx:
+                    await tx.mark_sent(item.id, event_id, self.clock())
+                delivered += 1
+
+    async def _outbox_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            await self._outbox_wakeup.wait()
+            self._outbox_wakeup.clear()
+            try:
+                await self.deliver_pending()
+                backoff = 1.0
+            except DeliveryError as exc:
+                log.warning("delivery failed (%s); retrying in %.0f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                self._outbox_wakeup.set()
+
+    def start(self) -> None:
+        """Start background delivery and resume commands left in the inbox."""
+        self._outbox_task = asyncio.create_task(self._outbox_loop(), name="outbox")
+        self._outbox_wakeup.set()
+
+    def wake_outbox(self) -> None:
+        self._outbox_wakeup.set()
+
+    async def run_until_idle(self, timeout: float = 30.0) -> None:
+        """Handle every queued command and deliver every reply (console and tests)."""
+        async with asyncio.timeout(timeout):
+            await self.start_pending_workers()
+            while any(not w.done() for w in self._room_workers.values()):
+                await asyncio.gather(*self._room_workers.values())
+                await self.start_pending_workers()
+            await self.deliver_pending()
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Stop taking commands, let in-flight handlers finish (bounded), flush the outbox."""
+        self._accepting = False
+        workers = [w for w in self._room_workers.values() if not w.done()]
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        if self._outbox_task is not None:
+            self._outbox_task.cancel()
+            try:
+                await asyncio.wait_for(self.deliver_pending(), timeout=timeout)
+            except (DeliveryError, TimeoutError, asyncio.CancelledError) as exc:
+                log.warning("stopping with undelivered replies (%s); they go out on next start", exc)

@@ -1,0 +1,136 @@
+"""`mutual-aid-bot run | console | check-config | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from bot.config import BotConfig, ConfigError, check_for_matrix, load_config
+from bot.storage import StorageError
+
+
+class SecretFilter(logging.Filter):
+    """Last line of defence: a secret that reaches a log record is replaced before output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            for secret in self.secrets:
+                if secret and secret in message:
+                    message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, None
+        return True
+
+
+SECRET_FILTER = SecretFilter()
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(SECRET_FILTER)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # nio logs whole events and request bodies at DEBUG; keep it to warnings whatever our level.
+    for noisy in ("nio", "aiohttp", "peewee", "apscheduler.executors"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _print_problems(error: ConfigError, path: str) -> None:
+    print(f"{path}: configuration problems:", file=sys.stderr)
+    for where, what, hint in error.problems:
+        print(f"  {where}: {what}" + (f"\n    hint: {hint}" if hint else ""), file=sys.stderr)
+
+
+def _load_for_matrix(path: str) -> BotConfig | None:
+    try:
+        config = load_config(path)
+        check_for_matrix(config)
+    except ConfigError as exc:
+        _print_problems(exc, path)
+        return None
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    if _load_for_matrix(args.path) is None:
+        return 1
+    print(f"{args.path}: OK")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load_for_matrix(args.config)
+    if config is None:
+        return 1
+    configure_logging(args.log_level or config.bot.log_level)
+    from bot.transport.matrix import run_matrix_bot
+
+    try:
+        return asyncio.run(run_matrix_bot(config))
+    except StorageError as exc:
+        logging.getLogger("bot").error("cannot use the database: %s", exc)
+        return 2
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from bot.transport.console import run_console
+
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _print_problems(exc, args.config)
+            return 1
+    else:
+        config = BotConfig()
+        config.storage.database = Path(args.database)
+    configure_logging(args.log_level or "WARNING")
+    try:
+        return asyncio.run(run_console(config))
+    except StorageError as exc:
+        print(f"cannot use the database: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    configure_logging(args.log_level or "INFO")
+    return run_demo(Path(args.dir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mutual-aid-bot", description=__doc__)
+    parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="connect to Matrix and serve the configured account")
+    run.add_argument("--config", required=True, help="path to the TOML configuration")
+    run.set_defaults(func=cmd_run)
+    console = sub.add_parser("console", help="chat with the bot in this terminal, no homeserver")
+    console.add_argument("--config", help="use this configuration's storage and settings")
+    console.add_argument("--database", default="console.db",
+                         help="database file when no --config is given (default: console.db)")
+    console.set_defaults(func=cmd_console)
+    check = sub.add_parser("check-config", help="validate a configuration and its secrets")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+    demo = sub.add_parser("demo", help="local Synapse + bot + alice and bob in an encrypted room")
+    demo.add_argument("--dir", default=".demo", help="where the demo keeps its state")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,167 @@
+"""Command registry, dispatch, usage and help.
+
+A command is a small async function registered with `@command`, which carries its name, aliases,
+arguments and help. The first word of a message is matched exactly against names and aliases;
+help and usage lines are generated from the registrations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from bot.context import Context
+from bot.formatting import Code, Rendered, join, render
+
+Handler = Callable[[Context, str], Awaitable[None]]
+
+MAX_COMMAND_WORD = 32
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    optional: bool = False
+    many: bool = False  # takes the rest of the line
+
+    def usage(self) -> str:
+        text = f"<{self.name}>" + ("…" if self.many else "")
+        return f"[{text}]" if self.optional else text
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    handler: Handler
+    help: str
+    args: tuple[Arg, ...] = ()
+    aliases: tuple[str, ...] = ()
+    examples: tuple[str, ...] = ()
+    group: str = "Posts"
+
+    def usage(self, prefix: str) -> str:
+        return " ".join([prefix + self.name, *(a.usage() for a in self.args)])
+
+
+class UsageError(ValueError):
+    """Raised by a handler for input it cannot use; the reply adds the command's usage line."""
+
+
+@dataclass
+class Registry:
+    commands: dict[str, Command] = field(default_factory=dict)
+    by_word: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, cmd: Command) -> None:
+        for word in (cmd.name, *cmd.aliases):
+            if word in self.by_word:
+                raise ValueError(f"command word {word!r} registered twice")
+            self.by_word[word] = cmd
+        self.commands[cmd.name] = cmd
+
+
+REGISTRY = Registry()
+
+
+def command(
+    name: str, *, help: str, args: tuple[Arg, ...] = (), aliases: tuple[str, ...] = (),
+    examples: tuple[str, ...] = (), group: str = "Posts",
+) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        REGISTRY.add(Command(name, handler, help, args, aliases, examples, group))
+        return handler
+
+    return register
+
+
+def split_command(text: str, prefix: str) -> tuple[str, str] | None:
+    """("need", "groceries for 2") for "!need groceries for 2"; None if not a command."""
+    stripped = text.strip()
+    if not stripped.startswith(prefix) or len(stripped) == len(prefix):
+        return None
+    head, _, rest = stripped[len(prefix):].partition(" ")
+    word, _, newline_rest = head.partition("\n")
+    rest = (newline_rest + " " + rest) if newline_rest else rest
+    return word.lower()[:MAX_COMMAND_WORD + 1], rest.strip()
+
+
+def usage_reply(cmd: Command, prefix: str, problem: str | None = None) -> Rendered:
+    parts = []
+    if problem:
+        parts.append(render("{problem}", problem=problem))
+    parts.append(render("Usage: {usage}", usage=Code(cmd.usage(prefix))))
+    if cmd.examples:
+        parts.append(render("Example: {example}", example=Code(prefix + cmd.examples[0])))
+    return join(parts)
+
+
+async def dispatch(ctx: Context) -> None:
+    """Run the command in `ctx.text`; every path ends in exactly one reply or a handler's own."""
+    prefix = ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+    parsed = split_command(ctx.text, prefix)
+    if parsed is None:
+        return
+    word, rest = parsed
+    cmd = REGISTRY.by_word.get(word)
+    if cmd is None:
+        await ctx.reply(unknown_command_reply(word, prefix))
+        return
+    if not rest and any(not a.optional for a in cmd.args):
+        await ctx.reply(usage_reply(cmd, prefix))
+        return
+    try:
+        await cmd.handler(ctx, rest)
+    except UsageError as exc:
+        await ctx.reply(usage_reply(cmd, prefix, str(exc)))
+
+
+def unknown_command_reply(word: str, prefix: str) -> Rendered:
+    close = difflib.get_close_matches(word, list(REGISTRY.by_word), n=1, cutoff=0.6)
+    shown = word if len(word) <= MAX_COMMAND_WORD else word[:MAX_COMMAND_WORD] + "…"
+    if close:
+        return render(
+            "I don't know {given}. Did you mean {suggestion}? Send {help} for all commands.",
+            given=Code(prefix + shown), suggestion=Code(prefix + REGISTRY.by_word[close[0]].name),
+            help=Code(prefix + "help"),
+        )
+    return render("I don't know {given}. Send {help} for all commands.",
+                  given=Code(prefix + shown), help=Code(prefix + "help"))
+
+
+@command("help", help="List commands, or explain one.", args=(Arg("command", optional=True),),
+         examples=("help need",), group="General")
+async def help_command(ctx: Context, rest: str) -> None:
+    prefix = ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+    if rest:
+        word = rest.split()[0].removeprefix(prefix).lower()
+        cmd = REGISTRY.by_word.get(word)
+        if cmd is None:
+            await ctx.reply(unknown_command_reply(word, prefix))
+            return
+        lines = [render("{usage}: {help}", usage=Code(cmd.usage(prefix)), help=cmd.help)]
+        if cmd.aliases:
+            lines.append(render("Also: {aliases}",
+                                aliases=", ".join(prefix + a for a in cmd.aliases)))
+        lines += [render("Example: {example}", example=Code(prefix + e)) for e in cmd.examples]
+        await ctx.reply(join(lines))
+        return
+    groups: dict[str, list[Command]] = {}
+    for cmd in REGISTRY.commands.values():
+        groups.setdefault(cmd.group, []).append(cmd)
+    lines = []
+    for group, cmds in groups.items():
+        lines.append(render("**{group}**", group=group))
+        lines += [render("{usage}: {help}", usage=Code(c.usage(prefix)), help=c.help) for c in cmds]
+    lines.append(render("Send {more} for details and examples.", more=Code(prefix + "help <command>")))
+    await ctx.reply(join(lines))
+
+
+COMMAND_MODULES = ["bot.commands.posts"]
+
+
+def load_commands() -> Registry:
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+    return REGISTRY

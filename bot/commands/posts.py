@@ -1,0 +1,185 @@
+"""Needs and offers: post, list, claim, finish, cancel, and announce matches."""
+
+from __future__ import annotations
+
+from bot.commands import Arg, UsageError, command
+from bot.context import Context
+from bot.formatting import Code, Mention, Rendered, join, render, shorten
+from bot.matching import find_matches
+from bot.models import Post, PostKind, PostStatus
+from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
+
+# Enough candidates that the top few survive filtering out the poster's own posts.
+_CANDIDATE_POOL = 20
+_LIST_LIMIT = 25
+
+
+def _prefix(ctx: Context) -> str:
+    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+
+
+def post_line(post: Post) -> Rendered:
+    """One line of a listing. People are named as text, not mentioned: listings ping nobody."""
+    who = "someone" if post.anonymous else post.author
+    return render(
+        "**#{number}** {kind} · {category}{urgency} · {text} ({who}{status})",
+        number=post.number, kind=post.kind.value, category=post.category.value,
+        urgency=" · " + post.urgency.label if post.urgency else "",
+        text=shorten(post.text), who=who,
+        status="" if post.status is PostStatus.OPEN else ", " + post.status.value,
+    )
+
+
+async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
+    try:
+        parsed = parse_post(rest)
+    except ParseError as exc:
+        raise UsageError(str(exc)) from None
+    post = await ctx.storage.create_post(ctx.room_id, kind, ctx.sender, parsed, ctx.now)
+    await ctx.reply(
+        "Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
+        "Anyone who can {action} can reply {claim}.",
+        kind=kind.value, number=post.number, category=post.category.value,
+        urgency=" · " + post.urgency.label if post.urgency else "", text=shorten(post.text, 200),
+        action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{_prefix(ctx)}claim {post.number}"),
+    )
+    candidates = await ctx.storage.match_candidates(post, _CANDIDATE_POOL)
+    matches = find_matches(post, candidates, ctx.config.bot.max_matches)
+    for match in matches:
+        need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
+        await ctx.send(
+            ctx.room_id,
+            "Possible match in {category}: {need_author} needs **#{need}** ({need_text}) and "
+            "{offer_author} offers **#{offer}** ({offer_text}). To go ahead: {claim_offer} or {claim_need}.",
+            category=post.category.value,
+            need_author=Mention(need.author), need=need.number, need_text=shorten(need.text, 60),
+            offer_author=Mention(offer.author), offer=offer.number, offer_text=shorten(offer.text, 60),
+            claim_offer=Code(f"{_prefix(ctx)}claim {offer.number}"),
+            claim_need=Code(f"{_prefix(ctx)}claim {need.number}"),
+        )
+
+
+@command("need", help="Ask for something. Category and urgency are read from your words.",
+         args=(Arg("what"), Arg("details", optional=True, many=True)),
+         examples=("need groceries for a family of 4, urgent", "need ride to clinic tuesday"))
+async def need(ctx: Context, rest: str) -> None:
+    await _create(ctx, PostKind.NEED, rest)
+
+
+@command("offer", help="Offer something to the pod.",
+         args=(Arg("what"), Arg("details", optional=True, many=True)),
+         examples=("offer ride to clinic tuesday", "offer spare drill and ladder"))
+async def offer(ctx: Context, rest: str) -> None:
+    await _create(ctx, PostKind.OFFER, rest)
+
+
+async def _list(ctx: Context, kind: PostKind, rest: str) -> None:
+    category = None
+    if rest:
+        category = parse_category(rest.split()[0])
+        if category is None:
+            raise UsageError("I don't know that category. Try food, transport, childcare, housing, "
+                             "medical, tools, skills, money or other.")
+    posts = await ctx.storage.list_posts(ctx.room_id, kind=kind, category=category,
+                                         limit=_LIST_LIMIT + 1)
+    plural = kind.value + "s"
+    if not posts:
+        where = f" in {category.value}" if category else ""
+        await ctx.reply("No open {plural}{where} here right now.", plural=plural, where=where)
+        return
+    lines = [render("**Open {plural}**", plural=plural)]
+    lines += [post_line(p) for p in posts[:_LIST_LIMIT]]
+    if len(posts) > _LIST_LIMIT:
+        lines.append(render("…and more. Narrow it down: {example}",
+                            example=Code(f"{_prefix(ctx)}{plural} food")))
+    await ctx.reply(join(lines))
+
+
+@command("needs", help="List open needs here, optionally in one category.",
+         args=(Arg("category", optional=True),), examples=("needs", "needs food"))
+async def needs(ctx: Context, rest: str) -> None:
+    await _list(ctx, PostKind.NEED, rest)
+
+
+@command("offers", help="List open offers here, optionally in one category.",
+         args=(Arg("category", optional=True),), examples=("offers", "offers transport"))
+async def offers(ctx: Context, rest: str) -> None:
+    await _list(ctx, PostKind.OFFER, rest)
+
+
+@command("mine", help="Your own open and claimed posts here.", examples=("mine",))
+async def mine(ctx: Context, rest: str) -> None:
+    posts = await ctx.storage.list_posts(
+        ctx.room_id, author=ctx.sender, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
+        limit=_LIST_LIMIT,
+    )
+    if not posts:
+        await ctx.reply("You have no open posts here. Post one with {example}",
+                        example=Code(f"{_prefix(ctx)}need groceries"))
+        return
+    await ctx.reply(join([render("**Your posts**"), *(post_line(p) for p in posts)]))
+
+
+async def _find(ctx: Context, rest: str) -> Post:
+    number = parse_post_ref(rest.split()[0]) if rest else None
+    if number is None:
+        raise UsageError("Give the post number, like #7.")
+    post = await ctx.storage.get_post(ctx.room_id, number)
+    if post is None:
+        raise UsageError(f"There is no post #{number} in this room.")
+    return post
+
+
+def _may_close(ctx: Context, post: Post) -> bool:
+    return post.author == ctx.sender or ctx.power_level() >= ctx.config.bot.coordinator_power_level
+
+
+@command("claim", help="Say you will fulfil a need or take an offer.", args=(Arg("#id"),),
+         examples=("claim 7",))
+async def claim(ctx: Context, rest: str) -> None:
+    post = await _find(ctx, rest)
+    if post.status is not PostStatus.OPEN:
+        await ctx.reply("**#{number}** is already {status}.", number=post.number,
+                        status=post.status.value)
+        return
+    if post.author == ctx.sender:
+        await ctx.reply("**#{number}** is your own post. To close it, use {done} or {cancel}.",
+                        number=post.number, done=Code(f"{_prefix(ctx)}done {post.number}"),
+                        cancel=Code(f"{_prefix(ctx)}cancel {post.number}"))
+        return
+    post = await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=ctx.sender)
+    verb = "will help with" if post.kind is PostKind.NEED else "would like"
+    await ctx.reply(
+        "**#{number}** is claimed. {author}: {claimer} {verb} your {kind} ({text}). "
+        "Please arrange the details directly; mark it finished with {done}.",
+        number=post.number, author=Mention(post.author), claimer=Mention(ctx.sender), verb=verb,
+        kind=post.kind.value, text=shorten(post.text, 60),
+        done=Code(f"{_prefix(ctx)}done {post.number}"),
+    )
+
+
+async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
+    post = await _find(ctx, rest)
+    if not _may_close(ctx, post):
+        await ctx.reply("Only the person who posted **#{number}** or a coordinator can do that.",
+                        number=post.number)
+        return
+    if post.status not in (PostStatus.OPEN, PostStatus.CLAIMED):
+        await ctx.reply("**#{number}** is already {status}.", number=post.number,
+                        status=post.status.value)
+        return
+    await ctx.storage.set_post_status(post, status, ctx.now)
+    message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
+    await ctx.reply("**#{number}** {message}", number=post.number, message=message)
+
+
+@command("done", help="Mark your post (or, as a coordinator, any post) as fulfilled.",
+         args=(Arg("#id"),), examples=("done 7",))
+async def done(ctx: Context, rest: str) -> None:
+    await _close(ctx, rest, PostStatus.DONE)
+
+
+@command("cancel", help="Withdraw your post (coordinators: any post).", args=(Arg("#id"),),
+         examples=("cancel 7",))
+async def cancel(ctx: Context, rest: str) -> None:
+    await _close(ctx, rest, PostStatus.CANCELLED)

@@ -1,0 +1,115 @@
+"""A terminal chat with the same handlers and a local database: try the bot without a homeserver.
+
+Lines are typed as a named person in one pod room. `/as bob` switches person, `/dm` and `/pod`
+switch between a direct chat with the bot and the pod room, `/coord` makes the current person a
+coordinator, `/quit` leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+
+from bot.app import App
+from bot.config import BotConfig
+from bot.context import Incoming, Outgoing
+from bot.storage import Storage
+
+POD_ROOM = "!pod:console"
+SERVER = "console"
+
+HELP = """Type commands as the current person, e.g. !need groceries for 2, !help.
+  /as NAME   speak as someone else (alice, bob, ...)
+  /dm        talk to the bot privately      /pod   back to the pod room
+  /coord     make the current person a coordinator (power level 50)
+  /quit      leave"""
+
+
+def user_id(name: str) -> str:
+    return name if name.startswith("@") else f"@{name}:{SERVER}"
+
+
+@dataclass
+class ConsoleTransport:
+    write: Callable[[str], None]
+    power_levels: dict[str, int] = field(default_factory=dict)
+    people: set[str] = field(default_factory=set)
+    _ids: count = field(default_factory=lambda: count(1))
+
+    async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        where = f"DM to {out.user_id}" if out.user_id else (
+            "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
+        text = out.message.body
+        if out.attachment is not None:
+            text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
+        self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
+        return f"$console{next(self._ids)}"
+
+    def power_level(self, room_id: str, user_id: str) -> int:
+        return self.power_levels.get(user_id, 0)
+
+    def members(self, room_id: str) -> list[str]:
+        return sorted(self.people)
+
+    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        room_id = f"!private{next(self._ids)}:{SERVER}"
+        self.write(f"[created private room {name!r} for {', '.join(invitees)}]")
+        return room_id
+
+
+def dm_room(user: str) -> str:
+    return "!dm-" + user.strip("@").replace(":", "-") + ":" + SERVER
+
+
+async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None = None,
+                      write: Callable[[str], None] = print) -> int:
+    """Read lines (from stdin unless a queue is given) until /quit or end of input."""
+    storage = await Storage.open(config.storage.database)
+    transport = ConsoleTransport(write)
+    app = App(storage, config, transport)
+    person, direct = user_id("alice"), False
+    transport.people.add(person)
+    events = count(1)
+    write(HELP)
+    try:
+        while True:
+            line = await _next_line(lines, f"{person.split(':')[0][1:]}{' (dm)' if direct else ''}> ")
+            if line is None:
+                break
+            line = line.strip()
+            if not line:
+                continue
+            if line == "/quit":
+                break
+            if line.startswith("/as "):
+                person = user_id(line[4:].strip() or "alice")
+                transport.people.add(person)
+                write(f"[now speaking as {person}]")
+                continue
+            if line in ("/dm", "/pod"):
+                direct = line == "/dm"
+                continue
+            if line == "/coord":
+                transport.power_levels[person] = config.bot.coordinator_power_level
+                write(f"[{person} is now a coordinator]")
+                continue
+            room = dm_room(person) if direct else POD_ROOM
+            await app.receive([Incoming(f"$console-in{next(events)}", room, person, line, direct,
+                                        app.clock())])
+            await app.run_until_idle()
+    finally:
+        await app.stop()
+        await storage.close()
+    return 0
+
+
+async def _next_line(lines: asyncio.Queue[str | None] | None, prompt: str) -> str | None:
+    if lines is not None:
+        return await lines.get()
+    sys.stdout.write(prompt)
+    sys.stdout.flush()
+    line = await asyncio.to_thread(sys.stdin.readline)
+    return line if line else None

@@ -1,0 +1,85 @@
+"""A fake transport at the seam: the real app, storage and handlers, with sends captured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import count
+
+import pytest
+
+from bot.app import App
+from bot.config import BotConfig
+from bot.context import Incoming, Outgoing
+from bot.storage import Storage
+
+POD = "!pod:test"
+
+
+@dataclass
+class FakeTransport:
+    sent: list[Outgoing] = field(default_factory=list)
+    power_levels: dict[str, int] = field(default_factory=dict)
+    txn_ids: list[str] = field(default_factory=list)
+    private_rooms: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        self.sent.append(out)
+        self.txn_ids.append(txn_id)
+        return f"$sent{len(self.sent)}"
+
+    def power_level(self, room_id: str, user_id: str) -> int:
+        return self.power_levels.get(user_id, 0)
+
+    def members(self, room_id: str) -> list[str]:
+        return []
+
+    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        self.private_rooms.append((name, invitees))
+        return f"!private{len(self.private_rooms)}:test"
+
+
+class Clock:
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class Pod:
+    app: App
+    storage: Storage
+    transport: FakeTransport
+    clock: Clock
+    _events: count = field(default_factory=lambda: count(1))
+
+    async def say(self, sender: str, text: str, room: str = POD, direct: bool = False) -> list[Outgoing]:
+        """Send one message as `sender`; return everything the bot sent because of it."""
+        before = len(self.transport.sent)
+        event_id = f"$ev{next(self._events)}"
+        await self.app.receive([Incoming(event_id, room, sender, text, direct, self.clock())])
+        await self.app.run_until_idle()
+        return self.transport.sent[before:]
+
+    async def reply_to(self, sender: str, text: str, **kwargs: object) -> str:
+        """The body of the single reply to this message."""
+        sent = await self.say(sender, text, **kwargs)
+        replies = [o for o in sent if o.reply_to is not None]
+        assert len(replies) == 1, [o.message.body for o in sent]
+        return replies[0].message.body
+
+
+@pytest.fixture
+async def pod(tmp_path):
+    storage = await Storage.open(tmp_path / "bot.db")
+    transport = FakeTransport()
+    clock = Clock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
+    app = App(storage, BotConfig(), transport, clock=clock)
+    yield Pod(app, storage, transport, clock)
+    await app.stop()
+    await storage.close()

@@ -1,0 +1,102 @@
+from bot.models import PostStatus
+
+from .conftest import POD
+
+ALICE, BOB, CAROL = "@alice:test", "@bob:test", "@carol:test"
+
+
+async def test_need_is_stored_with_category_urgency_and_short_id(pod):
+    body = await pod.reply_to(ALICE, "!need groceries for a family of 4, urgent")
+    assert "#1" in body and "food" in body and "urgent" in body
+    async with pod.storage.transaction() as tx:
+        post = await tx.get_post(POD, 1)
+    assert post.author == ALICE
+    assert post.text == "groceries for a family of 4, urgent"
+    assert post.status is PostStatus.OPEN
+
+
+async def test_short_ids_count_per_room(pod):
+    await pod.say(ALICE, "!need groceries")
+    await pod.say(ALICE, "!need ride", room="!other:test")
+    body = await pod.reply_to(BOB, "!offer drill")
+    assert "#2" in body
+
+
+async def test_offer_matching_need_announces_both_people_with_mentions(pod):
+    await pod.say(ALICE, "!need groceries")
+    sent = await pod.say(BOB, "!offer food")
+    matches = [o for o in sent if o.reply_to is None]
+    assert len(matches) == 1
+    match = matches[0].message
+    assert set(match.mentions) == {ALICE, BOB}
+    assert f'href="https://matrix.to/#/{ALICE}"' in match.html
+    assert "#1" in match.body and "#2" in match.body
+
+
+async def test_matches_rank_urgent_then_oldest_and_cap_at_three(pod):
+    for text in ["groceries", "meals", "food bank", "groceries today urgent", "bread"]:
+        await pod.say(ALICE, f"!need {text}")
+    sent = await pod.say(BOB, "!offer food")
+    announced = [o.message.body for o in sent if o.reply_to is None]
+    assert len(announced) == 3
+    assert "#4" in announced[0] and "#1" in announced[1] and "#2" in announced[2]
+
+
+async def test_no_match_with_own_post_or_other_category(pod):
+    await pod.say(ALICE, "!need groceries")
+    await pod.say(BOB, "!need ride")
+    sent = await pod.say(ALICE, "!offer food")
+    assert [o for o in sent if o.reply_to is None] == []
+
+
+async def test_needs_lists_open_needs_and_filters_by_category(pod):
+    await pod.say(ALICE, "!need groceries")
+    await pod.say(BOB, "!need ride to clinic")
+    body = await pod.reply_to(CAROL, "!needs")
+    assert "groceries" in body and "ride to clinic" in body
+    body = await pod.reply_to(CAROL, "!needs transport")
+    assert "ride to clinic" in body and "groceries" not in body
+    body = await pod.reply_to(CAROL, "!offers")
+    assert "No open offers" in body
+
+
+async def test_claim_then_done_changes_status_and_tells_both(pod):
+    await pod.say(ALICE, "!need groceries")
+    sent = await pod.say(BOB, "!claim #1")
+    assert set(sent[0].message.mentions) == {ALICE, BOB}
+    async with pod.storage.transaction() as tx:
+        post = await tx.get_post(POD, 1)
+    assert post.status is PostStatus.CLAIMED and post.claimed_by == BOB
+    assert "already claimed" in await pod.reply_to(CAROL, "!claim 1")
+    assert "done" in await pod.reply_to(ALICE, "!done 1")
+    async with pod.storage.transaction() as tx:
+        assert (await tx.get_post(POD, 1)).status is PostStatus.DONE
+
+
+async def test_only_poster_or_coordinator_may_cancel(pod):
+    await pod.say(ALICE, "!need groceries")
+    assert "Only the person who posted" in await pod.reply_to(BOB, "!cancel 1")
+    pod.transport.power_levels[CAROL] = 50
+    assert "cancelled" in await pod.reply_to(CAROL, "!cancel 1")
+
+
+async def test_cannot_claim_own_post(pod):
+    await pod.say(ALICE, "!offer drill")
+    assert "your own post" in await pod.reply_to(ALICE, "!claim 1")
+
+
+async def test_mine_lists_only_own_posts(pod):
+    await pod.say(ALICE, "!need groceries")
+    await pod.say(BOB, "!need ladder")
+    body = await pod.reply_to(ALICE, "!mine")
+    assert "groceries" in body and "ladder" not in body
+
+
+async def test_posts_in_a_dm_stay_in_that_dm(pod):
+    dm = "!dm-alice:test"
+    await pod.say(ALICE, "!need groceries", room=dm, direct=True)
+    body = await pod.reply_to(BOB, "!needs")
+    assert "groceries" not in body
+    sent = await pod.say(BOB, "!offer food")
+    assert all(o.room_id in (POD, None) for o in sent)
+    assert [o for o in sent if o.reply_to is None] == []
