@@ -1,0 +1,70 @@
+"""End-to-end fixtures: one real Synapse per test session, and people to talk to it.
+
+The Synapse interpreter comes from `MAB_SYNAPSE_PYTHON` or `<repo>/.venv-synapse` (`make
+synapse`); without either, these tests are skipped with a message saying so. Set
+`MAB_REQUIRE_SYNAPSE=1` (as CI should) to turn that skip into an error.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import pytest_asyncio
+
+from bot.devserver import Synapse, synapse_python
+
+from .people import Person
+
+PersonFactory = Callable[..., Awaitable[Person]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def synapse(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Synapse]:
+    try:
+        python = synapse_python()
+    except FileNotFoundError as exc:
+        if os.environ.get("MAB_REQUIRE_SYNAPSE") or os.environ.get("MAB_SYNAPSE_PYTHON"):
+            raise
+        pytest.skip(str(exc))
+    server = Synapse(tmp_path_factory.mktemp("synapse"), python)
+    started = time.monotonic()
+    await server.start()
+    print(f"\nSynapse ready at {server.base_url} in {time.monotonic() - started:.1f}s")
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+_serial = itertools.count(1)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def person_factory(synapse: Synapse) -> AsyncIterator[PersonFactory]:
+    """`await person_factory("alice")` -> a logged-in Person with a unique localpart
+    (`alice-<n>-<random>`; `person.name` is the unique localpart). All are closed at teardown."""
+    people: list[Person] = []
+    run = uuid.uuid4().hex[:6]
+
+    async def make(name: str = "person", **kwargs: object) -> Person:
+        person = await Person.create(synapse, f"{name}-{next(_serial)}-{run}", **kwargs)
+        people.append(person)
+        return person
+
+    try:
+        yield make
+    finally:
+        for person in people:
+            await person.close()
