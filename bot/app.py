@@ -58,12 +58,15 @@ class App:
 
     # ---- intake ---------------------------------------------------------------------------
 
-    async def receive(self, items: list[Incoming], sync_token: str | None = None) -> int:
-        """Durably queue commands (and the sync token that covers them); start their workers."""
+    async def receive(self, items: list[Incoming], sync_token: str | None = None,
+                      marks: dict[str, str] | None = None) -> int:
+        """Durably queue commands with the sync token (and transport marks) that cover them."""
         if not self._accepting:
             return 0
         async with self.storage.transaction() as tx:
             added = await tx.add_to_inbox(items) if items else 0
+            for key, value in (marks or {}).items():
+                await tx.set_meta(key, value)
             if sync_token is not None:
                 await tx.set_meta("sync_token", sync_token)
         if added:

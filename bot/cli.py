@@ -39,8 +39,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # nio logs whole events and request bodies at DEBUG; keep it to warnings whatever our level.
-    for noisy in ("nio", "aiohttp", "peewee", "apscheduler.executors"):
+    # These libraries log whole events, SQL parameters or request bodies at DEBUG, which would put
+    # what people typed into the log; keep them to warnings whatever our level.
+    for noisy in ("nio", "aiohttp", "aiosqlite", "peewee", "apscheduler.executors"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -133,7 +133,7 @@ def _post_from_row(row: sqlite3.Row) -> Post:
     )
 
 
-def _create_private_file(path: Path) -> None:
+def create_private_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -154,7 +154,7 @@ class Storage:
         """Open (creating if needed) and migrate. Refuses a corrupt or newer database."""
         if str(path) != ":memory:":
             path = Path(path)
-            _create_private_file(path)
+            create_private_file(path)
         try:
             db = await aiosqlite.connect(str(path), timeout=10)
         except sqlite3.Error as exc:
@@ -357,6 +357,10 @@ class Storage:
     async def get_dm_room(self, user_id: str) -> str | None:
         row = await self._fetchone("SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
         return row["room_id"] if row else None
+
+    async def dm_partner(self, room_id: str) -> str | None:
+        row = await self._fetchone("SELECT user_id FROM dm_rooms WHERE room_id = ?", (room_id,))
+        return row["user_id"] if row else None
 
     async def set_dm_room(self, user_id: str, room_id: str) -> None:
         await self._execute(

@@ -1,0 +1,576 @@
+"""Matrix transport: matrix-nio with end-to-end encryption.
+
+It knows the network and nothing of mutual aid. It logs in (once, then reuses the saved session),
+keeps a persistent crypto store, runs a supervised sync loop, turns decrypted command messages into
+`Incoming` items for the app, and delivers `Outgoing` messages as encrypted `m.notice` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nio import (
+    AsyncClient,
+    AsyncClientConfig,
+    InviteMemberEvent,
+    JoinError,
+    LocalProtocolError,
+    LoginResponse,
+    MegolmEvent,
+    MessageDirection,
+    RoomCreateResponse,
+    RoomMessagesResponse,
+    RoomMessageText,
+    RoomSendResponse,
+    SyncError,
+    SyncResponse,
+    UploadResponse,
+    WhoamiResponse,
+)
+from nio.crypto import ENCRYPTION_ENABLED  # noqa: F401 - fails early if the e2e extra is missing
+
+from bot.app import App, DeliveryError
+from bot.config import BotConfig, MatrixConfig
+from bot.context import Incoming, Outgoing
+from bot.formatting import render
+from bot.storage import Storage, create_private_file
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT_MS = 30_000
+TIMELINE_LIMIT = 100
+BACKFILL_PAGE = 100
+BACKFILL_MAX_PAGES = 50
+UNDECRYPTABLE_PATIENCE_S = 30.0
+ROOM_WAIT_S = 15.0
+MAX_BACKOFF_S = 60.0
+UNENCRYPTED_NOTE = "unencrypted-warning"
+UNENCRYPTED_WARNING = (
+    "I only work in end-to-end encrypted rooms, to keep what people share here private. "
+    "A room admin can turn on encryption in the room settings; until then I will not act on commands."
+)
+UNREADABLE_NOTE = (
+    "I couldn't read your last message: its encryption keys never reached me. "
+    "Could you send it again? If this keeps happening, verify your session or re-join the room."
+)
+SYNC_FILTER = {
+    "room": {
+        "timeline": {"limit": TIMELINE_LIMIT},
+        "state": {"lazy_load_members": False},
+        "ephemeral": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+    },
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+}
+
+
+class FatalTransportError(RuntimeError):
+    """The bot cannot go on (bad credentials, a mismatched store); the message says why."""
+
+
+@dataclass
+class SavedSession:
+    user_id: str
+    device_id: str
+    access_token: str
+
+
+def _pickle_key(passphrase: str, user_id: str) -> str:
+    # nio's default pickle key is a constant; derive ours from the configured secret instead.
+    digest = hashlib.pbkdf2_hmac("sha256", passphrase.encode(), user_id.encode(), 200_000)
+    return digest.hex()
+
+
+def _session_path(matrix: MatrixConfig) -> Path:
+    return matrix.store_dir / "session.json"
+
+
+def _load_session(path: Path) -> SavedSession | None:
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return SavedSession(data["user_id"], data["device_id"], data["access_token"])
+
+
+def _save_session(path: Path, session: SavedSession) -> None:
+    create_private_file(path)
+    tmp = path.with_suffix(".tmp")
+    create_private_file(tmp)
+    tmp.write_text(json.dumps(session.__dict__), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def event_text(event: RoomMessageText) -> str | None:
+    """The text to act on, or None for edits (we act on the original only, never on edits)."""
+    relates = event.source.get("content", {}).get("m.relates_to") or {}
+    if relates.get("rel_type") == "m.replace":
+        return None
+    body = event.body
+    return body if isinstance(body, str) else None
+
+
+class MatrixTransport:
+    def __init__(self, config: BotConfig, storage: Storage) -> None:
+        assert config.matrix is not None
+        self.config = config
+        self.matrix = config.matrix
+        self.storage = storage
+        self.app: App | None = None
+        self.client: AsyncClient | None = None
+        self.first_sync_done = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._undecryptable: dict[str, tuple[MegolmEvent, str, float]] = {}
+        self.sync_failures = 0
+        self.last_good_sync: float | None = None
+        self._next_sync = asyncio.Event()
+
+    # ---- login and crypto store -----------------------------------------------------------
+
+    async def connect(self) -> None:
+        matrix = self.matrix
+        matrix.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(matrix.store_dir, 0o700)
+        password = matrix.password.read()
+        client_config = AsyncClientConfig(
+            store_sync_tokens=False,
+            encryption_enabled=True,
+            pickle_key=_pickle_key(matrix.store_passphrase.read(), matrix.user_id),
+            max_timeouts=0,  # connection errors come back to our supervised loop and its backoff
+            request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
+        )
+        session_file = _session_path(matrix)
+        session = _load_session(session_file)
+        client = AsyncClient(matrix.homeserver, matrix.user_id, store_path=str(matrix.store_dir),
+                             config=client_config)
+        self.client = client
+        if session is None:
+            response = await client.login(password, device_name=matrix.device_name)
+            if not isinstance(response, LoginResponse):
+                raise FatalTransportError(
+                    f"login as {matrix.user_id} failed: {getattr(response, 'message', response)}. "
+                    "Check matrix.user_id and the password secret."
+                )
+            session = SavedSession(response.user_id, response.device_id, response.access_token)
+            _save_session(session_file, session)
+            log.info("logged in as %s, new device %s", session.user_id, session.device_id)
+        else:
+            if session.user_id != matrix.user_id:
+                raise FatalTransportError(
+                    f"the saved session in {session_file} is for {session.user_id}, but the config "
+                    f"says {matrix.user_id}. Use a different matrix.store_dir for another account."
+                )
+            client.restore_login(session.user_id, session.device_id, session.access_token)
+        for name in os.listdir(matrix.store_dir):
+            _chmod_private(matrix.store_dir / name)
+        whoami = await client.whoami()
+        if not isinstance(whoami, WhoamiResponse):
+            if getattr(whoami, "status_code", "") in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                raise FatalTransportError(
+                    f"the homeserver no longer accepts the saved access token for {matrix.user_id}. "
+                    f"Delete {session_file} to log in again (a new device will be created)."
+                )
+            raise FatalTransportError(f"whoami failed: {getattr(whoami, 'message', whoami)}")
+        if whoami.user_id != matrix.user_id or (whoami.device_id and whoami.device_id != session.device_id):
+            raise FatalTransportError(
+                f"the homeserver says this token belongs to {whoami.user_id} device {whoami.device_id}, "
+                f"but the config and crypto store are for {matrix.user_id} device {session.device_id}."
+            )
+        if client.should_upload_keys:
+            await client.keys_upload()
+        await self._cross_sign(password)
+        SECRET_VALUES.update({session.access_token, password})
+
+    async def _cross_sign(self, password: str) -> None:
+        from bot.transport.cross_signing import CrossSigningError, ensure_cross_signing
+
+        try:
+            await ensure_cross_signing(self.client, password,
+                                       self.matrix.store_dir / "cross_signing.json")
+        except CrossSigningError as exc:
+            # The bot still works for clients that share keys with unverified devices.
+            log.warning("cross-signing could not be set up: %s", exc)
+
+    # ---- the sync loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Sync until stopped. Errors back off exponentially; bad credentials raise."""
+        assert self.client is not None and self.app is not None
+        async with self.storage.transaction() as tx:
+            token = await tx.get_meta("sync_token")
+        first_start = token is None
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                response = await self.client.sync(
+                    timeout=0 if first_start or not self.first_sync_done.is_set() else SYNC_TIMEOUT_MS,
+                    sync_filter=SYNC_FILTER, since=token, full_state=first_start,
+                )
+            except (OSError, TimeoutError, LocalProtocolError) as exc:
+                response = exc
+            if isinstance(response, SyncResponse):
+                failures = 0
+                self.sync_failures = 0
+                try:
+                    await self._after_sync(response, skip_commands=first_start)
+                except (OSError, TimeoutError) as exc:
+                    log.warning("processing a sync failed (%s); retrying", type(exc).__name__)
+                    await self._backoff(1)
+                    continue
+                token = response.next_batch
+                first_start = False
+                self._next_sync.set()
+                self._next_sync = asyncio.Event()
+                self.last_good_sync = time.time()
+                if not self.first_sync_done.is_set():
+                    self.first_sync_done.set()
+                    log.info("first sync complete: %d rooms", len(self.client.rooms))
+                continue
+            if isinstance(response, SyncError) and response.status_code in (
+                    "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
+                raise FatalTransportError(
+                    f"the homeserver rejected the access token for {self.matrix.user_id}. "
+                    f"Delete {_session_path(self.matrix)} to log in again."
+                )
+            failures += 1
+            self.sync_failures = failures
+            reason = getattr(response, "message", None) or type(response).__name__
+            log.warning("sync failed (%s); attempt %d", reason, failures)
+            await self._backoff(failures)
+
+    async def _backoff(self, failures: int) -> None:
+        delay = min(MAX_BACKOFF_S, 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+
+    async def _after_sync(self, response: SyncResponse, *, skip_commands: bool) -> None:
+        client = self.client
+        await self._keep_crypto_up_to_date()
+        for room_id, info in response.rooms.invite.items():
+            await self._on_invite(room_id, info.invite_state)
+        items: list[Incoming] = []
+        marks: dict[str, str] = {}
+        for room_id, info in response.rooms.join.items():
+            events = list(info.timeline.events)
+            if events:
+                marks[f"seen:{room_id}"] = str(max(e.server_timestamp for e in events))
+            if skip_commands:
+                continue
+            if info.timeline.limited:
+                events = await self._backfill(room_id, info.timeline.prev_batch) + events
+            items += await self._commands_from(room_id, events)
+        items += await self._retry_undecryptable()
+        assert self.app is not None
+        await self.app.receive(items, sync_token=response.next_batch, marks=marks)
+        if client.outgoing_to_device_messages:
+            await client.send_to_device_messages()
+
+    async def _keep_crypto_up_to_date(self) -> None:
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        if client.outgoing_to_device_messages:
+            await client.send_to_device_messages()
+
+    async def _backfill(self, room_id: str, prev_batch: str | None) -> list[Any]:
+        """Events a `limited` timeline left out, back to what we have already seen."""
+        async with self.storage.transaction() as tx:
+            seen = int(await tx.get_meta(f"seen:{room_id}") or 0)
+            joined = int(await tx.get_meta(f"joined:{room_id}") or 0)
+        floor = max(seen, joined, self._oldest_allowed_ms())
+        collected: list[Any] = []
+        start = prev_batch
+        for _ in range(BACKFILL_MAX_PAGES):
+            if start is None:
+                break
+            page = await self.client.room_messages(room_id, start=start, limit=BACKFILL_PAGE,
+                                                   direction=MessageDirection.back)
+            if not isinstance(page, RoomMessagesResponse):
+                log.warning("backfill of %s failed: %s", room_id, getattr(page, "message", page))
+                break
+            reached_floor = False
+            for event in page.chunk:
+                if event.server_timestamp <= floor:
+                    reached_floor = True
+                    break
+                collected.append(event)
+            if reached_floor or not page.chunk or page.end == start:
+                break
+            start = page.end
+        log.info("backfilled %d events in %s", len(collected), room_id)
+        return list(reversed(collected))
+
+    def _oldest_allowed_ms(self) -> int:
+        return int((time.time() - self.matrix.max_command_age_hours * 3600) * 1000)
+
+    async def _commands_from(self, room_id: str, events: list[Any]) -> list[Incoming]:
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            return []
+        async with self.storage.transaction() as tx:
+            joined = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            dm_partner = await tx.dm_partner(room_id)
+        oldest = max(joined, self._oldest_allowed_ms())
+        items = []
+        for event in events:
+            if event.sender == self.matrix.user_id or event.server_timestamp < oldest:
+                continue
+            if isinstance(event, MegolmEvent):
+                self._remember_undecryptable(room_id, event)
+                continue
+            if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
+                continue
+            text = event_text(event)
+            if text is None:
+                continue
+            is_direct = dm_partner == event.sender or (dm_partner is None and room.member_count == 2)
+            if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
+                continue
+            if not room.encrypted and not self.matrix.allow_unencrypted_rooms:
+                await self._warn_unencrypted(room_id)
+                continue
+            items.append(Incoming(event.event_id, room_id, event.sender, text, is_direct,
+                                  _from_ms(event.server_timestamp)))
+        return items
+
+    def _remember_undecryptable(self, room_id: str, event: MegolmEvent) -> None:
+        if event.event_id in self._undecryptable:
+            return
+        self._undecryptable[event.event_id] = (event, room_id, time.monotonic())
+        log.info("cannot decrypt %s in %s yet; asking for its keys", event.event_id, room_id)
+        asyncio.create_task(self._request_keys(event))
+
+    async def _request_keys(self, event: MegolmEvent) -> None:
+        try:
+            await self.client.request_room_key(event)
+        except LocalProtocolError:
+            pass  # already requested
+
+    async def _retry_undecryptable(self) -> list[Incoming]:
+        recovered = []
+        for event_id, (event, room_id, first_seen) in list(self._undecryptable.items()):
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except Exception:  # noqa: BLE001 - any failure means "still unreadable"
+                decrypted = None
+            if isinstance(decrypted, RoomMessageText):
+                del self._undecryptable[event_id]
+                recovered += await self._commands_from(room_id, [decrypted])
+            elif time.monotonic() - first_seen > UNDECRYPTABLE_PATIENCE_S:
+                del self._undecryptable[event_id]
+                await self._tell_unreadable(room_id, event)
+        return recovered
+
+    async def _tell_unreadable(self, room_id: str, event: MegolmEvent) -> None:
+        async with self.storage.transaction() as tx:
+            first = await tx.note_once(room_id, f"unreadable:{event.sender}:{event.session_id}",
+                                       self.app.clock())
+            if first:
+                await tx.enqueue([Outgoing(render(UNREADABLE_NOTE), room_id=room_id,
+                                           reply_to=event.event_id)], self.app.clock())
+        if first:
+            self.app.wake_outbox()
+
+    async def _warn_unencrypted(self, room_id: str) -> None:
+        async with self.storage.transaction() as tx:
+            first = await tx.note_once(room_id, UNENCRYPTED_NOTE, self.app.clock())
+            if first:
+                await tx.enqueue([Outgoing(render(UNENCRYPTED_WARNING), room_id=room_id)],
+                                 self.app.clock())
+        if first:
+            self.app.wake_outbox()
+
+    async def _on_invite(self, room_id: str, invite_state: list[Any]) -> None:
+        inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)
+                        and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
+        if inviter is None or not self.matrix.inviter_allowed(inviter):
+            log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
+            await self.client.room_leave(room_id)
+            return
+        async with self.storage.transaction() as tx:
+            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+        response = await self.client.join(room_id)
+        if isinstance(response, JoinError):
+            log.warning("joining %s failed: %s", room_id, response.message)
+        else:
+            log.info("joined %s on invite from %s", room_id, inviter)
+
+    # ---- delivery -------------------------------------------------------------------------
+
+    async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        room_id = out.room_id or await self._dm_room(out.user_id)
+        await self._wait_for_room(room_id)
+        content: dict[str, Any] = {
+            "msgtype": "m.notice",
+            "body": out.message.body,
+            "format": "org.matrix.custom.html",
+            "formatted_body": out.message.html,
+            # Always present: with m.mentions, clients ignore "@room" and names in the body.
+            "m.mentions": {"user_ids": list(out.message.mentions)},
+        }
+        if out.attachment is not None:
+            content = await self._upload(room_id, out)
+        if out.reply_to:
+            content["m.relates_to"] = {"m.in_reply_to": {"event_id": out.reply_to}}
+        try:
+            response = await self.client.room_send(room_id, "m.room.message", content,
+                                                   tx_id=txn_id, ignore_unverified_devices=True)
+        except (OSError, TimeoutError) as exc:
+            raise DeliveryError(type(exc).__name__) from exc
+        except LocalProtocolError as exc:
+            raise DeliveryError(str(exc), permanent=True) from exc
+        if isinstance(response, RoomSendResponse):
+            return response.event_id
+        permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND", "M_TOO_LARGE")
+        raise DeliveryError(getattr(response, "message", str(response)), permanent=permanent)
+
+    async def _upload(self, room_id: str, out: Outgoing) -> dict[str, Any]:
+        attachment = out.attachment
+        room = self.client.rooms.get(room_id)
+        encrypt = bool(room and room.encrypted)
+        response, keys = await self.client.upload(
+            lambda *_: attachment.data, content_type=attachment.mimetype,
+            filename=attachment.filename, encrypt=encrypt, filesize=len(attachment.data),
+        )
+        if not isinstance(response, UploadResponse):
+            raise DeliveryError(f"upload failed: {getattr(response, 'message', response)}")
+        content: dict[str, Any] = {
+            "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
+            "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
+        }
+        if encrypt:
+            content["file"] = {**keys, "url": response.content_uri}
+        else:
+            content["url"] = response.content_uri
+        return content
+
+    async def _dm_room(self, user_id: str) -> str:
+        async with self.storage.transaction() as tx:
+            room_id = await tx.get_dm_room(user_id)
+        if room_id is not None and room_id in self.client.rooms:
+            return room_id
+        room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
+        async with self.storage.transaction() as tx:
+            await tx.set_dm_room(user_id, room_id)
+            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+        return room_id
+
+    async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:
+        response = await self.client.room_create(
+            name=name, is_direct=is_direct, invite=invitees, federate=True,
+            initial_state=[{"type": "m.room.encryption", "state_key": "",
+                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+            preset=None,
+        )
+        if not isinstance(response, RoomCreateResponse):
+            raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}")
+        return response.room_id
+
+    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
+        async with self.storage.transaction() as tx:
+            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+        return room_id
+
+    async def _wait_for_room(self, room_id: str) -> None:
+        """A room the bot just created is usable once a sync has told nio about it."""
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while room_id not in self.client.rooms and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._next_sync.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        if room_id not in self.client.rooms:
+            raise DeliveryError(f"room {room_id} not known yet")
+
+    def power_level(self, room_id: str, user_id: str) -> int:
+        room = self.client.rooms.get(room_id) if self.client else None
+        return room.power_levels.get_user_level(user_id) if room else 0
+
+    def members(self, room_id: str) -> list[str]:
+        room = self.client.rooms.get(room_id) if self.client else None
+        return sorted(room.users) if room else []
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self.client is not None:
+            await self.client.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+
+SECRET_VALUES: set[str] = set()
+
+
+def _chmod_private(path: Path) -> None:
+    try:
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    except OSError:
+        pass
+
+
+def _from_ms(ms: int) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+async def run_matrix_bot(config: BotConfig) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or a fatal problem (non-zero)."""
+    from bot.cli import SECRET_FILTER
+
+    storage = await Storage.open(config.storage.database)
+    transport = MatrixTransport(config, storage)
+    app = App(storage, config, transport)
+    transport.app = app
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, transport.stop)
+    exit_code = 0
+    sync_task = None
+    try:
+        await transport.connect()
+        SECRET_FILTER.secrets |= SECRET_VALUES
+        app.start()
+        await app.start_pending_workers()
+        sync_task = asyncio.create_task(transport.run(), name="sync")
+        stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
+        done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if sync_task in done:
+            sync_task.result()
+        log.info("stopping: finishing handlers in progress")
+    except FatalTransportError as exc:
+        log.error("%s", exc)
+        exit_code = 3
+    finally:
+        if sync_task is not None and not sync_task.done():
+            sync_task.cancel()
+            try:
+                await sync_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        await app.stop()
+        await transport.close()
+        await storage.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    log.info("stopped")
+    return exit_code

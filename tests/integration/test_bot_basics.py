@@ -1,0 +1,164 @@
+"""The foundation on a real Synapse: encrypted rooms, invites, commands, restarts, bursts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from .botproc import BotProcess
+from .people import contains
+
+
+@pytest.fixture
+async def bot(synapse, tmp_path):
+    proc = await BotProcess.create(synapse, tmp_path / "bot", f"bot-{tmp_path.name[-12:]}")
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+async def pod_with(person_factory, bot, *names, encrypted=True):
+    """A room created by the first person, with the bot and everyone else joined."""
+    people = [await person_factory(n) for n in names]
+    owner = people[0]
+    room = await owner.create_room("Demo pod", invite=[bot.user_id] + [p.user_id for p in people[1:]],
+                                   encrypted=encrypted)
+    for person in people[1:]:
+        await person.join(room)
+    await owner._sync_until(lambda: bot.user_id in owner.client.rooms[room].users, 30, "bot join")
+    return room, people
+
+
+def reply_to(event_id):
+    def matches(event):
+        relates = event.source.get("content", {}).get("m.relates_to", {})
+        return relates.get("m.in_reply_to", {}).get("event_id") == event_id
+    return matches
+
+
+async def ask(person, room, text, bot, timeout=30):
+    event_id = await person.send(room, text)
+    return await person.wait_for(room, reply_to(event_id), timeout, sender=bot.user_id)
+
+
+async def test_joins_an_allowed_invite_and_answers_in_an_encrypted_room(person_factory, bot):
+    room, (alice,) = await pod_with(person_factory, bot, "alice")
+    reply = await ask(alice, room, "!help", bot)
+    assert "!need" in reply.body
+    raw = await alice.raw_event(room, reply.event_id)
+    assert raw["type"] == "m.room.encrypted"
+    assert reply.source["content"]["msgtype"] == "m.notice"
+
+
+async def test_declines_an_invite_from_another_server(person_factory, bot, synapse):
+    # Same homeserver but the allow-list only names this server's users, so use a room config
+    # that the bot must refuse: an inviter outside the list is simulated by a restricted config.
+    stranger = await person_factory("stranger")
+    bot_config = bot.workdir / "config.toml"
+    text = bot_config.read_text().replace(f'allowed_inviters = [":{synapse.server_name}"]',
+                                          'allowed_inviters = ["@nobody:elsewhere.example"]')
+    await bot.stop()
+    bot_config.write_text(text)
+    await bot.start()
+    room = await stranger.create_room("not allowed", invite=[bot.user_id])
+    await bot.wait_for_log(f"declining invite to {room}")
+    await stranger.sync_once()
+    assert bot.user_id not in stranger.client.rooms[room].users
+
+
+async def test_need_and_offer_match_mentions_both_and_both_decrypt(person_factory, bot):
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    reply = await ask(alice, room, "!need groceries", bot)
+    assert "Noted need #1" in reply.body or "Noted need **#1**" in reply.body
+    await ask(bob, room, "!offer food", bot)
+    for person in (alice, bob):
+        match = await person.wait_for(room, contains("Possible match"), sender=bot.user_id)
+        mentions = match.source["content"]["m.mentions"]["user_ids"]
+        assert set(mentions) == {alice.user_id, bob.user_id}
+        assert f"https://matrix.to/#/{alice.user_id}" in match.source["content"]["formatted_body"]
+
+
+async def test_needs_claim_done_change_status(person_factory, bot):
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    await ask(alice, room, "!need ride to clinic tuesday", bot)
+    listing = await ask(bob, room, "!needs", bot)
+    assert "ride to clinic tuesday" in listing.body
+    claimed = await ask(bob, room, "!claim 1", bot)
+    assert "claimed" in claimed.body
+    done = await ask(alice, room, "!done 1", bot)
+    assert "marked done" in done.body
+    with sqlite3.connect(bot.database) as db:
+        status, claimed_by = db.execute("SELECT status, claimed_by FROM posts").fetchone()
+    assert (status, claimed_by) == ("done", bob.user_id)
+
+
+async def test_unknown_command_gets_a_suggestion(person_factory, bot):
+    room, (alice,) = await pod_with(person_factory, bot, "alice")
+    reply = await ask(alice, room, "!nede groceries", bot)
+    assert "Did you mean `!need`" in reply.body
+
+
+async def test_unencrypted_room_gets_one_warning_and_no_processing(person_factory, bot):
+    room, (alice,) = await pod_with(person_factory, bot, "alice", encrypted=False)
+    await alice.send(room, "!need groceries")
+    warning = await alice.wait_for(room, contains("only work in end-to-end encrypted"),
+                                   sender=bot.user_id)
+    assert warning is not None
+    await alice.send(room, "!need ride")
+    await alice.send(room, "!help")
+    await asyncio.sleep(3)
+    await alice.sync_once()
+    from_bot = alice.bodies(room, sender=bot.user_id)
+    assert len(from_bot) == 1
+    with sqlite3.connect(bot.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 0
+
+
+async def test_restart_keeps_decrypting_skips_old_and_answers_missed(person_factory, bot):
+    room, (alice,) = await pod_with(person_factory, bot, "alice")
+    await ask(alice, room, "!need groceries", bot)
+    assert await bot.stop() == 0
+    missed = await alice.send(room, "!need ride to the station")
+    await bot.start()
+    reply = await alice.wait_for(room, reply_to(missed), sender=bot.user_id)
+    assert "#2" in reply.body
+    after = await ask(alice, room, "!needs", bot)
+    assert "groceries" in after.body and "ride to the station" in after.body
+    await asyncio.sleep(2)
+    await alice.sync_once()
+    replies_to_first = [e for e in alice.received(room) if e.sender == bot.user_id
+                        and "Noted need" in e.body]
+    assert len(replies_to_first) == 2  # #1 once before the restart, #2 once after
+
+
+async def test_burst_of_150_commands_is_answered_exactly_once(person_factory, bot):
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    sent = []
+    for i in range(75):  # categories that never match, so only the replies are counted
+        sent.append(await alice.send(room, f"!need groceries {i}"))
+        sent.append(await bob.send(room, f"!offer ladder {i}"))
+    wanted = set(sent)
+    seen: dict[str, int] = {}
+
+    def count_reply(event):
+        target = event.source.get("content", {}).get("m.relates_to", {}).get(
+            "m.in_reply_to", {}).get("event_id")
+        if target in wanted:
+            seen[target] = seen.get(target, 0) + 1
+        return False
+
+    deadline = asyncio.get_running_loop().time() + 120
+    while asyncio.get_running_loop().time() < deadline:
+        await alice.sync_once(1)
+        seen.clear()
+        for event in alice.received(room):
+            if event.sender == bot.user_id:
+                count_reply(event)
+        if len(seen) == len(wanted):
+            break
+    assert len(seen) == 150, f"{150 - len(seen)} commands unanswered"
+    assert set(seen.values()) == {1}
+    with sqlite3.connect(bot.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 150
