@@ -63,7 +63,7 @@ class BotProcess:
         """Start and wait until the bot has finished its first sync."""
         assert self.process is None or self.process.returncode is not None
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - handed to the child, tiny
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAB_TEST")}
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", "--config", str(self.workdir / "config.toml"),
