@@ -56,6 +56,8 @@ class MatrixConfig(Section):
     allow_unencrypted_rooms: bool = False
     max_command_age_hours: float = 24.0
     command_prefix: str = "!"
+    # How long to wait for the keys of a message the bot cannot decrypt before telling the sender.
+    undecryptable_patience_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("user_id")
     @classmethod
@@ -117,11 +119,21 @@ class BotSettings(Section):
         return value.upper()
 
 
+class MetricsConfig(Section):
+    """Optional Prometheus endpoint (`/metrics`) and health check (`/healthz`)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=1, le=65535)
+    healthy_sync_age_seconds: float = Field(default=120.0, gt=0)
+
+
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     bot: BotSettings = Field(default_factory=BotSettings)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 @dataclass
