@@ -1,0 +1,97 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from bot.cli import main
+from bot.config import BotConfig, ConfigError, load_config
+
+EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
+    keys = set()
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)]
+        section = next((a for a in inner if issubclass(a, BaseModel) and a.__name__ != "SecretSource"), None)
+        if section is not None:
+            keys |= _keys(section, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def _flatten(table: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for name, value in table.items():
+        if isinstance(value, dict) and not {"env", "file"} & set(value):
+            keys |= _flatten(value, f"{prefix}{name}.")
+        else:
+            keys.add(prefix + name)
+    return keys
+
+
+def test_example_config_documents_every_key_and_validates():
+    documented = _flatten(tomllib.loads(EXAMPLE.read_text()))
+    assert documented == _keys(BotConfig)
+    config = load_config(EXAMPLE)
+    assert config.matrix.user_id == "@mutualaid:example.org"
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+VALID = """
+[matrix]
+homeserver = "http://127.0.0.1:8008"
+user_id = "@bot:localhost"
+password = { env = "MAB_TEST_PASSWORD" }
+store_passphrase = { file = "pass.txt" }
+"""
+
+
+def test_unknown_key_is_an_error_with_its_path(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, VALID + "\n[bot]\ntimezon = 'UTC'\n"))
+    assert ("bot.timezon", ) == tuple(p[0] for p in error.value.problems)
+    assert "check the spelling" in str(error.value)
+
+
+def test_check_config_prints_each_problem_with_hint_and_exits_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAB_TEST_PASSWORD", raising=False)
+    path = _write(tmp_path, VALID)
+    assert main(["check-config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "MAB_TEST_PASSWORD" in err and "is not set" in err
+    assert "pass.txt" in err and "cannot be read" in err
+
+
+def test_check_config_accepts_a_good_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MAB_TEST_PASSWORD", "secret")
+    (tmp_path / "pass.txt").write_text("passphrase\n")
+    assert main(["check-config", str(_write(tmp_path, VALID))]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_run_refuses_the_same_problems(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAB_TEST_PASSWORD", raising=False)
+    assert main(["run", "--config", str(_write(tmp_path, VALID))]) == 1
+    assert "MAB_TEST_PASSWORD" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, where", [
+    ('[matrix]\nhomeserver = "ftp://x"\nuser_id = "bot"\n', "matrix.homeserver"),
+    (VALID + '\n[bot]\ntimezone = "Mars/Olympus"\n', "bot.timezone"),
+    ('[matrix]\nhomeserver = "http://x"\nuser_id = "@b:x"\npassword = "inline"\n'
+     'store_passphrase = { env = "X" }\n', "matrix.password"),
+    ("this is = not toml [", "config.toml"),
+])
+def test_bad_values_are_reported_by_key(tmp_path, text, where):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text))
+    assert any(where in p[0] for p in error.value.problems), error.value.problems
