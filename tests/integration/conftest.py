@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -24,9 +25,9 @@ PersonFactory = Callable[..., Awaitable[Person]]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    here = os.path.dirname(__file__)
+    here = Path(__file__).parent
     for item in items:
-        if str(item.fspath).startswith(here):
+        if item.path.is_relative_to(here):
             item.add_marker(pytest.mark.integration)
 
 

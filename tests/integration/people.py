@@ -31,6 +31,7 @@ from nio import (
     MegolmEvent,
     MessageDirection,
     RoomCreateError,
+    RoomInviteResponse,
     RoomMessage,
     RoomMessagesError,
     RoomPreset,
@@ -236,6 +237,11 @@ class Person:
         if isinstance(resp, JoinError):
             raise RuntimeError(f"{self.name}: joining {room_id} failed: {resp}")
         await self._sync_until(lambda: room_id in self.client.rooms, 10, f"joined {room_id}")
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        resp = await self.client.room_invite(room_id, user_id)
+        if not isinstance(resp, RoomInviteResponse):
+            raise RuntimeError(f"{self.name}: inviting {user_id} to {room_id} failed: {resp}")
 
     async def leave(self, room_id: str) -> None:
         await self.client.room_leave(room_id)

@@ -62,3 +62,27 @@ async def test_registering_twice_returns_working_credentials(synapse: Synapse):
         assert person.user_id == first_id
     finally:
         await person.close()
+
+
+async def test_late_joiner_gets_keys_for_later_messages(person_factory):
+    alice = await person_factory("alice")
+    bob = await person_factory("bob")
+    carol = await person_factory("carol")
+    room_id = await alice.create_room("growing", invite=[bob.user_id])
+    await bob.join(room_id)
+    await alice.send(room_id, "before carol")
+    await bob.wait_for_text(room_id, "before carol")
+
+    await alice.invite(room_id, carol.user_id)
+    await carol.wait_for_invite(room_id)
+    await carol.join(room_id)
+    after_id = await alice.send(room_id, "after carol")  # nio must rotate the Megolm session
+    got = await carol.wait_for_text(room_id, "after carol")
+    assert got.event_id == after_id and got.decrypted
+    assert (await bob.wait_for_text(room_id, "after carol")).event_id == after_id
+
+    # Carol sees that the earlier message exists but holds no key for it. (Had she been
+    # invited before it was sent, nio would have shared the key with her invited device.)
+    history = await carol.messages(room_id)
+    assert any(isinstance(e, nio.MegolmEvent) for e in history)
+    assert [e.body for e in history if isinstance(e, nio.RoomMessageText)] == ["after carol"]
