@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from bot.commands import dispatch, load_commands
+from bot.commands import REGISTRY, dispatch, load_commands, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing, Transport
 from bot.formatting import render
+from bot.metrics import Metrics
 from bot.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class App:
         self._outbox_task: asyncio.Task[None] | None = None
         self._accepting = True
         self.handled_count = 0
+        self.metrics = Metrics(config.metrics)
         load_commands()
 
     # ---- intake ---------------------------------------------------------------------------
@@ -118,9 +120,23 @@ class App:
                 await tx.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
                                            reply_to=item.event_id)], now)
         self.handled_count += 1
+        elapsed = time.monotonic() - started
+        self.metrics.commands.labels(self._command_name(item.text), outcome).inc()
+        self.metrics.handle_seconds.observe(elapsed)
+        if outcome == "error":
+            self.metrics.errors.inc()
         log.info("handled event %s in %s: %s, %d replies, %.1f ms", item.event_id, item.room_id,
-                 outcome, len(ctx.outgoing), (time.monotonic() - started) * 1000)
+                 outcome, len(ctx.outgoing), elapsed * 1000)
         self._outbox_wakeup.set()
+
+    def _command_name(self, text: str) -> str:
+        """A registered command's name for metrics; never user text."""
+        prefix = self.config.matrix.command_prefix if self.config.matrix else "!"
+        parsed = split_command(text, prefix)
+        if parsed is None:
+            return "none"
+        cmd = REGISTRY.by_word.get(parsed[0])
+        return cmd.name if cmd is not None else "unknown"
 
     def too_old(self, item: Incoming) -> bool:
         max_age = timedelta(hours=self.config.matrix.max_command_age_hours if self.config.matrix else 24)
@@ -140,12 +156,14 @@ class App:
                 try:
                     event_id = await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")
                 except DeliveryError as exc:
+                    self.metrics.delivery_failures.inc()
                     if not exc.permanent:
                         raise
                     log.warning("dropping outbox message %d: %s", item.id, exc)
                     event_id = None
                 async with self.storage.transaction() as tx:
                     await tx.mark_sent(item.id, event_id, self.clock())
+                self.metrics.deliveries.inc()
                 delivered += 1
 
     async def _outbox_loop(self) -> None:
@@ -158,7 +176,11 @@ class App:
                 backoff = 1.0
             except DeliveryError as exc:
                 log.warning("delivery failed (%s); retrying in %.0f s", exc, backoff)
-                await asyncio.sleep(backoff)
+                # A wake-up (new reply, or the transport seeing the server back) cuts the wait.
+                try:
+                    await asyncio.wait_for(self._outbox_wakeup.wait(), backoff)
+                except TimeoutError:
+                    pass
                 backoff = min(backoff * 2, 60.0)
                 self._outbox_wakeup.set()
 

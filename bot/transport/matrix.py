@@ -51,7 +51,6 @@ SYNC_TIMEOUT_MS = 30_000
 TIMELINE_LIMIT = 100
 BACKFILL_PAGE = 100
 BACKFILL_MAX_PAGES = 50
-UNDECRYPTABLE_PATIENCE_S = 30.0
 ROOM_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 UNENCRYPTED_NOTE = "unencrypted-warning"
@@ -210,15 +209,20 @@ class MatrixTransport:
             token = await tx.get_meta("sync_token")
         first_start = token is None
         failures = 0
+        metrics = self.app.metrics
         while not self._stopping.is_set():
+            metrics.sync_requests.inc()
             try:
                 response = await self.client.sync(
-                    timeout=0 if first_start or not self.first_sync_done.is_set() else SYNC_TIMEOUT_MS,
+                    timeout=self._sync_timeout_ms(first_start),
                     sync_filter=SYNC_FILTER, since=token, full_state=first_start,
                 )
             except (OSError, TimeoutError, LocalProtocolError) as exc:
                 response = exc
             if isinstance(response, SyncResponse):
+                if failures:
+                    log.info("sync recovered after %d failed attempts", failures)
+                    self.app.wake_outbox()  # the homeserver is back: retry delivery now
                 failures = 0
                 self.sync_failures = 0
                 try:
@@ -232,6 +236,7 @@ class MatrixTransport:
                 self._next_sync.set()
                 self._next_sync = asyncio.Event()
                 self.last_good_sync = time.time()
+                metrics.sync_ok()
                 if not self.first_sync_done.is_set():
                     self.first_sync_done.set()
                     log.info("first sync complete: %d rooms", len(self.client.rooms))
@@ -244,9 +249,21 @@ class MatrixTransport:
                 )
             failures += 1
             self.sync_failures = failures
+            metrics.sync_failures.inc()
             reason = getattr(response, "message", None) or type(response).__name__
             log.warning("sync failed (%s); attempt %d", reason, failures)
             await self._backoff(failures)
+
+    def _sync_timeout_ms(self, first_start: bool) -> int:
+        if first_start or not self.first_sync_done.is_set():
+            return 0
+        if self._undecryptable:
+            # Come back in time to give up on keys that never arrive, even in a quiet room.
+            return int(min(SYNC_TIMEOUT_MS, max(1.0, self._patience()) * 1000))
+        return SYNC_TIMEOUT_MS
+
+    def _patience(self) -> float:
+        return self.matrix.undecryptable_patience_seconds
 
     async def _backoff(self, failures: int) -> None:
         delay = min(MAX_BACKOFF_S, 2 ** (failures - 1)) * random.uniform(0.8, 1.2)
@@ -372,7 +389,7 @@ class MatrixTransport:
             if isinstance(decrypted, RoomMessageText):
                 del self._undecryptable[event_id]
                 recovered += await self._commands_from(room_id, [decrypted])
-            elif time.monotonic() - first_seen > UNDECRYPTABLE_PATIENCE_S:
+            elif time.monotonic() - first_seen > self._patience():
                 del self._undecryptable[event_id]
                 await self._tell_unreadable(room_id, event)
         return recovered
@@ -546,6 +563,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
     exit_code = 0
     sync_task = None
     try:
+        await app.metrics.start_server()
         await transport.connect()
         SECRET_FILTER.secrets |= SECRET_VALUES
         app.start()
@@ -570,6 +588,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         await app.stop()
         await transport.close()
         await storage.close()
+        await app.metrics.stop_server()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
     log.info("stopped")
