@@ -23,6 +23,8 @@ import aiosqlite
 from bot.context import Attachment, Incoming, Outgoing
 from bot.formatting import Rendered
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
+from bot.schedule_rules import ShiftWhen
+from bot.shift_models import Shift, Signup, StandinRequest
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +99,82 @@ async def _m001_initial(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m_shifts(db: aiosqlite.Connection) -> None:
+    """Shifts, sign-ups, stand-ins, per-room settings, scheduled sends, post renewal."""
+    await db.executescript(
+        """
+        CREATE TABLE room_settings (
+            room_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (room_id, key)
+        );
+        CREATE TABLE shifts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            place TEXT,
+            needed INTEGER NOT NULL,
+            when_json TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (room_id, number)
+        );
+        CREATE TABLE shift_cancelled (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence)
+        );
+        CREATE TABLE shift_signups (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            person TEXT NOT NULL,
+            present INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence, person)
+        );
+        CREATE TABLE standin_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            status TEXT NOT NULL,
+            covered_by TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (room_id, number)
+        );
+        CREATE TABLE noshows (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            person TEXT NOT NULL,
+            recorded_by TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence, person)
+        );
+        CREATE TABLE sent_reminders (
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            occurrence TEXT NOT NULL,
+            offset_key TEXT NOT NULL,
+            person TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (kind, ref, occurrence, offset_key, person)
+        );
+        ALTER TABLE posts ADD COLUMN renewed_at TEXT;
+        """
+    )
+
+
 # Ordered: index + 1 is the schema version the step brings the database to. Append, never edit.
-MIGRATIONS: list[Migration] = [_m001_initial]
+MIGRATIONS: list[Migration] = [_m001_initial, _m_shifts]
 
 
 def _now_text(moment: datetime) -> str:
@@ -462,3 +538,239 @@ class Storage:
             )
             counts[name] = row[0]
         return counts
+
+    # ---- per-room settings ----------------------------------------------------------------
+
+    async def get_room_settings(self, room_id: str) -> dict[str, str]:
+        rows = await self._fetchall(
+            "SELECT key, value FROM room_settings WHERE room_id = ?", (room_id,)
+        )
+        return {r["key"]: r["value"] for r in rows}
+
+    async def set_room_setting(self, room_id: str, key: str, value: str | None) -> None:
+        """Store a room's value for `key`; None removes it (back to the default)."""
+        if value is None:
+            await self._execute(
+                "DELETE FROM room_settings WHERE room_id = ? AND key = ?", (room_id, key)
+            )
+            return
+        await self._execute(
+            "INSERT INTO room_settings (room_id, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (room_id, key) DO UPDATE SET value = excluded.value",
+            (room_id, key, value),
+        )
+
+    # ---- shifts ---------------------------------------------------------------------------
+
+    async def create_shift(
+        self, room_id: str, title: str, place: str | None, needed: int, when: ShiftWhen,
+        created_by: str, now: datetime,
+    ) -> Shift:
+        row = await self._fetchone(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM shifts WHERE room_id = ?", (room_id,)
+        )
+        stamp = _now_text(now)
+        cursor = await self._execute(
+            "INSERT INTO shifts (room_id, number, title, place, needed, when_json, active, "
+            "created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+            (room_id, row[0], title, place, needed, when.model_dump_json(), created_by, stamp,
+             stamp),
+        )
+        return await self.get_shift_by_id(cursor.lastrowid)
+
+    async def get_shift_by_id(self, shift_id: int) -> Shift:
+        row = await self._fetchone("SELECT * FROM shifts WHERE id = ?", (shift_id,))
+        if row is None:
+            raise KeyError(shift_id)
+        return _shift_from_row(row)
+
+    async def get_shift(self, room_id: str, number: int) -> Shift | None:
+        row = await self._fetchone(
+            "SELECT * FROM shifts WHERE room_id = ? AND number = ?", (room_id, number)
+        )
+        return _shift_from_row(row) if row else None
+
+    async def list_shifts(self, room_id: str | None = None, *, active_only: bool = True) -> list[Shift]:
+        clauses, params = [], []
+        if room_id is not None:
+            clauses.append("room_id = ?")
+            params.append(room_id)
+        if active_only:
+            clauses.append("active = 1")
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._fetchall(
+            f"SELECT * FROM shifts {where} ORDER BY room_id, number", params  # noqa: S608
+        )
+        return [_shift_from_row(r) for r in rows]
+
+    async def update_shift(
+        self, shift: Shift, now: datetime, *, title: str | None = None, place: str | None = None,
+        needed: int | None = None, when: ShiftWhen | None = None, active: bool | None = None,
+    ) -> Shift:
+        await self._execute(
+            "UPDATE shifts SET title = COALESCE(?, title), place = COALESCE(?, place), "
+            "needed = COALESCE(?, needed), when_json = COALESCE(?, when_json), "
+            "active = COALESCE(?, active), updated_at = ? WHERE id = ?",
+            (title, place, needed, when.model_dump_json() if when else None,
+             None if active is None else int(active), _now_text(now), shift.id),
+        )
+        return await self.get_shift_by_id(shift.id)
+
+    async def cancel_occurrence(self, shift_id: int, occurrence: str, now: datetime) -> bool:
+        cursor = await self._execute(
+            "INSERT OR IGNORE INTO shift_cancelled (shift_id, occurrence, at) VALUES (?, ?, ?)",
+            (shift_id, occurrence, _now_text(now)),
+        )
+        return cursor.rowcount == 1
+
+    async def cancelled_occurrences(self, shift_ids: list[int]) -> set[tuple[int, str]]:
+        if not shift_ids:
+            return set()
+        rows = await self._fetchall(
+            f"SELECT shift_id, occurrence FROM shift_cancelled "  # noqa: S608 - placeholders only
+            f"WHERE shift_id IN ({','.join('?' * len(shift_ids))})",
+            shift_ids,
+        )
+        return {(r["shift_id"], r["occurrence"]) for r in rows}
+
+    async def signups(self, shift_ids: list[int]) -> list[Signup]:
+        if not shift_ids:
+            return []
+        rows = await self._fetchall(
+            f"SELECT * FROM shift_signups "  # noqa: S608 - placeholders only
+            f"WHERE shift_id IN ({','.join('?' * len(shift_ids))}) ORDER BY at, person",
+            shift_ids,
+        )
+        return [Signup(shift_id=r["shift_id"], occurrence=r["occurrence"], person=r["person"],
+                       present=bool(r["present"])) for r in rows]
+
+    async def set_signup(self, shift_id: int, occurrence: str, person: str, present: bool,
+                         now: datetime) -> None:
+        await self._execute(
+            "INSERT INTO shift_signups (shift_id, occurrence, person, present, at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (shift_id, occurrence, person) "
+            "DO UPDATE SET present = excluded.present, at = excluded.at",
+            (shift_id, occurrence, person, int(present), _now_text(now)),
+        )
+
+    async def remove_signup(self, shift_id: int, occurrence: str, person: str) -> bool:
+        cursor = await self._execute(
+            "DELETE FROM shift_signups WHERE shift_id = ? AND occurrence = ? AND person = ?",
+            (shift_id, occurrence, person),
+        )
+        return cursor.rowcount == 1
+
+    async def create_standin(self, shift: Shift, occurrence: str, requester: str,
+                             now: datetime) -> StandinRequest:
+        row = await self._fetchone(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM standin_requests WHERE room_id = ?",
+            (shift.room_id,),
+        )
+        stamp = _now_text(now)
+        cursor = await self._execute(
+            "INSERT INTO standin_requests (room_id, number, shift_id, occurrence, requester, "
+            "status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'open', ?, ?)",
+            (shift.room_id, row[0], shift.id, occurrence, requester, stamp, stamp),
+        )
+        return await self._standin_where("id = ?", (cursor.lastrowid,))
+
+    async def get_standin(self, room_id: str, number: int) -> StandinRequest | None:
+        try:
+            return await self._standin_where("room_id = ? AND number = ?", (room_id, number))
+        except KeyError:
+            return None
+
+    async def open_standin_for(self, shift_id: int, occurrence: str,
+                               requester: str) -> StandinRequest | None:
+        try:
+            return await self._standin_where(
+                "shift_id = ? AND occurrence = ? AND requester = ? AND status = 'open'",
+                (shift_id, occurrence, requester),
+            )
+        except KeyError:
+            return None
+
+    async def _standin_where(self, condition: str, params: tuple) -> StandinRequest:
+        row = await self._fetchone(
+            f"SELECT * FROM standin_requests WHERE {condition} ORDER BY id LIMIT 1",  # noqa: S608
+            params,
+        )
+        if row is None:
+            raise KeyError(params)
+        return StandinRequest(
+            id=row["id"], room_id=row["room_id"], number=row["number"], shift_id=row["shift_id"],
+            occurrence=row["occurrence"], requester=row["requester"], status=row["status"],
+            covered_by=row["covered_by"],
+        )
+
+    async def set_standin_status(self, request: StandinRequest, status: str, now: datetime,
+                                 covered_by: str | None = None) -> None:
+        await self._execute(
+            "UPDATE standin_requests SET status = ?, covered_by = ?, updated_at = ? WHERE id = ?",
+            (status, covered_by, _now_text(now), request.id),
+        )
+
+    async def record_noshow(self, shift_id: int, occurrence: str, person: str, recorded_by: str,
+                            now: datetime) -> bool:
+        cursor = await self._execute(
+            "INSERT OR IGNORE INTO noshows (shift_id, occurrence, person, recorded_by, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (shift_id, occurrence, person, recorded_by, _now_text(now)),
+        )
+        return cursor.rowcount == 1
+
+    async def noshow_count(self, room_id: str, person: str) -> int:
+        row = await self._fetchone(
+            "SELECT COUNT(*) FROM noshows JOIN shifts ON shifts.id = noshows.shift_id "
+            "WHERE shifts.room_id = ? AND noshows.person = ?",
+            (room_id, person),
+        )
+        return row[0]
+
+    # ---- scheduled sends: recorded in the transaction that enqueues them -------------------
+
+    async def record_scheduled(self, kind: str, ref: str, occurrence: str, offset_key: str,
+                               person: str, outcome: str, now: datetime) -> bool:
+        """Claim one scheduled send; True only the first time (exactly once across restarts)."""
+        cursor = await self._execute(
+            "INSERT OR IGNORE INTO sent_reminders "
+            "(kind, ref, occurrence, offset_key, person, outcome, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, ref, occurrence, offset_key, person, outcome, _now_text(now)),
+        )
+        return cursor.rowcount == 1
+
+    async def scheduled_records(self, kind: str | None = None) -> list[dict[str, str]]:
+        rows = await self._fetchall(
+            "SELECT * FROM sent_reminders WHERE ? IS NULL OR kind = ? ORDER BY rowid", (kind, kind)
+        )
+        return [dict(r) for r in rows]
+
+    # ---- post expiry and renewal ----------------------------------------------------------
+
+    async def posts_with_renewal(self, statuses: tuple[PostStatus, ...] = (PostStatus.OPEN,),
+                                 ) -> list[tuple[Post, datetime]]:
+        """Posts with the moment their expiry clock started (creation or last renewal)."""
+        rows = await self._fetchall(
+            f"SELECT * FROM posts WHERE status IN ({','.join('?' * len(statuses))}) "  # noqa: S608
+            "ORDER BY id",
+            [s.value for s in statuses],
+        )
+        return [(_post_from_row(r), _parse_time(r["renewed_at"] or r["created_at"])) for r in rows]
+
+    async def renew_post(self, post: Post, now: datetime) -> Post:
+        stamp = _now_text(now)
+        await self._execute(
+            "UPDATE posts SET renewed_at = ?, updated_at = ?, "
+            "status = CASE WHEN status = 'expired' THEN 'open' ELSE status END WHERE id = ?",
+            (stamp, stamp, post.id),
+        )
+        return await self.get_post_by_id(post.id)
+
+
+def _shift_from_row(row: sqlite3.Row) -> Shift:
+    return Shift(
+        id=row["id"], room_id=row["room_id"], number=row["number"], title=row["title"],
+        place=row["place"], needed=row["needed"],
+        when=ShiftWhen.model_validate_json(row["when_json"]), active=bool(row["active"]),
+        created_by=row["created_by"], created_at=_parse_time(row["created_at"]),
+    )
