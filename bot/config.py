@@ -128,11 +128,20 @@ class MetricsConfig(Section):
     healthy_sync_age_seconds: float = Field(default=120.0, gt=0)
 
 
+class PrivacyConfig(Section):
+    """Private intake by DM, introductions and how long personal data is kept."""
+
+    intake_timeout_minutes: float = Field(default=30.0, gt=0)
+    retention_days: float = Field(default=30.0, ge=0)
+    intro_with_coordinator: bool = False
+
+
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     bot: BotSettings = Field(default_factory=BotSettings)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
