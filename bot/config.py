@@ -136,11 +136,52 @@ class PrivacyConfig(Section):
     intro_with_coordinator: bool = False
 
 
+class ShiftsConfig(Section):
+    """Shift reminders, post expiry and the needs digest. Hours may be fractional."""
+
+    reminder_offsets_hours: list[float] = Field(default_factory=lambda: [24.0, 2.0])
+    understaffed_alert_hours: float = Field(default=48.0, ge=0)
+    late_grace_minutes: float = Field(default=60.0, ge=0)
+    post_expiry_days: float = Field(default=14.0, gt=0)
+    expiry_warning_days: float = Field(default=2.0, ge=0)
+    digest_day: str = "monday"
+    digest_time: str = "09:00"
+
+    @field_validator("reminder_offsets_hours")
+    @classmethod
+    def _offsets(cls, values: list[float]) -> list[float]:
+        if any(v < 0 for v in values):
+            raise ValueError("offsets are hours before the shift; none may be negative")
+        return values
+
+    @field_validator("digest_day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in _DIGEST_DAYS:
+            raise ValueError("use a weekday name (monday ... sunday) or daily")
+        return value
+
+    @field_validator("digest_time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        hour, sep, minute = value.strip().partition(":")
+        if not (sep and hour.isdigit() and minute.isdigit() and int(hour) < 24 and int(minute) < 60
+                and len(minute) == 2):
+            raise ValueError('use 24-hour HH:MM, like "09:00"')
+        return f"{int(hour):02d}:{minute}"
+
+
+_DIGEST_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+                "daily")
+
+
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     bot: BotSettings = Field(default_factory=BotSettings)
+    shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
