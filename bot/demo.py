@@ -117,7 +117,7 @@ async def prepare(directory: Path) -> tuple[Synapse, Path, dict]:
 
 
 def _instructions(credentials: dict, directory: Path) -> str:
-    people = "\n".join(f"    {u['user_id']}  password: {u['password']}" for u in credentials["users"])
+    people = "\n".join(f"    {u['user_id']}" for u in credentials["users"])
     return f"""
 ==========================================================================
  mutual-aid-bot demo is running.
@@ -125,9 +125,10 @@ def _instructions(credentials: dict, directory: Path) -> str:
  Log in from Element (desktop) or any Matrix client with "custom homeserver"
  set to the address above, as:
 {people}
+ (their passwords are in {directory / 'credentials.json'}, mode 0600:
+ never printed, so they stay out of terminal logs)
  Open the encrypted room "Demo pod" and type !help, !need groceries,
  !offer food, !needs, !claim 1 ...
- Credentials: {directory / 'credentials.json'}
  Stop with Ctrl-C.
 ==========================================================================
 """
