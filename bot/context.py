@@ -35,6 +35,7 @@ class Outgoing:
     user_id: str | None = None
     reply_to: str | None = None
     attachment: Attachment | None = None
+    redacts: str | None = None  # not a message: redact the bot's own event with this id in room_id
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,8 @@ class Post(BaseModel):
     claimed_by: str | None = None
     private: bool = False  # came through DM intake: details never shown in the pod room
     anonymous: bool = False
+    details_shown: bool = False  # a private request whose author chose to show the details
+    event_id: str | None = None  # the command message; redacting it cancels the post
 
 
 class Match(BaseModel):

@@ -173,8 +173,39 @@ async def _m_shifts(db: aiosqlite.Connection) -> None:
     )
 
 
+async def _m_privacy(db: aiosqlite.Connection) -> None:
+    """Private intake conversations, introductions, post event ids, redactions, retention."""
+    await db.executescript(
+        """
+        ALTER TABLE posts ADD COLUMN event_id TEXT;
+        ALTER TABLE posts ADD COLUMN details_shown INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE posts ADD COLUMN erased_at TEXT;
+        CREATE INDEX posts_event ON posts (event_id) WHERE event_id IS NOT NULL;
+        ALTER TABLE outbox ADD COLUMN redacts TEXT;
+        CREATE TABLE intake (
+            user_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            flow TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE introductions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            post_id INTEGER NOT NULL REFERENCES posts (id),
+            requester TEXT NOT NULL,
+            helper TEXT NOT NULL,
+            status TEXT NOT NULL,
+            room_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX introductions_requester ON introductions (requester, status);
+        """
+    )
+
+
 # Ordered: index + 1 is the schema version the step brings the database to. Append, never edit.
-MIGRATIONS: list[Migration] = [_m001_initial, _m_shifts]
+MIGRATIONS: list[Migration] = [_m001_initial, _m_shifts, _m_privacy]
 
 
 def _now_text(moment: datetime) -> str:
@@ -206,6 +237,8 @@ def _post_from_row(row: sqlite3.Row) -> Post:
         claimed_by=row["claimed_by"],
         private=bool(row["private"]),
         anonymous=bool(row["anonymous"]),
+        details_shown=bool(row["details_shown"]),
+        event_id=row["event_id"],
     )
 
 
@@ -393,13 +426,13 @@ class Storage:
             attachment = out.attachment
             await self._execute(
                 "INSERT INTO outbox (room_id, user_id, body, html, mentions, reply_to, "
-                "attachment_name, attachment_type, attachment_data, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "attachment_name, attachment_type, attachment_data, created_at, redacts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (out.room_id, out.user_id, out.message.body, out.message.html,
                  json.dumps(list(out.message.mentions)), out.reply_to,
                  attachment.filename if attachment else None,
                  attachment.mimetype if attachment else None,
-                 attachment.data if attachment else None, _now_text(now)),
+                 attachment.data if attachment else None, _now_text(now), out.redacts),
             )
 
     async def pending_outbox(self, limit: int = 50) -> list[OutboxItem]:
@@ -416,14 +449,15 @@ class Storage:
             message = Rendered(row["body"], row["html"], tuple(json.loads(row["mentions"])))
             items.append(OutboxItem(row["id"], Outgoing(
                 message, room_id=row["room_id"], user_id=row["user_id"],
-                reply_to=row["reply_to"], attachment=attachment,
+                reply_to=row["reply_to"], attachment=attachment, redacts=row["redacts"],
             )))
         return items
 
     async def mark_sent(self, outbox_id: int, event_id: str | None, now: datetime) -> None:
-        # Sent messages are in the room's history; the copy here is no longer needed.
+        # Sent messages are in the room's history; the copy here is no longer needed. Who was
+        # mentioned is kept (until retention or !forgetme) so those messages can be redacted.
         await self._execute(
-            "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', mentions = '[]', "
+            "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
             "attachment_data = NULL WHERE id = ?",
             (_now_text(now), event_id, outbox_id),
         )
@@ -449,7 +483,8 @@ class Storage:
 
     async def create_post(
         self, room_id: str, kind: PostKind, author: str, parsed: ParsedPost, now: datetime,
-        *, private: bool = False, anonymous: bool = False,
+        *, private: bool = False, anonymous: bool = False, details_shown: bool = False,
+        event_id: str | None = None,
     ) -> Post:
         row = await self._fetchone(
             "INSERT INTO room_counters (room_id, last_number) VALUES (?, 1) "
@@ -461,9 +496,11 @@ class Storage:
         stamp = _now_text(now)
         cursor = await self._execute(
             "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
-            "created_at, updated_at, private, anonymous) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, updated_at, private, anonymous, details_shown, event_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (room_id, number, kind.value, author, parsed.category.value, int(parsed.urgency),
-             parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous)),
+             parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
+             int(details_shown), event_id),
         )
         return await self.get_post_by_id(cursor.lastrowid)
 
@@ -540,6 +577,229 @@ class Storage:
         return counts
 
     # ---- per-room settings ----------------------------------------------------------------
+
+    # ---- privacy: intake conversations, introductions, retention, forget-me ----------------
+
+    async def get_post_by_event(self, room_id: str, event_id: str) -> Post | None:
+        row = await self._fetchone(
+            "SELECT * FROM posts WHERE room_id = ? AND event_id = ?", (room_id, event_id)
+        )
+        return _post_from_row(row) if row else None
+
+    async def find_own_post(self, author: str, number: int) -> Post | None:
+        """A person's post by number from anywhere (for use in a DM); the newest if several."""
+        row = await self._fetchone(
+            "SELECT * FROM posts WHERE author = ? AND number = ? ORDER BY id DESC LIMIT 1",
+            (author, number),
+        )
+        return _post_from_row(row) if row else None
+
+    async def unclaim_post(self, post: Post, now: datetime) -> Post:
+        await self._execute(
+            "UPDATE posts SET status = ?, claimed_by = NULL, updated_at = ? WHERE id = ?",
+            (PostStatus.OPEN.value, _now_text(now), post.id),
+        )
+        return await self.get_post_by_id(post.id)
+
+    async def get_intake(self, user_id: str) -> tuple[str, str, dict, datetime] | None:
+        """(room_id, flow, state, updated_at) of the person's conversation, if any."""
+        row = await self._fetchone("SELECT * FROM intake WHERE user_id = ?", (user_id,))
+        if row is None:
+            return None
+        return row["room_id"], row["flow"], json.loads(row["state"]), _parse_time(row["updated_at"])
+
+    async def save_intake(self, user_id: str, room_id: str, flow: str, state: dict,
+                          now: datetime) -> None:
+        await self._execute(
+            "INSERT INTO intake (user_id, room_id, flow, state, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id, flow = excluded.flow, "
+            "state = excluded.state, updated_at = excluded.updated_at",
+            (user_id, room_id, flow, json.dumps(state), _now_text(now)),
+        )
+
+    async def end_intake(self, user_id: str) -> bool:
+        cursor = await self._execute("DELETE FROM intake WHERE user_id = ?", (user_id,))
+        return cursor.rowcount > 0
+
+    async def idle_intakes(self, before: datetime) -> list[tuple[str, str, str]]:
+        """(user_id, room_id, flow) of conversations untouched since `before`."""
+        rows = await self._fetchall(
+            "SELECT user_id, room_id, flow FROM intake WHERE updated_at < ? ORDER BY updated_at",
+            (_now_text(before),),
+        )
+        return [(r["user_id"], r["room_id"], r["flow"]) for r in rows]
+
+    async def add_introduction(self, post: Post, helper: str, now: datetime) -> int:
+        stamp = _now_text(now)
+        cursor = await self._execute(
+            "INSERT INTO introductions (post_id, requester, helper, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'asked', ?, ?)",
+            (post.id, post.author, helper, stamp, stamp),
+        )
+        return cursor.lastrowid
+
+    async def asked_introductions(self, requester: str | None = None,
+                                  post_id: int | None = None) -> list[dict]:
+        """Introductions waiting for the requester's answer, oldest first."""
+        clauses, params = ["status = 'asked'"], []
+        if requester is not None:
+            clauses.append("requester = ?")
+            params.append(requester)
+        if post_id is not None:
+            clauses.append("post_id = ?")
+            params.append(post_id)
+        rows = await self._fetchall(
+            f"SELECT * FROM introductions WHERE {' AND '.join(clauses)} ORDER BY id",  # noqa: S608
+            params,
+        )
+        return [dict(r) for r in rows]
+
+    async def set_introduction(self, intro_id: int, status: str, now: datetime,
+                               room_id: str | None = None) -> None:
+        await self._execute(
+            "UPDATE introductions SET status = ?, room_id = COALESCE(?, room_id), updated_at = ? "
+            "WHERE id = ?",
+            (status, room_id, _now_text(now), intro_id),
+        )
+
+    async def is_introduction_room(self, room_id: str) -> bool:
+        row = await self._fetchone("SELECT 1 FROM introductions WHERE room_id = ?", (room_id,))
+        return row is not None
+
+    async def erase_closed_posts(self, before: datetime, now: datetime) -> int:
+        """Retention: details and people of posts closed before `before`; counts remain."""
+        closed = (PostStatus.DONE.value, PostStatus.CANCELLED.value, PostStatus.EXPIRED.value)
+        cutoff = _now_text(before)
+        await self._execute(
+            "DELETE FROM introductions WHERE post_id IN (SELECT id FROM posts WHERE status IN "
+            "(?, ?, ?) AND updated_at < ?)", (*closed, cutoff),
+        )
+        cursor = await self._execute(
+            "UPDATE posts SET text = NULL, author = NULL, claimed_by = NULL, event_id = NULL, "
+            "erased_at = ? WHERE status IN (?, ?, ?) AND updated_at < ? AND erased_at IS NULL",
+            (_now_text(now), *closed, cutoff),
+        )
+        # Who sent which command and who was mentioned: kept only as long as the posts are.
+        await self._execute(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,)
+        )
+        await self._execute(
+            "UPDATE inbox SET sender = '' WHERE handled_at IS NOT NULL AND handled_at < ?",
+            (cutoff,),
+        )
+        return cursor.rowcount
+
+    async def person_dm_rooms(self, user_id: str) -> set[str]:
+        rows = await self._fetchall(
+            "SELECT room_id FROM dm_rooms WHERE user_id = ? UNION "
+            "SELECT room_id FROM inbox WHERE sender = ? AND is_direct = 1 UNION "
+            "SELECT room_id FROM intake WHERE user_id = ?", (user_id, user_id, user_id),
+        )
+        return {r["room_id"] for r in rows}
+
+    async def bot_messages_about(self, user_id: str) -> list[tuple[str, str]]:
+        """(room_id, event_id) of sent bot messages to, mentioning or answering the person."""
+        dm_rooms = await self.person_dm_rooms(user_id)
+        dm_room = await self.get_dm_room(user_id)
+        rows = await self._fetchall(
+            "SELECT room_id, user_id, event_id FROM outbox WHERE event_id IS NOT NULL "
+            "AND redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 OR reply_to IN "
+            "(SELECT event_id FROM inbox WHERE sender = ?)"
+            f" OR room_id IN ({','.join('?' * len(dm_rooms)) or 'NULL'}))",  # noqa: S608
+            (user_id, json.dumps(user_id), user_id, *sorted(dm_rooms)),
+        )
+        found = []
+        for row in rows:
+            room_id = row["room_id"] or (dm_room if row["user_id"] == user_id else None)
+            if room_id is not None:
+                found.append((room_id, row["event_id"]))
+        return found
+
+    async def forget_person(self, user_id: str, now: datetime) -> dict[str, int]:
+        """Erase every row that names the person, in every table; per table, rows changed.
+
+        Posts keep their aggregates (category, room, dates, status) with author, claimer and
+        details erased; open ones are cancelled and ones they claimed reopened. Inbox rows keep
+        only their event id, so that a command is still never handled twice. Any other table
+        (shifts and whatever comes later) is walked generically: a row whose key names the person
+        is deleted, other mentions are blanked.
+        """
+        counts: dict[str, int] = {}
+
+        def add(table: str, n: int) -> None:
+            if n > 0:
+                counts[table] = counts.get(table, 0) + n
+
+        closed = (PostStatus.OPEN.value, PostStatus.CLAIMED.value)
+        cursor = await self._execute(
+            "UPDATE posts SET author = NULL, text = NULL, claimed_by = NULL, event_id = NULL, "
+            "erased_at = ?, updated_at = ?, status = CASE WHEN status IN (?, ?) THEN ? ELSE status END "
+            "WHERE author = ?",
+            (_now_text(now), _now_text(now), *closed, PostStatus.CANCELLED.value, user_id),
+        )
+        add("posts", cursor.rowcount)
+        cursor = await self._execute(
+            "UPDATE posts SET claimed_by = NULL, status = CASE WHEN status = ? THEN ? ELSE status END "
+            "WHERE claimed_by = ?",
+            (PostStatus.CLAIMED.value, PostStatus.OPEN.value, user_id),
+        )
+        add("posts", cursor.rowcount)
+        dm_rooms = sorted(await self.person_dm_rooms(user_id))
+        marks = ",".join("?" * len(dm_rooms)) or "NULL"
+        cursor = await self._execute(
+            "DELETE FROM outbox WHERE redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 "
+            "OR reply_to IN (SELECT event_id FROM inbox WHERE sender = ?) "
+            f"OR room_id IN ({marks}))",  # noqa: S608
+            (user_id, json.dumps(user_id), user_id, *dm_rooms),
+        )
+        add("outbox", cursor.rowcount)
+        cursor = await self._execute(
+            "UPDATE inbox SET sender = '', text = '' WHERE sender = ?", (user_id,))
+        add("inbox", cursor.rowcount)
+        for table, column in (("dm_rooms", "user_id"), ("intake", "user_id")):
+            cursor = await self._execute(f"DELETE FROM {table} WHERE {column} = ?", (user_id,))  # noqa: S608
+            add(table, cursor.rowcount)
+        cursor = await self._execute(
+            "DELETE FROM introductions WHERE requester = ? OR helper = ?", (user_id, user_id))
+        add("introductions", cursor.rowcount)
+        for table, n in (await self._forget_everywhere(user_id)).items():
+            add(table, n)
+        return counts
+
+    async def _forget_everywhere(self, user_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        tables = await self._fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "AND name != 'schema_version'"
+        )
+        for table in tables:
+            name = table["name"]
+            columns = await self._fetchall(f"PRAGMA table_info({name})")
+            for col in columns:
+                if (col["type"] or "").upper() not in ("TEXT", ""):
+                    continue
+                column = col["name"]
+                changed = 0
+                if col["pk"]:
+                    cursor = await self._execute(
+                        f"DELETE FROM {name} WHERE instr({column}, ?) > 0", (user_id,))  # noqa: S608
+                    counts[name] = counts.get(name, 0) + cursor.rowcount
+                    continue
+                blank = "NULL" if not col["notnull"] else "''"
+                for sql, params in (
+                    (f"UPDATE {name} SET {column} = {blank} WHERE {column} = ?", (user_id,)),
+                    (f"UPDATE {name} SET {column} = replace({column}, ?, '[someone]') "
+                     f"WHERE instr({column}, ?) > 0", (user_id, user_id)),
+                ):
+                    try:
+                        cursor = await self._execute(sql, params)
+                    except sqlite3.IntegrityError:
+                        cursor = await self._execute(
+                            f"DELETE FROM {name} WHERE instr({column}, ?) > 0", (user_id,))  # noqa: S608
+                    changed += cursor.rowcount
+                if changed:
+                    counts[name] = counts.get(name, 0) + changed
+        return counts
 
     async def get_room_settings(self, room_id: str) -> dict[str, str]:
         rows = await self._fetchall(
