@@ -54,6 +54,9 @@ class App:
         self._outbox_wakeup = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
         self._accepting = True
+        # Set once the transport has caught up (Matrix: first sync done; console/tests: at once).
+        # Scheduled sends wait for it, so nothing goes out from a stale view of the rooms.
+        self.ready = asyncio.Event()
         self.handled_count = 0
         self.metrics = Metrics(config.metrics)
         load_commands()

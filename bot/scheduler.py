@@ -1,0 +1,501 @@
+"""Scheduled work: shift reminders, understaffed alerts, post expiry and the needs digest.
+
+The database is the source of truth. `compute_due` is a pure function from database rows and
+"now" to the sends that are due; `Scheduler.run_due(now)` runs it inside one storage transaction
+and, for every due item, records it in `sent_reminders` (UNIQUE key) and puts its messages in the
+outbox in that same transaction. A send therefore happens exactly once, also across restarts.
+
+The APScheduler job holds no state of its own: it is a single date job set to the next due time
+(derived from the database at start and after every change), that calls `run_due` and sets itself
+again. It waits for `app.ready` (the first sync) before sending anything.
+
+A send whose time passed while the bot was down is sent late when at most
+`shifts.late_grace_minutes` late, otherwise recorded as skipped and logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo
+
+from bot import room_settings
+from bot.config import BotConfig, ShiftsConfig
+from bot.context import Outgoing
+from bot.formatting import Code, join, render, shorten
+from bot.models import Post, PostKind, PostStatus
+from bot.schedule_rules import due as due_state
+from bot.schedule_rules import occurrences_between
+from bot.shift_models import ALL_DATES, Shift, Signup, occurrence_key
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.app import App
+    from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+SHIFT_DM = "shift_dm"
+SHIFT_ROOM = "shift_room"
+UNDERSTAFFED = "understaffed"
+EXPIRY_WARNING = "expiry_warning"
+EXPIRED = "expired"
+DIGEST = "digest"
+
+MAX_LOOKBACK = timedelta(days=7)  # sends older than this are forgotten, not even logged
+MAX_SLEEP = timedelta(minutes=10)  # wake at least this often (posts made elsewhere, settings)
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+# ---- pure helpers shared with the shift commands ------------------------------------------------
+
+
+def roster(shift_id: int, occurrence: str, signups: list[Signup]) -> list[str]:
+    """Who is on for one occurrence, in sign-up order: standing or dated sign-ups, minus opt-outs."""
+    out = {s.person for s in signups
+           if s.shift_id == shift_id and s.occurrence == occurrence and not s.present}
+    people: list[str] = []
+    for s in signups:
+        if (s.shift_id == shift_id and s.present and s.occurrence in (ALL_DATES, occurrence)
+                and s.person not in out and s.person not in people):
+            people.append(s.person)
+    return people
+
+
+def fmt_occurrence(shift: Shift, start: datetime) -> str:
+    """'Sat 28 Nov 10:00-13:00' in the shift's own time zone."""
+    local = start.astimezone(shift.when.zone)
+    end = (local + shift.when.duration).astimezone(shift.when.zone)
+    return (f"{_DAY_ABBR[local.weekday()]} {local.day} {_MONTH_ABBR[local.month - 1]} "
+            f"{local:%H:%M}-{end:%H:%M}")
+
+
+def fmt_span(delta: timedelta) -> str:
+    """'2 hours', '1 day', '45 minutes', '20 seconds'."""
+    seconds = max(0, round(delta.total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and (seconds % size == 0 or seconds >= 3 * size or unit == "minute"):
+            n = round(seconds / size)
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+def offset_key(offset: timedelta) -> str:
+    return str(round(offset.total_seconds()))
+
+
+def room_zone(stored: dict[str, str], config: BotConfig) -> str:
+    return room_settings.value("timezone", stored, config)
+
+
+# ---- what is due: pure ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Due:
+    kind: str
+    ref: str  # shift id, post id or room id
+    occurrence: str  # occurrence key, renewal basis or digest date
+    offset_key: str
+    person: str  # "" for room posts
+    at: datetime  # when it was meant to go out
+    action: Literal["send", "skip"]
+    room_id: str
+    shift: Shift | None = None
+    start: datetime | None = None
+    post: Post | None = None
+    people: tuple[str, ...] = ()
+    quiet: bool = False  # a skip nobody needs to hear about (before the shift existed, staffed)
+
+
+@dataclass
+class Snapshot:
+    """The database rows the scheduler decides from."""
+
+    shifts: list[Shift] = field(default_factory=list)
+    signups: list[Signup] = field(default_factory=list)
+    cancelled: set[tuple[int, str]] = field(default_factory=set)
+    posts: list[tuple[Post, datetime]] = field(default_factory=list)  # (post, expiry clock start)
+    room_settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    last_run: datetime | None = None
+
+
+def _offsets(cfg: ShiftsConfig) -> list[timedelta]:
+    return sorted({timedelta(hours=h) for h in cfg.reminder_offsets_hours}, reverse=True)
+
+
+def _shift_times(shift: Shift, start: datetime, cfg: ShiftsConfig) -> list[tuple[str, timedelta]]:
+    out = [(SHIFT_ROOM, off) for off in _offsets(cfg)]
+    out.append((UNDERSTAFFED, timedelta(hours=cfg.understaffed_alert_hours)))
+    return out
+
+
+def _horizon(cfg: ShiftsConfig) -> timedelta:
+    return max([*_offsets(cfg), timedelta(hours=cfg.understaffed_alert_hours), timedelta(0)])
+
+
+def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
+    """Every send whose time has come and that may not have been recorded yet.
+
+    Items come with action "send" (on time or at most the grace late) or "skip" (too late, or
+    meant for before the shift existed). The caller records each one once and acts only on the
+    first record.
+    """
+    cfg = config.shifts
+    grace = timedelta(minutes=cfg.late_grace_minutes)
+    lookback = grace
+    if snap.last_run is not None:
+        lookback = max(grace, min(MAX_LOOKBACK, now - snap.last_run))
+    window_start = now - lookback
+    out: list[Due] = []
+    horizon = _horizon(cfg)
+    for shift in snap.shifts:
+        if not shift.active:
+            continue
+        for start in occurrences_between(shift.when, window_start, now + horizon + timedelta(seconds=1)):
+            key = occurrence_key(start)
+            if (shift.id, key) in snap.cancelled:
+                continue
+            people = tuple(roster(shift.id, key, snap.signups))
+            for kind, off in _shift_times(shift, start, cfg):
+                at = (start.astimezone(UTC) - off)
+                if not window_start < at <= now:
+                    continue
+                quiet = at < shift.created_at
+                if quiet or now >= start.astimezone(UTC):
+                    action: Literal["send", "skip"] = "skip"
+                else:
+                    action = "send" if due_state(at, now, grace) == "send" else "skip"
+                common = dict(ref=str(shift.id), occurrence=key, offset_key=offset_key(off),
+                              at=at, room_id=shift.room_id, shift=shift, start=start, people=people)
+                if kind == UNDERSTAFFED:
+                    staffed = len(people) >= shift.needed
+                    out.append(Due(kind=UNDERSTAFFED, person="", quiet=quiet or staffed,
+                                   action="skip" if staffed else action, **common))
+                    continue
+                out.append(Due(kind=SHIFT_ROOM, person="", action=action, quiet=quiet, **common))
+                for person in people:
+                    out.append(Due(kind=SHIFT_DM, person=person, action=action, quiet=quiet,
+                                   **common))
+    out += _posts_due(snap, now, cfg)
+    out += _digests_due(snap, now, config, window_start)
+    return out
+
+
+def _post_times(basis: datetime, cfg: ShiftsConfig) -> tuple[datetime, datetime]:
+    expires = basis + timedelta(days=cfg.post_expiry_days)
+    return expires - timedelta(days=cfg.expiry_warning_days), expires
+
+
+def _posts_due(snap: Snapshot, now: datetime, cfg: ShiftsConfig) -> list[Due]:
+    out = []
+    for post, basis in snap.posts:
+        if post.status is not PostStatus.OPEN:
+            continue
+        warn, expires = _post_times(basis, cfg)
+        common = dict(ref=str(post.id), occurrence=basis.astimezone(UTC).isoformat(),
+                      offset_key="", person=post.author, room_id=post.room_id, post=post)
+        if now >= expires:
+            out.append(Due(kind=EXPIRED, at=expires, action="send", **common))
+        elif now >= warn and cfg.expiry_warning_days > 0:
+            out.append(Due(kind=EXPIRY_WARNING, at=warn, action="send", **common))
+    return out
+
+
+def _digest_slot(now: datetime, zone: ZoneInfo, cfg: ShiftsConfig) -> datetime:
+    """The latest digest time at or before now, in `zone`."""
+    hour, minute = (int(x) for x in cfg.digest_time.split(":"))
+    local_today = now.astimezone(zone).date()
+    for back in range(0, 9):
+        day = local_today - timedelta(days=back)
+        if cfg.digest_day != "daily" and _WEEKDAYS[day.weekday()] != cfg.digest_day:
+            continue
+        slot = _localise(datetime.combine(day, time(hour, minute)), zone)
+        if slot <= now:
+            return slot
+    raise AssertionError("a digest slot is always within 8 days")
+
+
+def _localise(naive: datetime, zone: ZoneInfo) -> datetime:
+    aware = naive.replace(tzinfo=zone)
+    return aware.astimezone(UTC).astimezone(zone)
+
+
+def _next_digest(now: datetime, zone: ZoneInfo, cfg: ShiftsConfig) -> datetime:
+    hour, minute = (int(x) for x in cfg.digest_time.split(":"))
+    local_today = now.astimezone(zone).date()
+    for delta in range(0, 9):
+        day = local_today + timedelta(days=delta)
+        if cfg.digest_day != "daily" and _WEEKDAYS[day.weekday()] != cfg.digest_day:
+            continue
+        slot = _localise(datetime.combine(day, time(hour, minute)), zone)
+        if slot > now:
+            return slot
+    raise AssertionError("a digest slot is always within 8 days")
+
+
+def _digest_rooms(snap: Snapshot) -> list[str]:
+    rooms = {p.room_id for p, _ in snap.posts if p.kind is PostKind.NEED
+             and p.status is PostStatus.OPEN and not p.private}
+    return sorted(rooms)
+
+
+def _digests_due(snap: Snapshot, now: datetime, config: BotConfig, window_start: datetime) -> list[Due]:
+    cfg = config.shifts
+    grace = timedelta(minutes=cfg.late_grace_minutes)
+    out = []
+    for room_id in _digest_rooms(snap):
+        stored = snap.room_settings.get(room_id, {})
+        if not room_settings.is_on(room_settings.value("digest", stored, config)):
+            continue
+        zone = ZoneInfo(room_zone(stored, config))
+        slot = _digest_slot(now, zone, cfg)
+        if slot <= window_start:
+            continue
+        action: Literal["send", "skip"] = "send" if due_state(slot, now, grace) == "send" else "skip"
+        out.append(Due(kind=DIGEST, ref=room_id, occurrence=slot.date().isoformat(), offset_key="",
+                       person="", at=slot, action=action, room_id=room_id))
+    return out
+
+
+def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
+    """The earliest moment after now when something may become due (at most MAX_SLEEP away)."""
+    cfg = config.shifts
+    best = now + MAX_SLEEP
+    horizon = _horizon(cfg)
+    for shift in snap.shifts:
+        if not shift.active:
+            continue
+        for start in occurrences_between(shift.when, now, now + horizon + MAX_SLEEP + timedelta(seconds=1)):
+            for _, off in _shift_times(shift, start, cfg):
+                at = start.astimezone(UTC) - off
+                if now < at < best:
+                    best = at
+    for post, basis in snap.posts:
+        if post.status is PostStatus.OPEN:
+            for at in _post_times(basis, cfg):
+                if now < at < best:
+                    best = at
+    for room_id in _digest_rooms(snap):
+        zone = ZoneInfo(room_zone(snap.room_settings.get(room_id, {}), config))
+        at = _next_digest(now, zone, cfg)
+        if now < at < best:
+            best = at
+    return best
+
+
+# ---- the messages -------------------------------------------------------------------------------
+
+
+def _prefix(config: BotConfig) -> str:
+    return config.matrix.command_prefix if config.matrix else "!"
+
+
+def _where(shift: Shift) -> str:
+    return f" at {shift.place}" if shift.place else ""
+
+
+def messages_for(item: Due, now: datetime, config: BotConfig,
+                 open_needs: list[Post] | None = None) -> list[Outgoing]:
+    p = _prefix(config)
+    if item.kind in (SHIFT_DM, SHIFT_ROOM, UNDERSTAFFED):
+        shift, start = item.shift, item.start
+        assert shift is not None and start is not None
+        when = f"{fmt_occurrence(shift, start)} {shift.when.tz}"
+        date_arg = start.astimezone(shift.when.zone).date().isoformat()
+        left = max(0, shift.needed - len(item.people))
+        if item.kind == SHIFT_DM:
+            return [Outgoing(render(
+                "Reminder: **{label} {title}** starts in {span}: {when}{where}. "
+                "Can't make it? Send {standin} in the pod room.",
+                label=shift.label, title=shift.title, span=fmt_span(start - now), when=when,
+                where=_where(shift), standin=Code(f"{p}standin {shift.label} {date_arg}"),
+            ), user_id=item.person)]
+        if item.kind == SHIFT_ROOM:
+            on = ", ".join(item.people) if item.people else "nobody yet"
+            template = "**{label} {title}** starts in {span}: {when}{where}. On: {on}."
+            if left:
+                template += " Still needed: {left}. Sign up with {signup}"
+            return [Outgoing(render(
+                template, label=shift.label, title=shift.title, span=fmt_span(start - now),
+                when=when, where=_where(shift), on=on, left=left,
+                signup=Code(f"{p}signup {shift.label} {date_arg}"),
+            ), room_id=shift.room_id)]
+        return [Outgoing(render(
+            "**{label} {title}** on {when}{where} still needs {left} more "
+            "({have} of {need} signed up). Can you help? {signup}",
+            label=shift.label, title=shift.title, when=when, where=_where(shift), left=left,
+            have=len(item.people), need=shift.needed,
+            signup=Code(f"{p}signup {shift.label} {date_arg}"),
+        ), room_id=shift.room_id)]
+    if item.kind in (EXPIRY_WARNING, EXPIRED):
+        post = item.post
+        assert post is not None
+        if not post.author:
+            return []
+        what = f"{post.kind.value} #{post.number} ({shorten(post.text, 60)})"
+        if item.kind == EXPIRY_WARNING:
+            return [Outgoing(render(
+                "Your {what} expires in {span}. Still need it? Send {renew} in the room where you "
+                "posted it.", what=what, span=fmt_span(item.at + timedelta(
+                    days=config.shifts.expiry_warning_days) - now),
+                renew=Code(f"{p}renew #{post.number}"),
+            ), user_id=post.author)]
+        return [Outgoing(render(
+            "Your {what} has expired and is no longer listed. To bring it back, send {renew} in "
+            "the room where you posted it.", what=what, renew=Code(f"{p}renew #{post.number}"),
+        ), user_id=post.author)]
+    if item.kind == DIGEST:
+        from bot.commands.posts import post_line
+
+        needs = open_needs or []
+        if not needs:
+            return []
+        lines = [render("**Open needs this week** ({n}). Can you help with one? {claim}",
+                        n=len(needs), claim=Code(f"{p}claim <number>"))]
+        lines += [post_line(post) for post in needs[:20]]
+        if len(needs) > 20:
+            lines.append(render("…and {more} more: {cmd}", more=len(needs) - 20,
+                                cmd=Code(f"{p}needs")))
+        return [Outgoing(join(lines), room_id=item.room_id)]
+    raise ValueError(item.kind)
+
+
+# ---- running it ---------------------------------------------------------------------------------
+
+_RUNNING: dict[int, Scheduler] = {}
+
+
+def notify_changed(storage: Storage) -> None:
+    """Shifts, sign-ups or settings changed: re-derive the next wake-up once this commit is done."""
+    scheduler = _RUNNING.get(id(storage))
+    if scheduler is not None:
+        scheduler.changed()
+
+
+async def load_snapshot(tx: Storage) -> Snapshot:
+    shifts = await tx.list_shifts()
+    ids = [s.id for s in shifts]
+    posts = await tx.posts_with_renewal()
+    rooms = {s.room_id for s in shifts} | {p.room_id for p, _ in posts}
+    last = await tx.get_meta("scheduler_last_run")
+    return Snapshot(
+        shifts=shifts, signups=await tx.signups(ids), cancelled=await tx.cancelled_occurrences(ids),
+        posts=posts, room_settings={r: await tx.get_room_settings(r) for r in sorted(rooms)},
+        last_run=datetime.fromisoformat(last) if last else None,
+    )
+
+
+class Scheduler:
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.storage = app.storage
+        self.config = app.config
+        self._aps: AsyncIOScheduler | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._run_lock = asyncio.Lock()
+        self.runs = 0
+
+    async def run_due(self, now: datetime | None = None) -> list[Due]:
+        """Send (or skip) everything due at `now`; returns the items acted on for the first time."""
+        async with self._run_lock:
+            now = now or self.app.clock()
+            acted: list[Due] = []
+            async with self.storage.transaction() as tx:
+                snap = await load_snapshot(tx)
+                for item in compute_due(snap, now, self.config):
+                    outcome = item.action if item.action == "skip" else "sent"
+                    if not await tx.record_scheduled(item.kind, item.ref, item.occurrence,
+                                                     item.offset_key, item.person, outcome, now):
+                        continue
+                    acted.append(item)
+                    if item.action == "skip":
+                        if not item.quiet:
+                            log.warning("skipped %s for %s %s: due %s, %s late (grace %s min)",
+                                        item.kind, item.ref, item.occurrence, item.at.isoformat(),
+                                        now - item.at, self.config.shifts.late_grace_minutes)
+                        continue
+                    needs = None
+                    if item.kind == DIGEST:
+                        needs = [p for p in await tx.list_posts(item.room_id, kind=PostKind.NEED)
+                                 if not p.private]
+                    if item.kind == EXPIRED and item.post is not None:
+                        await tx.set_post_status(item.post, PostStatus.EXPIRED, now)
+                    await tx.enqueue(messages_for(item, now, self.config, needs), now)
+                    log.info("scheduled %s for %s %s sent", item.kind, item.ref, item.occurrence)
+                await tx.set_meta("scheduler_last_run", now.astimezone(UTC).isoformat())
+            self.runs += 1
+        if acted:
+            self.app.wake_outbox()
+        return acted
+
+    async def next_wake(self, now: datetime | None = None) -> datetime:
+        now = now or self.app.clock()
+        async with self.storage.transaction() as tx:
+            snap = await load_snapshot(tx)
+        return next_wake(snap, now, self.config)
+
+    # ---- APScheduler wiring --------------------------------------------------------------------
+
+    def start(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        self._aps = AsyncIOScheduler(timezone=UTC)
+        self._aps.start()
+        _RUNNING[id(self.storage)] = self
+        self._spawn(self._first_run())
+
+    async def _first_run(self) -> None:
+        await self.app.ready.wait()
+        await self._job()
+
+    def changed(self) -> None:
+        if self._aps is not None:
+            self._spawn(self._reschedule())
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _job(self) -> None:
+        if not self.app.ready.is_set():
+            await self.app.ready.wait()
+        try:
+            await self.run_due()
+        except Exception:
+            log.exception("scheduled run failed; retrying at the next wake-up")
+        await self._reschedule()
+
+    async def _reschedule(self) -> None:
+        if self._aps is None:
+            return
+        try:
+            wake = await self.next_wake()
+        except Exception:
+            log.exception("could not compute the next wake-up; trying again shortly")
+            wake = self.app.clock() + timedelta(minutes=1)
+        # A wake-up delayed by a busy loop still runs (run_due applies the real grace itself).
+        grace = max(60, int(self.config.shifts.late_grace_minutes * 60))
+        self._aps.add_job(self._job, "date", run_date=wake, id="run-due", replace_existing=True,
+                          misfire_grace_time=grace, coalesce=True, max_instances=1)
+        log.debug("next scheduled wake-up at %s", wake.isoformat())
+
+    async def shutdown(self) -> None:
+        _RUNNING.pop(id(self.storage), None)
+        if self._aps is not None:
+            self._aps.shutdown(wait=False)
+            self._aps = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+__all__ = ["Due", "Scheduler", "Snapshot", "compute_due", "next_wake", "notify_changed", "roster"]
