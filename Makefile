@@ -28,7 +28,7 @@ console: $(VENV)/.installed
 	$(VENV)/bin/mutual-aid-bot console
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/ruff check bot tests $(wildcard bench)
 
 test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed lint
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python MAB_REQUIRE_SYNAPSE=1 \
