@@ -1,0 +1,71 @@
+"""`!settings`: list a room's settings, or (coordinators) change one. Keys live in bot.room_settings."""
+
+from __future__ import annotations
+
+from bot import room_settings
+from bot.commands import Arg, UsageError, command
+from bot.context import Context
+from bot.formatting import Code, join, render
+
+_RESET = ("default", "reset", "unset")
+
+
+def _prefix(ctx: Context) -> str:
+    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+
+
+@command("settings", help="Show this room's settings; coordinators can change one.",
+         args=(Arg("setting", optional=True), Arg("value", optional=True, many=True)),
+         aliases=("setting",),
+         examples=("settings", "settings timezone Europe/Berlin", "settings digest off",
+                   "settings timezone default"),
+         group="Settings")
+async def settings(ctx: Context, rest: str) -> None:
+    p = _prefix(ctx)
+    if ctx.is_direct:
+        await ctx.reply("Settings belong to a pod room; send this in the pod room.")
+        return
+    key, _, value = rest.strip().partition(" ")
+    key, value = key.lower(), value.strip()
+    stored = await ctx.storage.get_room_settings(ctx.room_id)
+    if not key:
+        lines = [render("**Settings for this room**")]
+        for name, (current, is_default) in room_settings.effective(stored, ctx.config).items():
+            lines.append(render("{key}: **{value}**{default} · {help}", key=Code(name),
+                                value=current, default=" (default)" if is_default else "",
+                                help=room_settings.SETTINGS[name].help))
+        lines.append(render("Coordinators change one with {example}",
+                            example=Code(f"{p}settings <setting> <value>")))
+        await ctx.reply(join(lines))
+        return
+    setting = room_settings.get(key)
+    if setting is None:
+        raise UsageError(f"There is no setting {key!r}. Known: "
+                         f"{', '.join(sorted(room_settings.SETTINGS))}.")
+    if not value:
+        current = room_settings.value(setting.key, stored, ctx.config)
+        await ctx.reply("{key} is **{value}**{default}. {help} Change it with {example}",
+                        key=Code(setting.key), value=current,
+                        default=" (default)" if setting.key not in stored else "",
+                        help=setting.help, example=Code(f"{p}settings {setting.key} {setting.example}"))
+        return
+    if ctx.power_level() < ctx.config.bot.coordinator_power_level:
+        await ctx.reply(
+            "A coordinator is needed to change settings: coordinators are members with power "
+            "level {level} or more in this room. Ask one of them.",
+            level=ctx.config.bot.coordinator_power_level,
+        )
+        return
+    if value.lower() in _RESET:
+        await ctx.storage.set_room_setting(ctx.room_id, setting.key, None)
+        new = setting.default(ctx.config)
+    else:
+        try:
+            new = setting.validate(value)
+        except room_settings.SettingError as exc:
+            raise UsageError(str(exc)) from None
+        await ctx.storage.set_room_setting(ctx.room_id, setting.key, new)
+    from bot.scheduler import notify_changed
+
+    notify_changed(ctx.storage)
+    await ctx.reply("{key} is now **{value}** for this room.", key=Code(setting.key), value=new)
