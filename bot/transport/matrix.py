@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from nio import (
     AsyncClient,
     AsyncClientConfig,
@@ -217,7 +218,8 @@ class MatrixTransport:
                     timeout=self._sync_timeout_ms(first_start),
                     sync_filter=SYNC_FILTER, since=token, full_state=first_start,
                 )
-            except (OSError, TimeoutError, LocalProtocolError) as exc:
+            except (OSError, TimeoutError, LocalProtocolError, aiohttp.ClientError) as exc:
+                # aiohttp.ServerDisconnectedError (a dropped long-poll) is not an OSError.
                 response = exc
             if isinstance(response, SyncResponse):
                 if failures:
@@ -227,7 +229,7 @@ class MatrixTransport:
                 self.sync_failures = 0
                 try:
                     await self._after_sync(response, skip_commands=first_start)
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, aiohttp.ClientError) as exc:
                     log.warning("processing a sync failed (%s); retrying", type(exc).__name__)
                     await self._backoff(1)
                     continue
@@ -448,7 +450,7 @@ class MatrixTransport:
         try:
             response = await self.client.room_send(room_id, "m.room.message", content,
                                                    tx_id=txn_id, ignore_unverified_devices=True)
-        except (OSError, TimeoutError) as exc:
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
             raise DeliveryError(type(exc).__name__) from exc
         except LocalProtocolError as exc:
             raise DeliveryError(str(exc), permanent=True) from exc
