@@ -504,7 +504,7 @@ async def withdraw(ctx: Context, rest: str) -> None:
     left = shift.needed - len(roster(shift.id, key, await ctx.storage.signups([shift.id])))
     await ctx.reply("You're off **{label} {title}** {when}.{left}", label=shift.label,
                     title=shift.title, when=_when_text(shift, start),
-                    left=f" It now needs {_people(left)} more." if left > 0 else "")
+                    left=f" It now needs {left} more." if left > 0 else "")
 
 
 async def _take_off(ctx: Context, shift: Shift, key: str, person: str, signups: list[Signup]) -> None:
