@@ -162,3 +162,29 @@ async def test_burst_of_150_commands_is_answered_exactly_once(person_factory, bo
     assert set(seen.values()) == {1}
     with sqlite3.connect(bot.database) as db:
         assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 150
+
+
+async def test_commands_from_before_the_bot_joined_are_not_acted_on(person_factory, bot):
+    alice = await person_factory("alice")
+    room = await alice.create_room("Old pod")
+    await alice.send(room, "!need history from before the bot")
+    await alice.client.room_invite(room, bot.user_id)
+    await alice._sync_until(lambda: bot.user_id in alice.client.rooms[room].users, 30, "bot join")
+    reply = await ask(alice, room, "!needs", bot)
+    assert "No open needs" in reply.body
+    with sqlite3.connect(bot.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 0
+
+
+async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_factory, bot):
+    import json
+
+    await bot.stop()
+    session = bot.workdir / "store" / "session.json"
+    data = json.loads(session.read_text())
+    data["access_token"] = "syt_revoked_" + "x" * 20
+    session.write_text(json.dumps(data))
+    with pytest.raises(RuntimeError, match="bot exited with 3"):
+        await bot.start()
+    assert "no longer accepts the saved access token" in bot.log_text()
+    assert "syt_revoked_" not in bot.log_text()
