@@ -1,0 +1,275 @@
+"""Hostile input: whatever people type, the bot answers at most once, briefly, and never breaks.
+
+Property tests drive the real app, dispatcher, handlers and storage (SQLite in memory) through a
+light harness that is built once and reused across examples, so 10,000 examples run in seconds.
+`MAB_HYPOTHESIS_EXAMPLES` sets the count for the main property (default 10,000); the others use a
+tenth of it.
+
+Also here: a named table of nasty inputs with the outcome each must have, and the Matrix
+transport's event filtering for malformed or unusual events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from itertools import count
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.app import SORRY, App
+from bot.commands import REGISTRY, split_command
+from bot.config import BotConfig
+from bot.context import Incoming, Outgoing
+from bot.storage import Storage
+
+from .conftest import Clock, FakeTransport
+
+EXAMPLES = int(os.environ.get("MAB_HYPOTHESIS_EXAMPLES", "10000"))
+FEWER = max(100, EXAMPLES // 10)
+MAX_REPLY_BODY = 8_000  # characters; a full listing is well under this
+MAX_REPLY_HTML = 32_000
+ROOM = "!hostile:test"
+ALICE = "@alice:test"
+
+
+class Harness:
+    """One app over in-memory storage on a private event loop, shared by every example."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.storage = self.loop.run_until_complete(Storage.open(":memory:"))
+        self.transport = FakeTransport()
+        self.clock = Clock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
+        self.app = App(self.storage, BotConfig(), self.transport, clock=self.clock)
+        self._ids = count(1)
+
+    def say(self, text: str, sender: str = ALICE, room: str = ROOM,
+            direct: bool = False) -> tuple[str, list[Outgoing]]:
+        event_id = f"$hostile{next(self._ids)}"
+        before = len(self.transport.sent)
+
+        async def run() -> None:
+            await self.app.receive([Incoming(event_id, room, sender, text, direct, self.clock())])
+            await self.app.run_until_idle(timeout=30)
+
+        self.loop.run_until_complete(run())
+        return event_id, self.transport.sent[before:]
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        async def run() -> list[tuple]:
+            async with self.storage.transaction() as tx:
+                return [tuple(r) for r in await tx._fetchall(sql, params)]
+
+        return self.loop.run_until_complete(run())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.storage.close())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    h = Harness()
+    yield h
+    h.close()
+
+
+def replies_to(event_id: str, sent: list[Outgoing]) -> list[Outgoing]:
+    return [o for o in sent if o.reply_to == event_id]
+
+
+def command_words() -> list[str]:
+    from bot.commands import load_commands
+
+    load_commands()
+    return sorted(REGISTRY.by_word)
+
+
+any_text = st.text(max_size=400)
+messages = st.one_of(
+    any_text,
+    st.builds(lambda w, t: f"!{w} {t}", st.sampled_from(command_words()), any_text),
+    st.builds(lambda w, t: f"!{w}{t}", st.sampled_from(command_words()), any_text),
+    st.builds(lambda t: "!" + t, any_text),
+    st.builds(lambda w, t: f"  !{w.upper()}\n{t}", st.sampled_from(command_words()), any_text),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=messages, direct=st.booleans())
+def test_any_message_gets_at_most_one_bounded_reply_and_never_breaks(harness, text, direct):
+    errors_before = harness.app.metrics.errors._value.get()
+    event_id, sent = harness.say(text, direct=direct)
+    assert harness.app.metrics.errors._value.get() == errors_before, "a handler raised"
+    replies = replies_to(event_id, sent)
+    assert len(replies) <= 1
+    for reply in replies:
+        assert reply.message.body != SORRY
+        assert 0 < len(reply.message.body) <= MAX_REPLY_BODY
+        assert len(reply.message.html) <= MAX_REPLY_HTML
+        assert reply.message.mentions == ()  # a reply never pings anyone by itself
+    if split_command(text, "!") is None and not direct:
+        assert replies == []
+
+
+@settings(max_examples=FEWER, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(["need", "offer"]), text=st.text(min_size=1, max_size=300))
+def test_stored_post_text_round_trips_exactly(harness, kind, text):
+    (before,) = harness.query("SELECT COUNT(*) FROM posts")
+    event_id, sent = harness.say(f"!{kind} {text}")
+    (reply,) = replies_to(event_id, sent)
+    (after,) = harness.query("SELECT COUNT(*) FROM posts")
+    created = after[0] - before[0]
+    assert created == (1 if reply.message.body.startswith("Noted") else 0)
+    if created:
+        (stored,) = harness.query("SELECT text, kind FROM posts ORDER BY id DESC LIMIT 1")
+        assert stored == (text.strip(), kind)
+
+
+# ---- a named table of nasty inputs --------------------------------------------------------------
+
+BIDI = "\u202e"
+ZWSP = "\u200b"
+
+# name, message, expected reply fragment (None: no reply at all), stored post text (None: none)
+NASTY = [
+    ("64 KiB message", "!need " + "a" * 65_536, "a bit long", None),
+    ("NUL and control characters", "!need bread\x00\x01\x1b[31m red", "Noted need",
+     "bread\x00\x01\x1b[31m red"),
+    ("right-to-left override", f"!need {BIDI}evil bread", "Noted need", f"{BIDI}evil bread"),
+    ("zero-width inside the command word", f"!ne{ZWSP}ed groceries", "Did you mean `!need`", None),
+    ("zero-width inside the text", f"!need gro{ZWSP}ceries", "Noted need", f"gro{ZWSP}ceries"),
+    ("HTML injection", "!need <script>alert(1)</script><img src=x onerror=alert(1)>", "Noted need",
+     "<script>alert(1)</script><img src=x onerror=alert(1)>"),
+    ("markdown injection", "!need [click](https://evil.example) **bold** ![i](mxc://x/y)",
+     "Noted need", "[click](https://evil.example) **bold** ![i](mxc://x/y)"),
+    ("@room", "!need help @room now", "Noted need", "help @room now"),
+    ("hand-made mention pill", '!need <a href="https://matrix.to/#/@x:y">x</a> please',
+     "Noted need", '<a href="https://matrix.to/#/@x:y">x</a> please'),
+    ("SQL fragment", "!need '); DROP TABLE posts; --", "Noted need", "'); DROP TABLE posts; --"),
+    ("overlong category", "!needs " + "x" * 500, "I don't know that category", None),
+    ("emoji only", "!need 🍞🥛", "Noted need", "🍞🥛"),
+    ("empty command", "!", None, None),
+    ("prefix and spaces only", "!   ", None, None),
+    ("bidi override before the prefix", f"{BIDI}!need groceries", None, None),
+    ("NUL glued to the command word", "!need\x00", "Did you mean `!need`", None),
+    ("SQL in a post reference", "!claim 1; DELETE FROM posts", "Give the post number", None),
+    ("huge post number", "!claim 99999999999999999999", "Give the post number", None),
+]
+
+
+@pytest.mark.parametrize("name, text, expected, stored", NASTY, ids=[n[0] for n in NASTY])
+async def test_nasty_input(pod, name, text, expected, stored):
+    sent = await pod.say(ALICE, text)
+    replies = [o for o in sent if o.reply_to is not None]
+    if expected is None:
+        assert sent == []
+    else:
+        assert len(replies) == 1, [o.message.body for o in sent]
+        body, html = replies[0].message.body, replies[0].message.html
+        assert expected in body
+        assert replies[0].message.mentions == ()
+        assert len(body) <= MAX_REPLY_BODY
+        # Nothing typed becomes markup, a link, a pill or a terminal escape in the reply.
+        for forbidden in ("<script", "<img", "<a ", "\x00", "\x1b", BIDI):
+            assert forbidden not in html
+        for forbidden in ("\x00", "\x1b", BIDI):
+            assert forbidden not in body
+    async with pod.storage.transaction() as tx:
+        texts = [p.text for p in await tx.list_posts()]
+    assert texts == ([stored] if stored is not None else [])
+
+
+async def test_room_mention_never_pings(pod):
+    (reply,) = await pod.say(ALICE, "!need help @room now")
+    assert "@room" not in reply.message.body  # defused with a word joiner
+    assert reply.message.mentions == ()
+
+
+# ---- malformed or unusual Matrix events ----------------------------------------------------------
+
+
+def _text_event(content: dict, sender: str = "@alice:test"):
+    from nio import RoomMessage
+
+    return RoomMessage.parse_event({
+        "type": "m.room.message", "event_id": "$e", "sender": sender,
+        "origin_server_ts": 1, "content": content,
+    })
+
+
+def test_event_text_acts_on_originals_only():
+    from bot.transport.matrix import event_text
+
+    original = _text_event({"msgtype": "m.text", "body": "!need groceries"})
+    assert event_text(original) == "!need groceries"
+    # Edits are ignored: the original was already acted on; acting on the edit would be a second
+    # effect, and acting on "* !need ..." fallbacks would be wrong. Documented in docs/performance.md.
+    edit = _text_event({"msgtype": "m.text", "body": "* !need bread",
+                        "m.new_content": {"msgtype": "m.text", "body": "!need bread"},
+                        "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}})
+    assert event_text(edit) is None
+
+
+@pytest.mark.parametrize("content, kind", [
+    ({"msgtype": "m.text"}, "missing body"),
+    ({"msgtype": "m.text", "body": 42}, "body not a string"),
+    ({"msgtype": "m.notice", "body": "!need groceries"}, "notice from another bot"),
+    ({"msgtype": "m.image", "body": "!need.png", "url": "mxc://x/y"}, "image"),
+    ({"msgtype": "m.emote", "body": "!need groceries"}, "emote"),
+    ({"msgtype": "org.example.custom", "body": "!need groceries"}, "unknown msgtype"),
+])
+def test_only_plain_text_messages_are_commands(content, kind):
+    from nio import RoomMessageText
+
+    from bot.transport.matrix import event_text
+
+    event = _text_event(content)
+    usable = isinstance(event, RoomMessageText) and event_text(event) is not None
+    assert not usable, kind
+
+
+async def test_events_from_before_the_join_own_and_notices_are_not_commands(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from nio import RoomMessageNotice, RoomMessageText
+
+    from bot.config import MatrixConfig
+    from bot.transport.matrix import MatrixTransport
+
+    monkeypatch.setenv("MAB_TEST_SECRET", "x")
+    matrix = MatrixConfig(homeserver="http://127.0.0.1:1", user_id="@bot:test",
+                          password={"env": "MAB_TEST_SECRET"},
+                          store_passphrase={"env": "MAB_TEST_SECRET"})
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        transport = MatrixTransport(BotConfig(matrix=matrix), storage)
+        transport.client = SimpleNamespace(
+            rooms={ROOM: SimpleNamespace(member_count=3, encrypted=True)})
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        joined = now_ms - 60_000
+        async with storage.transaction() as tx:
+            await tx.set_meta(f"joined:{ROOM}", str(joined))
+
+        def event(cls, sender, ts, body="!need groceries", msgtype="m.text"):
+            return cls.parse_event({"type": "m.room.message", "event_id": f"${sender}{ts}{msgtype}",
+                                    "sender": sender, "origin_server_ts": ts,
+                                    "content": {"msgtype": msgtype, "body": body}})
+
+        events = [
+            event(RoomMessageText, "@alice:test", joined - 1_000),  # before the bot joined
+            event(RoomMessageText, "@bot:test", now_ms),  # the bot's own
+            event(RoomMessageNotice, "@otherbot:test", now_ms, msgtype="m.notice"),
+            event(RoomMessageText, "@alice:test", now_ms, body="just chatting"),
+            event(RoomMessageText, "@alice:test", now_ms),  # the only command
+        ]
+        items = await transport._commands_from(ROOM, events)
+        assert [(i.sender, i.text) for i in items] == [("@alice:test", "!need groceries")]
+    finally:
+        await storage.close()
