@@ -100,7 +100,6 @@ class BotSettings(Section):
     coordinator_power_level: int = 50
     max_matches: int = Field(default=3, ge=0, le=10)
     log_level: str = "INFO"
-    log_message_bodies: bool = False
 
     @field_validator("timezone")
     @classmethod

@@ -16,6 +16,7 @@ from itertools import count
 from bot.app import App
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
+from bot.scheduler import Scheduler
 from bot.storage import Storage
 
 POD_ROOM = "!pod:console"
@@ -70,6 +71,9 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     storage = await Storage.open(config.storage.database)
     transport = ConsoleTransport(write)
     app = App(storage, config, transport)
+    app.ready.set()  # nothing to catch up on in a terminal
+    scheduler = Scheduler(app, deliver=True)
+    scheduler.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     events = count(1)
@@ -101,6 +105,7 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
                                         app.clock())])
             await app.run_until_idle()
     finally:
+        await scheduler.shutdown()
         await app.stop()
         await storage.close()
     return 0

@@ -44,6 +44,7 @@ from bot.app import App, DeliveryError
 from bot.config import BotConfig, MatrixConfig
 from bot.context import Incoming, Outgoing
 from bot.formatting import render
+from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,7 @@ class MatrixTransport:
                 metrics.sync_ok()
                 if not self.first_sync_done.is_set():
                     self.first_sync_done.set()
+                    self.app.ready.set()  # scheduled sends may go out now
                     log.info("first sync complete: %d rooms", len(self.client.rooms))
                 continue
             if isinstance(response, SyncError) and response.status_code in (
@@ -358,7 +360,7 @@ class MatrixTransport:
             text = event_text(event)
             if text is None:
                 continue
-            is_direct = dm_partner == event.sender or (dm_partner is None and room.member_count == 2)
+            is_direct = dm_partner == event.sender
             if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
                 continue
             if not room.encrypted and not self.matrix.allow_unencrypted_rooms:
@@ -416,14 +418,19 @@ class MatrixTransport:
             self.app.wake_outbox()
 
     async def _on_invite(self, room_id: str, invite_state: list[Any]) -> None:
-        inviter = next((e.sender for e in invite_state if isinstance(e, InviteMemberEvent)
-                        and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
+        invite = next((e for e in invite_state if isinstance(e, InviteMemberEvent)
+                       and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
+        inviter = invite.sender if invite else None
         if inviter is None or not self.matrix.inviter_allowed(inviter):
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
         async with self.storage.transaction() as tx:
             await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+            # A direct chat is one the inviter marked as such (is_direct on the invite), never
+            # guessed from the member count: a small pod room is not a private conversation.
+            if invite.content.get("is_direct") is True:
+                await tx.set_dm_room(inviter, room_id)
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             log.warning("joining %s failed: %s", room_id, response.message)
@@ -564,12 +571,14 @@ async def run_matrix_bot(config: BotConfig) -> int:
         loop.add_signal_handler(sig, transport.stop)
     exit_code = 0
     sync_task = None
+    scheduler = Scheduler(app)
     try:
         await app.metrics.start_server()
         await transport.connect()
         SECRET_FILTER.secrets |= SECRET_VALUES
         app.start()
         await app.start_pending_workers()
+        scheduler.start()  # its first run waits for app.ready (first sync)
         sync_task = asyncio.create_task(transport.run(), name="sync")
         stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
         done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -587,6 +596,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
                 await sync_task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
+        await scheduler.shutdown()
         await app.stop()
         await transport.close()
         await storage.close()

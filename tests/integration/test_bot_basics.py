@@ -188,3 +188,16 @@ async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_
         await bot.start()
     assert "no longer accepts the saved access token" in bot.log_text()
     assert "syt_revoked_" not in bot.log_text()
+
+
+async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory, bot):
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    dm = await bob.create_room("", invite=[bot.user_id], is_direct=True)
+    await bob._sync_until(lambda: bot.user_id in bob.client.rooms[dm].users, 30, "bot join")
+    reply = await ask(bob, dm, "!help", bot)
+    assert "!need" in reply.body
+    with sqlite3.connect(bot.database) as db:
+        assert db.execute("SELECT user_id FROM dm_rooms WHERE room_id = ?", (dm,)).fetchone() == (
+            bob.user_id,)
+    assert not any(e.sender == bot.user_id and "!need" in (getattr(e, "body", "") or "")
+                   and "help" in (getattr(e, "body", "") or "") for e in await alice.messages(room))
