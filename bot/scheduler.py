@@ -393,8 +393,10 @@ async def load_snapshot(tx: Storage) -> Snapshot:
 
 
 class Scheduler:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, *, deliver: bool = False) -> None:
+        """`deliver`: deliver the outbox right after a run (console: it has no outbox loop)."""
         self.app = app
+        self._deliver = deliver
         self.storage = app.storage
         self.config = app.config
         self._aps: AsyncIOScheduler | None = None
@@ -433,6 +435,8 @@ class Scheduler:
             self.runs += 1
         if acted:
             self.app.wake_outbox()
+            if self._deliver:
+                await self.app.deliver_pending()
         return acted
 
     async def next_wake(self, now: datetime | None = None) -> datetime:
