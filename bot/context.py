@@ -38,6 +38,11 @@ class Outgoing:
     redacts: str | None = None  # not a message: redact the bot's own event with this id in room_id
 
 
+# An Incoming whose text starts with this is not a message: the sender redacted the event whose id
+# follows. Transports never pass a typed message starting with a NUL character.
+REDACTION_PREFIX = "\x00redacted "
+
+
 @dataclass(frozen=True)
 class Incoming:
     """A command-looking message as a transport saw it."""
@@ -61,6 +66,10 @@ class Transport(Protocol):
     def members(self, room_id: str) -> list[str]: ...
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str: ...
+
+    def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        """(room id, display name) of every room both the bot and the person have joined."""
+        ...
 
 
 @dataclass

@@ -502,14 +502,18 @@ class Storage:
         )
         number = row[0]
         stamp = _now_text(now)
-        cursor = await self._execute(
-            "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
-            "created_at, updated_at, private, anonymous, details_shown, event_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (room_id, number, kind.value, author, parsed.category.value, int(parsed.urgency),
-             parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
-             int(details_shown), event_id),
-        )
+        columns = ["room_id", "number", "kind", "author", "category", "urgency", "text", "status",
+                   "created_at", "updated_at", "private", "anonymous"]
+        values: list[object] = [room_id, number, kind.value, author, parsed.category.value,
+                                int(parsed.urgency), parsed.text, PostStatus.OPEN.value, stamp,
+                                stamp, int(private), int(anonymous)]
+        for column, value in (("details_shown", int(details_shown)), ("event_id", event_id)):
+            if value:  # only when set, so older schemas (in migration tests) still work
+                columns.append(column)
+                values.append(value)
+        sql = (f"INSERT INTO posts ({', '.join(columns)}) "  # noqa: S608 - fixed column names
+               f"VALUES ({', '.join('?' * len(columns))})")
+        cursor = await self._execute(sql, values)
         return await self.get_post_by_id(cursor.lastrowid)
 
     async def get_post_by_id(self, post_id: int) -> Post:
@@ -670,9 +674,25 @@ class Storage:
             (status, room_id, _now_text(now), intro_id),
         )
 
-    async def is_introduction_room(self, room_id: str) -> bool:
-        row = await self._fetchone("SELECT 1 FROM introductions WHERE room_id = ?", (room_id,))
-        return row is not None
+    async def introduction_post_id(self, room_id: str) -> int | None:
+        """The post an introduction room was made for, if `room_id` is one."""
+        row = await self._fetchone("SELECT post_id FROM introductions WHERE room_id = ?", (room_id,))
+        return row["post_id"] if row else None
+
+    async def bot_replies_to(self, event_id: str) -> list[tuple[str, str]]:
+        """(room_id, event_id) of the bot's sent replies to an event."""
+        rows = await self._fetchall(
+            "SELECT room_id, event_id FROM outbox WHERE reply_to = ? AND event_id IS NOT NULL "
+            "AND room_id IS NOT NULL", (event_id,),
+        )
+        return [(r["room_id"], r["event_id"]) for r in rows]
+
+    async def posts_claimed_by(self, user_id: str) -> list[Post]:
+        rows = await self._fetchall(
+            "SELECT * FROM posts WHERE claimed_by = ? AND status = ?",
+            (user_id, PostStatus.CLAIMED.value),
+        )
+        return [_post_from_row(r) for r in rows]
 
     async def erase_closed_posts(self, before: datetime, now: datetime) -> int:
         """Retention: details and people of posts closed before `before`; counts remain."""
@@ -709,13 +729,11 @@ class Storage:
         """(room_id, event_id) of sent bot messages to, mentioning or answering the person."""
         dm_rooms = await self.person_dm_rooms(user_id)
         dm_room = await self.get_dm_room(user_id)
-        rows = await self._fetchall(
-            "SELECT room_id, user_id, event_id FROM outbox WHERE event_id IS NOT NULL "
-            "AND redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 OR reply_to IN "
-            "(SELECT event_id FROM inbox WHERE sender = ?)"
-            f" OR room_id IN ({','.join('?' * len(dm_rooms)) or 'NULL'}))",  # noqa: S608
-            (user_id, json.dumps(user_id), user_id, *sorted(dm_rooms)),
-        )
+        marks = ",".join("?" * len(dm_rooms)) or "NULL"
+        sql = ("SELECT room_id, user_id, event_id FROM outbox WHERE event_id IS NOT NULL "  # noqa: S608
+               "AND redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 OR reply_to IN "
+               f"(SELECT event_id FROM inbox WHERE sender = ?) OR room_id IN ({marks}))")
+        rows = await self._fetchall(sql, (user_id, json.dumps(user_id), user_id, *sorted(dm_rooms)))
         found = []
         for row in rows:
             room_id = row["room_id"] or (dm_room if row["user_id"] == user_id else None)
@@ -754,12 +772,10 @@ class Storage:
         add("posts", cursor.rowcount)
         dm_rooms = sorted(await self.person_dm_rooms(user_id))
         marks = ",".join("?" * len(dm_rooms)) or "NULL"
-        cursor = await self._execute(
-            "DELETE FROM outbox WHERE redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 "
-            "OR reply_to IN (SELECT event_id FROM inbox WHERE sender = ?) "
-            f"OR room_id IN ({marks}))",  # noqa: S608
-            (user_id, json.dumps(user_id), user_id, *dm_rooms),
-        )
+        sql = ("DELETE FROM outbox WHERE redacts IS NULL AND (user_id = ? "  # noqa: S608
+               "OR instr(mentions, ?) > 0 OR reply_to IN (SELECT event_id FROM inbox WHERE "
+               f"sender = ?) OR room_id IN ({marks}))")
+        cursor = await self._execute(sql, (user_id, json.dumps(user_id), user_id, *dm_rooms))
         add("outbox", cursor.rowcount)
         cursor = await self._execute(
             "UPDATE inbox SET sender = '', text = '' WHERE sender = ?", (user_id,))
@@ -794,11 +810,10 @@ class Storage:
                     counts[name] = counts.get(name, 0) + cursor.rowcount
                     continue
                 blank = "NULL" if not col["notnull"] else "''"
-                for sql, params in (
-                    (f"UPDATE {name} SET {column} = {blank} WHERE {column} = ?", (user_id,)),
-                    (f"UPDATE {name} SET {column} = replace({column}, ?, '[someone]') "
-                     f"WHERE instr({column}, ?) > 0", (user_id, user_id)),
-                ):
+                exact = f"UPDATE {name} SET {column} = {blank} WHERE {column} = ?"  # noqa: S608
+                inside = (f"UPDATE {name} SET {column} = replace({column}, ?, '[someone]') "  # noqa: S608
+                          f"WHERE instr({column}, ?) > 0")
+                for sql, params in ((exact, (user_id,)), (inside, (user_id, user_id))):
                     try:
                         cursor = await self._execute(sql, params)
                     except sqlite3.IntegrityError:

@@ -12,10 +12,16 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bot.context import Context
+from bot.context import REDACTION_PREFIX, Context
 from bot.formatting import Code, Rendered, join, render
 
 Handler = Callable[[Context, str], Awaitable[None]]
+# Gets every direct message (parsed command or None) before commands; True means it was handled.
+DirectHook = Callable[[Context, "tuple[str, str] | None"], Awaitable[bool]]
+# Gets the id of an event its sender redacted.
+RedactionHook = Callable[[Context, str], Awaitable[None]]
+DIRECT_HOOKS: list[DirectHook] = []
+REDACTION_HOOKS: list[RedactionHook] = []
 
 MAX_COMMAND_WORD = 32
 
@@ -99,8 +105,16 @@ def usage_reply(cmd: Command, prefix: str, problem: str | None = None) -> Render
 
 async def dispatch(ctx: Context) -> None:
     """Run the command in `ctx.text`; every path ends in exactly one reply or a handler's own."""
+    if ctx.text.startswith(REDACTION_PREFIX):
+        for redaction_hook in REDACTION_HOOKS:
+            await redaction_hook(ctx, ctx.text[len(REDACTION_PREFIX):].strip())
+        return
     prefix = ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
     parsed = split_command(ctx.text, prefix)
+    if ctx.is_direct:
+        for hook in DIRECT_HOOKS:
+            if await hook(ctx, parsed):
+                return
     if parsed is None:
         return
     word, rest = parsed
@@ -115,6 +129,33 @@ async def dispatch(ctx: Context) -> None:
         await cmd.handler(ctx, rest)
     except UsageError as exc:
         await ctx.reply(usage_reply(cmd, prefix, str(exc)))
+
+
+def is_coordinator(ctx: Context, user_id: str | None = None, room_id: str | None = None) -> bool:
+    """Power level in the room (read live from room state) at or above the configured threshold."""
+    room = room_id or ctx.room_id
+    return (ctx.transport.power_level(room, user_id or ctx.sender)
+            >= ctx.config.bot.coordinator_power_level)
+
+
+async def require_coordinator(ctx: Context, action: str) -> bool:
+    """True if the sender is a coordinator here; otherwise says clearly that one is needed.
+
+        if not await require_coordinator(ctx, "remove someone else's post"):
+            return
+    """
+    if ctx.is_direct:
+        await ctx.reply("Only a coordinator can {action}, and only in the pod room itself.",
+                        action=action)
+        return False
+    if is_coordinator(ctx):
+        return True
+    await ctx.reply(
+        "Only a coordinator can {action}. Coordinators are members with power level {level} or "
+        "more in this room; ask one of them.",
+        action=action, level=ctx.config.bot.coordinator_power_level,
+    )
+    return False
 
 
 def unknown_command_reply(word: str, prefix: str) -> Rendered:
@@ -158,7 +199,7 @@ async def help_command(ctx: Context, rest: str) -> None:
     await ctx.reply(join(lines))
 
 
-COMMAND_MODULES = ["bot.commands.posts", "bot.commands.shifts", "bot.commands.settings"]
+COMMAND_MODULES = ["bot.commands.posts", "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts", "bot.commands.settings"]
 
 
 def load_commands() -> Registry:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import Arg, UsageError, command
+from bot.commands import Arg, UsageError, command, intake, is_coordinator
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.matching import find_matches
@@ -20,12 +20,13 @@ def _prefix(ctx: Context) -> str:
 
 def post_line(post: Post) -> Rendered:
     """One line of a listing. People are named as text, not mentioned: listings ping nobody."""
-    who = "someone" if post.anonymous else post.author
+    who = "someone" if post.anonymous or not post.author else post.author
+    text = post.text if not post.private or post.details_shown else "(details private)"
     return render(
         "**#{number}** {kind} · {category}{urgency} · {text} ({who}{status})",
         number=post.number, kind=post.kind.value, category=post.category.value,
         urgency=" · " + post.urgency.label if post.urgency else "",
-        text=shorten(post.text), who=who,
+        text=shorten(text), who=who,
         status="" if post.status is PostStatus.OPEN else ", " + post.status.value,
     )
 
@@ -35,7 +36,8 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         parsed = parse_post(rest)
     except ParseError as exc:
         raise UsageError(str(exc)) from None
-    post = await ctx.storage.create_post(ctx.room_id, kind, ctx.sender, parsed, ctx.now)
+    post = await ctx.storage.create_post(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
+                                         event_id=ctx.event_id)
     await ctx.reply(
         "Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
         "Anyone who can {action} can reply {claim}.",
@@ -47,6 +49,11 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
     matches = find_matches(post, candidates, ctx.config.bot.max_matches)
     for match in matches:
         need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
+        if need.private:
+            # Never name the requester or show private details: ask them in their DM instead.
+            if not await ctx.storage.asked_introductions(post_id=need.id):
+                await intake.ask_consent(ctx, need, offer.author, offer=offer)
+            continue
         await ctx.send(
             ctx.room_id,
             "Possible match in {category}: {need_author} needs **#{need}** ({need_text}) and "
@@ -126,12 +133,20 @@ async def _find(ctx: Context, rest: str) -> Post:
         raise UsageError("Give the post number, like #7.")
     post = await ctx.storage.get_post(ctx.room_id, number)
     if post is None:
+        # In a DM or an introduction room: the person's own (private) request by its number.
+        intro_post = await ctx.storage.introduction_post_id(ctx.room_id)
+        if intro_post is not None:
+            candidate = await ctx.storage.get_post_by_id(intro_post)
+            post = candidate if candidate.number == number else None
+        elif ctx.is_direct:
+            post = await ctx.storage.find_own_post(ctx.sender, number)
+    if post is None:
         raise UsageError(f"There is no post #{number} in this room.")
     return post
 
 
 def _may_close(ctx: Context, post: Post) -> bool:
-    return post.author == ctx.sender or ctx.power_level() >= ctx.config.bot.coordinator_power_level
+    return post.author == ctx.sender or (post.room_id == ctx.room_id and is_coordinator(ctx))
 
 
 @command("claim", help="Say you will fulfil a need or take an offer.", args=(Arg("#id"),),
@@ -147,6 +162,9 @@ async def claim(ctx: Context, rest: str) -> None:
                         number=post.number, done=Code(f"{_prefix(ctx)}done {post.number}"),
                         cancel=Code(f"{_prefix(ctx)}cancel {post.number}"))
         return
+    if post.private:
+        await intake.claim_private(ctx, post)
+        return
     post = await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=ctx.sender)
     verb = "will help with" if post.kind is PostKind.NEED else "would like"
     await ctx.reply(
@@ -161,8 +179,9 @@ async def claim(ctx: Context, rest: str) -> None:
 async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
     post = await _find(ctx, rest)
     if not _may_close(ctx, post):
-        await ctx.reply("Only the person who posted **#{number}** or a coordinator can do that.",
-                        number=post.number)
+        await ctx.reply("Only the person who posted **#{number}** or a coordinator (power level "
+                        "{level} or more in this room) can do that.", number=post.number,
+                        level=ctx.config.bot.coordinator_power_level)
         return
     if post.status not in (PostStatus.OPEN, PostStatus.CLAIMED):
         await ctx.reply("**#{number}** is already {status}.", number=post.number,
@@ -171,6 +190,9 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
     await ctx.storage.set_post_status(post, status, ctx.now)
     message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
     await ctx.reply("**#{number}** {message}", number=post.number, message=message)
+    if post.room_id != ctx.room_id:  # closed from a DM or an introduction room
+        await ctx.send(post.room_id, "**#{number}** {message}", number=post.number,
+                       message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 
 
 @command("done", help="Mark your post (or, as a coordinator, any post) as fulfilled.",

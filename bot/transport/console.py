@@ -41,6 +41,9 @@ class ConsoleTransport:
     _ids: count = field(default_factory=lambda: count(1))
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        if out.redacts is not None:
+            self.write(f"[bot deleted its message {out.redacts}]")
+            return None
         where = f"DM to {out.user_id}" if out.user_id else (
             "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
         text = out.message.body
@@ -54,6 +57,9 @@ class ConsoleTransport:
 
     def members(self, room_id: str) -> list[str]:
         return sorted(self.people)
+
+    def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        return [(POD_ROOM, "the pod")] if user_id in self.people else []
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
         room_id = f"!private{next(self._ids)}:{SERVER}"

@@ -22,6 +22,8 @@ class FakeTransport:
     power_levels: dict[str, int] = field(default_factory=dict)
     txn_ids: list[str] = field(default_factory=list)
     private_rooms: list[tuple[str, list[str]]] = field(default_factory=list)
+    # room id -> joined members (besides the bot), for rooms_with / members
+    rooms: dict[str, list[str]] = field(default_factory=dict)
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         self.sent.append(out)
@@ -32,7 +34,15 @@ class FakeTransport:
         return self.power_levels.get(user_id, 0)
 
     def members(self, room_id: str) -> list[str]:
-        return []
+        return list(self.rooms.get(room_id, []))
+
+    def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        return [(room_id, f"Pod {room_id}") for room_id, people in self.rooms.items()
+                if user_id in people]
+
+    @property
+    def redactions(self) -> list[tuple[str | None, str]]:
+        return [(o.room_id, o.redacts) for o in self.sent if o.redacts]
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
         self.private_rooms.append((name, invitees))

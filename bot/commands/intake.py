@@ -1,0 +1,367 @@
+"""Private requests by direct message, and introductions in new private rooms.
+
+A person writes to the bot in a DM (anything, or `!need`), answers a few questions (see
+`bot.intake_rules`), and the pod room gets only a redacted notice. When someone claims it (or the
+matcher pairs it with an offer) the requester is asked in the DM; on yes the bot creates a new
+encrypted room with just the two of them (and a coordinator if the pod wants that) and introduces
+them there with the details. The conversation state lives in the database, so a restart resumes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from bot import intake_rules as rules
+from bot.commands import DIRECT_HOOKS, REDACTION_HOOKS, Arg, UsageError, command
+from bot.config import BotConfig
+from bot.context import Context, Outgoing
+from bot.formatting import Code, Mention, Rendered, join, render
+from bot.matching import find_matches
+from bot.models import Category, ParsedPost, Post, PostKind, PostStatus
+from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
+from bot.storage import Storage
+
+FLOW_INTAKE = "intake"
+FLOW_FORGET = "forget"
+SETTING_INTRO_COORDINATOR = "intro_with_coordinator"
+
+# flow name -> handler(ctx, state, text); other modules (privacy) add theirs.
+Flow = Callable[[Context, dict, str], Awaitable[None]]
+FLOWS: dict[str, Flow] = {}
+
+try:  # per-room setting, listed and changed by `!settings` (coordinators only)
+    from bot import room_settings as _room_settings
+
+    def _yes_no(value: str) -> str:
+        lowered = value.strip().lower()
+        if lowered in ("on", "yes", "true", "1"):
+            return "on"
+        if lowered in ("off", "no", "false", "0"):
+            return "off"
+        raise _room_settings.SettingError("use on or off")
+
+    if _room_settings.get(SETTING_INTRO_COORDINATOR) is None:
+        _room_settings.register(_room_settings.Setting(
+            SETTING_INTRO_COORDINATOR,
+            "invite one coordinator into each private introduction room (on/off)",
+            lambda config: "on" if config.privacy.intro_with_coordinator else "off",
+            _yes_no, "on",
+        ))
+except ImportError:  # pragma: no cover - room settings not present in this build
+    _room_settings = None
+
+
+def _prefix(ctx: Context) -> str:
+    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+
+
+def _text(text: str) -> Rendered:
+    """Plain text of our own making that may contain what a person typed: escaped, never a template."""
+    return join([render("{line}", line=line) for line in text.split("\n")])
+
+
+async def say(ctx: Context, text: str) -> None:
+    await ctx.reply(_text(text))
+
+
+# ---- the DM entry point ---------------------------------------------------------------------
+
+
+async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
+    """Every direct message passes here before commands; True if it was handled here."""
+    storage = ctx.storage
+    if await storage.introduction_post_id(ctx.room_id) is not None:
+        return False  # a small introduction room, not a DM
+    if await storage.get_dm_room(ctx.sender) is None:
+        await storage.set_dm_room(ctx.sender, ctx.room_id)
+    word, rest = parsed if parsed else (None, "")
+    conversation = await storage.get_intake(ctx.sender)
+    if conversation is not None:
+        _room, flow, state, updated_at = conversation
+        if rules.timed_out(updated_at, ctx.now, ctx.config.privacy.intake_timeout_minutes):
+            await storage.end_intake(ctx.sender)
+            await say(ctx, timeout_message(ctx.config))
+            if parsed is None or (word in ("cancel", "stop") and not rest):
+                return True
+        elif parsed is None or (word in ("cancel", "stop") and not rest):
+            handler = FLOWS.get(flow)
+            if handler is None:
+                await storage.end_intake(ctx.sender)
+                return False
+            await handler(ctx, state, ctx.text if parsed is None else "stop")
+            return True
+        else:
+            return False  # another command in the middle of a conversation: run it as usual
+    if word == "need":
+        await begin(ctx, rest)
+        return True
+    if word == "offer":
+        await ctx.reply("Offers are posted in your pod room: send {example} there.",
+                        example=Code(f"{_prefix(ctx)}offer {rest or 'ride to the clinic'}"))
+        return True
+    if word in ("cancel", "stop") and not rest:
+        await ctx.reply("There is nothing in progress to stop.")
+        return True
+    if parsed is not None:
+        return False
+    answer = _consent_answer(ctx.text)
+    if answer is not None and await storage.asked_introductions(requester=ctx.sender):
+        await answer_consent(ctx, *answer)
+        return True
+    # A first message that names a category ("groceries please") answers the first question.
+    words = ctx.text.split()
+    await begin(ctx, "", parse_category(words[0].strip(",.!?")) if len(words) <= 3 else None)
+    return True
+
+
+def _consent_answer(text: str) -> tuple[bool, int | None] | None:
+    """("yes", None), ("no 14") -> (False, 14); None if the text is not a yes or no."""
+    words = text.strip().split()
+    if not words:
+        return None
+    number = parse_post_ref(words[-1]) if len(words) > 1 else None
+    head = " ".join(words[:-1]) if number is not None else text
+    if rules.is_yes(head):
+        return True, number
+    if rules.is_no(head):
+        return False, number
+    return None
+
+
+def timeout_message(config: BotConfig) -> str:
+    minutes = config.privacy.intake_timeout_minutes
+    return rules.TIMEOUT_MESSAGE.format(minutes=f"{minutes:g}")
+
+
+# ---- intake conversation --------------------------------------------------------------------
+
+
+async def pods_for(ctx: Context) -> list[tuple[str, str]]:
+    """Pod rooms the person shares with the bot: not DMs, not introduction rooms."""
+    pods = []
+    for room_id, name in ctx.transport.rooms_with(ctx.sender):
+        if room_id == ctx.room_id or await ctx.storage.dm_partner(room_id) is not None:
+            continue
+        if await ctx.storage.introduction_post_id(room_id) is not None:
+            continue
+        pods.append((room_id, name))
+    return pods
+
+
+async def begin(ctx: Context, rest: str, category: Category | None = None) -> None:
+    details = None
+    if rest:
+        try:
+            parsed = parse_post(rest)
+        except ParseError:
+            parsed = None
+        if parsed is not None:
+            category, details = parsed.category, parsed.text
+    turn = rules.start(await pods_for(ctx), category, details)
+    await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
+                                  turn.state.model_dump(mode="json"), ctx.now)
+    await say(ctx, turn.prompt)
+
+
+async def intake_flow(ctx: Context, state: dict, text: str) -> None:
+    current = rules.IntakeState.model_validate(state)
+    turn = rules.advance(current, text)
+    if turn.outcome is rules.Outcome.ASK:
+        await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
+                                      turn.state.model_dump(mode="json"), ctx.now)
+        await say(ctx, turn.prompt)
+        return
+    await ctx.storage.end_intake(ctx.sender)
+    if turn.outcome is rules.Outcome.CONFIRMED:
+        await post_private(ctx, turn.state)
+    else:
+        await say(ctx, turn.prompt)
+
+
+FLOWS[FLOW_INTAKE] = intake_flow
+
+
+def pod_notice(post: Post, prefix: str) -> Rendered:
+    """What the pod room sees of a private request: no name or details unless chosen."""
+    who = "Someone" if post.anonymous else Mention(post.author)
+    details = "\n\nDetails: {details}" if post.details_shown and post.text else ""
+    return render(
+        "**#{number}** {who} needs: {category} ({urgency})." + details
+        + " Reply {claim} to help.",
+        number=post.number, who=who, category=post.category.value, urgency=post.urgency.label,
+        details=post.text, claim=Code(f"{prefix}claim {post.number}"),
+    )
+
+
+async def post_private(ctx: Context, state: rules.IntakeState) -> None:
+    assert state.category is not None and state.urgency is not None and state.room_id
+    if state.room_id not in {room for room, _ in ctx.transport.rooms_with(ctx.sender)}:
+        await say(ctx, "You and I no longer share that pod room, so I could not post it. "
+                  "Nothing was posted.")
+        return
+    parsed = ParsedPost(category=state.category, urgency=state.urgency,
+                        what=state.category.value, text=state.details or "")
+    post = await ctx.storage.create_post(
+        state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
+        private=True, anonymous=state.anonymous, details_shown=state.details_shown,
+    )
+    await ctx.send(post.room_id, pod_notice(post, _prefix(ctx)))
+    await ctx.reply(
+        "Posted as **#{number}**. When someone offers to help I will ask you here first; nothing "
+        "about you is shared before you say yes. To withdraw it, send {cancel} here.",
+        number=post.number, cancel=Code(f"{_prefix(ctx)}cancel {post.number}"),
+    )
+    candidates = await ctx.storage.match_candidates(post, 20)
+    for match in find_matches(post, candidates, 1):
+        await ask_consent(ctx, post, match.other.author, offer=match.other)
+
+
+# ---- consent and introductions --------------------------------------------------------------
+
+
+async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None = None) -> None:
+    await ctx.storage.add_introduction(post, helper, ctx.now)
+    how = (f"offers {offer.category.value} (#{offer.number}: {offer.text})" if offer
+           else "offered to help")
+    await ctx.dm(post.author, _text(
+        f"{helper} {how} for your private request #{post.number} ({post.category.value}). "
+        f"Reply yes to be introduced in a new private room, where they will see your details, "
+        f"or no to decline. (If you have several requests waiting, add the number: yes "
+        f"{post.number}.)"
+    ))
+
+
+async def claim_private(ctx: Context, post: Post) -> None:
+    """`!claim` on a private request: ask the requester before anything is shared."""
+    if await ctx.storage.asked_introductions(post_id=post.id):
+        await ctx.reply("Someone has already offered to help with **#{number}**; I am waiting "
+                        "for an answer. Thank you!", number=post.number)
+        return
+    await ask_consent(ctx, post, ctx.sender)
+    await ctx.reply(
+        "Thank you! I have asked the person behind **#{number}** privately. If they agree, I will "
+        "invite you both to a new private room with the details.", number=post.number,
+    )
+
+
+async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
+    asked = await ctx.storage.asked_introductions(requester=ctx.sender)
+    posts = [(intro, await ctx.storage.get_post_by_id(intro["post_id"])) for intro in asked]
+    if number is not None:
+        posts = [(i, p) for i, p in posts if p.number == number]
+    if not posts:
+        await say(ctx, "There is no offer waiting for your answer"
+                  + (f" on #{number}." if number is not None else "."))
+        return
+    intro, post = posts[0]
+    if not yes:
+        await ctx.storage.set_introduction(intro["id"], "declined", ctx.now)
+        await ctx.dm(intro["helper"], _text(
+            f"Thank you for offering to help with #{post.number}. The person preferred not to go "
+            f"ahead this time."))
+        await say(ctx, f"OK, I declined that offer for #{post.number}; nothing about you was "
+                  f"shared. Your request stays open.")
+        return
+    if post.status is not PostStatus.OPEN:
+        await ctx.storage.set_introduction(intro["id"], "declined", ctx.now)
+        await say(ctx, f"#{post.number} is already {post.status.value}, so I did not introduce you.")
+        return
+    invitees = [post.author, intro["helper"]]
+    coordinator = await _intro_coordinator(ctx, post, invitees)
+    if coordinator is not None:
+        invitees.append(coordinator)
+    room_id = await ctx.transport.create_private_room(f"Mutual aid #{post.number}", invitees)
+    await ctx.storage.set_introduction(intro["id"], "accepted", ctx.now, room_id=room_id)
+    await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro["helper"])
+    extra = " {coordinator} from the pod's coordinators is here too." if coordinator else ""
+    await ctx.send(room_id, render(
+        "Hello {requester} and {helper}! This private room is just for request **#{number}** "
+        "({category}, {urgency})." + extra + "\n\nDetails: {details}\n\nPlease arrange things "
+        "here. When it is done, {requester} can send {done} here.",
+        requester=Mention(post.author), helper=Mention(intro["helper"]), number=post.number,
+        category=post.category.value, urgency=post.urgency.label, details=post.text,
+        coordinator=Mention(coordinator) if coordinator else "",
+        done=Code(f"{_prefix(ctx)}done {post.number}"),
+    ))
+    await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
+    for other in posts[1:]:
+        if other[1].id == post.id:
+            await ctx.storage.set_introduction(other[0]["id"], "declined", ctx.now)
+    await say(ctx, f"I have invited you both to a new private room for #{post.number}. "
+              f"Accept the invite to meet them there.")
+
+
+async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> str | None:
+    stored = await ctx.storage.get_room_settings(post.room_id)
+    default = "on" if ctx.config.privacy.intro_with_coordinator else "off"
+    if stored.get(SETTING_INTRO_COORDINATOR, default) != "on":
+        return None
+    me = ctx.config.matrix.user_id if ctx.config.matrix else None
+    threshold = ctx.config.bot.coordinator_power_level
+    for member in ctx.transport.members(post.room_id):
+        if member in invitees or member == me:
+            continue
+        if ctx.transport.power_level(post.room_id, member) >= threshold:
+            return member
+    return None
+
+
+# ---- a person deleting their own !need / !offer withdraws it ---------------------------------
+
+
+async def on_redaction(ctx: Context, redacted_event_id: str) -> None:
+    post = await ctx.storage.get_post_by_event(ctx.room_id, redacted_event_id)
+    if post is None or post.author != ctx.sender:
+        return
+    for room_id, event_id in await ctx.storage.bot_replies_to(redacted_event_id):
+        ctx.outgoing.append(Outgoing(render(""), room_id=room_id, redacts=event_id))
+    if post.status in (PostStatus.OPEN, PostStatus.CLAIMED):
+        await ctx.storage.set_post_status(post, PostStatus.CANCELLED, ctx.now)
+        await ctx.send(ctx.room_id, "**#{number}** was withdrawn: its message was deleted.",
+                       number=post.number)
+
+
+DIRECT_HOOKS.append(on_direct)
+REDACTION_HOOKS.append(on_redaction)
+
+
+@command("accept", help="Say yes to an offer of help on your private request (in a DM).",
+         args=(Arg("#id", optional=True),), examples=("accept 14",), group="Privacy")
+async def accept(ctx: Context, rest: str) -> None:
+    await _answer_command(ctx, rest, True)
+
+
+@command("decline", help="Say no to an offer of help on your private request (in a DM).",
+         args=(Arg("#id", optional=True),), examples=("decline 14",), group="Privacy")
+async def decline(ctx: Context, rest: str) -> None:
+    await _answer_command(ctx, rest, False)
+
+
+async def _answer_command(ctx: Context, rest: str, yes: bool) -> None:
+    number = parse_post_ref(rest.split()[0]) if rest else None
+    if rest and number is None:
+        raise UsageError("Give the request number, like #14.")
+    if not ctx.is_direct:
+        await ctx.reply("Please answer me in our direct message, so the pod does not see it.")
+        return
+    await answer_consent(ctx, yes, number)
+
+
+# ---- idle conversations (for a periodic job) ------------------------------------------------
+
+
+async def expire_idle(storage: Storage, config: BotConfig, now: datetime) -> int:
+    """Drop conversations idle longer than the timeout and tell each person; returns how many.
+
+    Safe to call from any periodic job: one transaction, messages go through the outbox.
+    """
+    cutoff = rules.idle_cutoff(now, config.privacy.intake_timeout_minutes)
+    async with storage.transaction() as tx:
+        idle = await tx.idle_intakes(cutoff)
+        out = []
+        for user_id, room_id, _flow in idle:
+            await tx.end_intake(user_id)
+            out.append(Outgoing(_text(timeout_message(config)), room_id=room_id))
+        await tx.enqueue(out, now)
+    return len(idle)

@@ -1,0 +1,86 @@
+"""`!forgetme`, `!privacy`, and the retention sweep."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot import intake_rules as rules
+from bot import retention
+from bot.commands import command
+from bot.commands.intake import FLOW_FORGET, FLOWS, say
+from bot.config import BotConfig
+from bot.context import Context, Outgoing
+from bot.formatting import Code, render
+from bot.models import PostStatus
+from bot.storage import Storage
+
+CONFIRM = (
+    "This erases everything I store about you, in every pod: your requests and offers lose your "
+    "name and details (open ones are withdrawn), requests you were helping with are reopened, you "
+    "are taken off shifts, and our conversations are forgotten. I will also delete my own messages "
+    "that named you where I can. What you wrote yourself in rooms stays until you delete it.\n\n"
+    "Reply yes to erase it all, or anything else to keep everything."
+)
+
+_TABLE_WORDS = {
+    "posts": "posts", "inbox": "received-command records", "outbox": "sent-message records",
+    "dm_rooms": "direct-chat record", "intake": "unfinished conversation",
+    "introductions": "introductions", "shift_signups": "shift sign-ups",
+    "standin_requests": "stand-in requests", "noshows": "no-show marks",
+    "sent_reminders": "reminder records",
+}
+
+
+def _prefix(ctx: Context) -> str:
+    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+
+
+@command("forgetme", help="Erase everything the bot stores about you (send it in a DM).",
+         examples=("forgetme",), group="Privacy")
+async def forgetme(ctx: Context, rest: str) -> None:
+    if not ctx.is_direct:
+        await ctx.reply("Please send {command} to me in a direct message; I will ask you to "
+                        "confirm there.", command=Code(f"{_prefix(ctx)}forgetme"))
+        return
+    await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
+    await say(ctx, CONFIRM)
+
+
+async def forget_flow(ctx: Context, state: dict, text: str) -> None:
+    if not rules.is_yes(text):
+        await ctx.storage.end_intake(ctx.sender)
+        await say(ctx, "OK, nothing was erased.")
+        return
+    await forget(ctx)
+
+
+FLOWS[FLOW_FORGET] = forget_flow
+
+
+async def forget(ctx: Context) -> None:
+    storage, person = ctx.storage, ctx.sender
+    withdrawn = await storage.list_posts(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
+                                         limit=10_000)
+    reopened = await storage.posts_claimed_by(person)
+    to_redact = await storage.bot_messages_about(person)
+    counts = await storage.forget_person(person, ctx.now)
+    for post in withdrawn:
+        await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
+    for post in reopened:
+        await ctx.send(post.room_id, "**#{number}** is open again.", number=post.number)
+    for room_id, event_id in dict.fromkeys(to_redact):
+        ctx.outgoing.append(Outgoing(render(""), room_id=room_id, redacts=event_id))
+    parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
+    erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
+    await say(ctx, f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
+              f"{len(reopened)} request(s) you were helping with, and am deleting "
+              f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
+
+
+async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
+    """Retention: erase details and people of posts closed longer ago than retention_days.
+
+    Pure decision in `bot.retention`; call from a periodic job (hourly is plenty).
+    """
+    async with storage.transaction() as tx:
+        return await tx.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)

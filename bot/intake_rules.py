@@ -1,0 +1,241 @@
+"""The private-request conversation as pure steps: state in, text in, new state and what to say out.
+
+No I/O and no clock: the command layer loads the state from storage, calls `advance`, saves the
+result and sends the prompt. A conversation goes
+
+    category -> details -> urgency -> pod (only if the person shares several pods with the bot)
+    -> visibility -> confirm
+
+and "stop" / "!cancel" ends it at any step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel
+
+from bot.models import Category, Urgency
+from bot.parsing import parse_category
+
+MAX_DETAILS = 1000
+
+STOP_WORDS = frozenset({"stop", "cancel", "!cancel", "!stop", "abort", "quit", "exit"})
+YES_WORDS = frozenset({"yes", "y", "ok", "okay", "sure", "confirm", "yes please", "post it", "accept"})
+NO_WORDS = frozenset({"no", "n", "nope", "decline", "no thanks"})
+
+
+class Step(StrEnum):
+    CATEGORY = "category"
+    DETAILS = "details"
+    URGENCY = "urgency"
+    POD = "pod"
+    VISIBILITY = "visibility"
+    CONFIRM = "confirm"
+
+
+class IntakeState(BaseModel):
+    step: Step = Step.CATEGORY
+    category: Category | None = None
+    details: str | None = None
+    urgency: Urgency | None = None
+    pods: list[tuple[str, str]] = []  # (room id, display name) the person shares with the bot
+    room_id: str | None = None
+    anonymous: bool = True
+    details_shown: bool = False
+
+
+class Outcome(StrEnum):
+    ASK = "ask"  # say the prompt, keep the (new) state
+    CANCELLED = "cancelled"  # conversation over, nothing posted
+    CONFIRMED = "confirmed"  # post it, conversation over
+    NO_POD = "no_pod"  # nowhere to post: conversation over
+
+
+@dataclass(frozen=True)
+class Turn:
+    outcome: Outcome
+    state: IntakeState
+    prompt: str
+
+
+CATEGORY_PROMPT = (
+    "What kind of help do you need? Reply with one word: food, transport, childcare, housing, "
+    "medical, tools, skills, money or other."
+)
+DETAILS_PROMPT = (
+    "Tell me the details in one message: what exactly, where, any times. Only the person who "
+    "helps will see them (unless you choose otherwise at the end)."
+)
+URGENCY_PROMPT = "How urgent is it? Reply 1 for today, 2 for this week, 3 for whenever."
+VISIBILITY_PROMPT = (
+    "How should it appear in the pod room?\n"
+    "1. Anonymous, details private (default): \"Someone needs: {category}\"\n"
+    "2. With your name, details private\n"
+    "3. Anonymous, with the details\n"
+    "4. With your name and the details"
+)
+STOP_HINT = " (Send stop or !cancel at any time to drop this.)"
+
+_URGENCY_WORDS = {
+    "1": Urgency.TODAY, "today": Urgency.TODAY, "urgent": Urgency.TODAY, "now": Urgency.TODAY,
+    "asap": Urgency.TODAY,
+    "2": Urgency.THIS_WEEK, "this week": Urgency.THIS_WEEK, "week": Urgency.THIS_WEEK,
+    "soon": Urgency.THIS_WEEK,
+    "3": Urgency.WHENEVER, "whenever": Urgency.WHENEVER, "later": Urgency.WHENEVER,
+    "any time": Urgency.WHENEVER, "anytime": Urgency.WHENEVER, "no rush": Urgency.WHENEVER,
+}
+_VISIBILITY = {
+    "1": (True, False), "anonymous": (True, False), "anon": (True, False), "": (True, False),
+    "2": (False, False), "name": (False, False), "with my name": (False, False),
+    "3": (True, True), "4": (False, True),
+}
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.strip().lower().rstrip(".!").split())
+
+
+def is_stop(text: str) -> bool:
+    return _norm(text) in STOP_WORDS
+
+
+def is_yes(text: str) -> bool:
+    return _norm(text) in YES_WORDS
+
+
+def is_no(text: str) -> bool:
+    return _norm(text) in NO_WORDS
+
+
+def start(pods: list[tuple[str, str]], category: Category | None = None,
+          details: str | None = None) -> Turn:
+    """A new conversation; a `!need food ...` in the DM may already give category and details."""
+    state = IntakeState(pods=pods, category=category, details=details)
+    if len(pods) == 1:
+        state.room_id = pods[0][0]
+    if category is None:
+        return Turn(Outcome.ASK, state, "I can pass a request to your pod privately. "
+                    + CATEGORY_PROMPT + STOP_HINT)
+    if not details:
+        state.step = Step.DETAILS
+        return Turn(Outcome.ASK, state, f"A private request for {category.value}. "
+                    + DETAILS_PROMPT + STOP_HINT)
+    state.step = Step.URGENCY
+    return Turn(Outcome.ASK, state, f"A private request for {category.value}. "
+                + URGENCY_PROMPT + STOP_HINT)
+
+
+def prompt_for(state: IntakeState) -> str:
+    """The question for the step the state is at (used to re-ask after a restart or typo)."""
+    if state.step is Step.CATEGORY:
+        return CATEGORY_PROMPT
+    if state.step is Step.DETAILS:
+        return DETAILS_PROMPT
+    if state.step is Step.URGENCY:
+        return URGENCY_PROMPT
+    if state.step is Step.POD:
+        lines = ["Which pod should I ask?"]
+        lines += [f"{i}. {name}" for i, (_, name) in enumerate(state.pods, 1)]
+        return "\n".join(lines)
+    if state.step is Step.VISIBILITY:
+        return VISIBILITY_PROMPT.format(category=state.category.value if state.category else "help")
+    return summary(state) + "\n\nReply yes to post it, or stop to drop it."
+
+
+def summary(state: IntakeState) -> str:
+    pod = next((name for rid, name in state.pods if rid == state.room_id), state.room_id or "?")
+    shown = ("anonymously" if state.anonymous else "with your name") + (
+        ", with the details" if state.details_shown else ", details private")
+    urgency = state.urgency.label if state.urgency is not None else "?"
+    return (f"Your request: {state.category.value if state.category else '?'} ({urgency}), "
+            f"to {pod}, shown {shown}.\nDetails: {state.details}")
+
+
+def advance(state: IntakeState, text: str) -> Turn:
+    """One answer from the person."""
+    if is_stop(text):
+        return Turn(Outcome.CANCELLED, state,
+                    "Stopped. Nothing was posted and I have forgotten this request.")
+    state = state.model_copy(deep=True)
+    answer = _norm(text)
+    if state.step is Step.CATEGORY:
+        category = parse_category(answer.split()[0]) if answer else None
+        if category is None:
+            return Turn(Outcome.ASK, state, "I didn't recognise that. " + CATEGORY_PROMPT)
+        state.category = category
+        state.step = Step.DETAILS if not state.details else Step.URGENCY
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    if state.step is Step.DETAILS:
+        details = text.strip()
+        if not details:
+            return Turn(Outcome.ASK, state, DETAILS_PROMPT)
+        if len(details) > MAX_DETAILS:
+            return Turn(Outcome.ASK, state,
+                        f"That is a bit long; please keep it under {MAX_DETAILS} characters.")
+        state.details = details
+        state.step = Step.URGENCY
+        return Turn(Outcome.ASK, state, URGENCY_PROMPT)
+    if state.step is Step.URGENCY:
+        urgency = _URGENCY_WORDS.get(answer)
+        if urgency is None:
+            return Turn(Outcome.ASK, state, "Please reply 1, 2 or 3. " + URGENCY_PROMPT)
+        state.urgency = urgency
+        return _after_urgency(state)
+    if state.step is Step.POD:
+        chosen = _choose_pod(state, answer)
+        if chosen is None:
+            return Turn(Outcome.ASK, state, "Please reply with the number. " + prompt_for(state))
+        state.room_id = chosen
+        state.step = Step.VISIBILITY
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    if state.step is Step.VISIBILITY:
+        choice = _VISIBILITY.get(answer)
+        if choice is None:
+            return Turn(Outcome.ASK, state, "Please reply 1, 2, 3 or 4.\n" + prompt_for(state))
+        state.anonymous, state.details_shown = choice
+        state.step = Step.CONFIRM
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    if is_yes(text):
+        return Turn(Outcome.CONFIRMED, state, "")
+    if is_no(text):
+        return Turn(Outcome.CANCELLED, state, "OK, nothing was posted and I have forgotten it.")
+    return Turn(Outcome.ASK, state, "Please reply yes to post it, or stop to drop it.")
+
+
+def _after_urgency(state: IntakeState) -> Turn:
+    if not state.pods:
+        return Turn(Outcome.NO_POD, state,
+                    "I am not in any pod room with you, so there is nowhere to post this. Ask a "
+                    "coordinator to invite you (and me) to your pod's room, then try again.")
+    if state.room_id is None:
+        state.step = Step.POD
+    else:
+        state.step = Step.VISIBILITY
+    return Turn(Outcome.ASK, state, prompt_for(state))
+
+
+def _choose_pod(state: IntakeState, answer: str) -> str | None:
+    if answer.isdigit() and 1 <= int(answer) <= len(state.pods):
+        return state.pods[int(answer) - 1][0]
+    for room_id, name in state.pods:
+        if answer and (answer == name.lower() or answer == room_id.lower()):
+            return room_id
+    return None
+
+
+def timed_out(updated_at: datetime, now: datetime, timeout_minutes: float) -> bool:
+    return now - updated_at > timedelta(minutes=timeout_minutes)
+
+
+def idle_cutoff(now: datetime, timeout_minutes: float) -> datetime:
+    """Conversations last touched before this are due to be dropped."""
+    return now - timedelta(minutes=timeout_minutes)
+
+
+TIMEOUT_MESSAGE = (
+    "I dropped our unfinished conversation after {minutes} minutes without an answer; nothing was "
+    "posted and what you told me is forgotten. Message me again any time to start over."
+)
