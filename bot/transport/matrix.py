@@ -29,9 +29,11 @@ from nio import (
     LoginResponse,
     MegolmEvent,
     MessageDirection,
+    RedactionEvent,
     RoomCreateResponse,
     RoomMessagesResponse,
     RoomMessageText,
+    RoomRedactResponse,
     RoomSendResponse,
     SyncError,
     SyncResponse,
@@ -42,7 +44,7 @@ from nio.crypto import ENCRYPTION_ENABLED  # noqa: F401 - fails early if the e2e
 
 from bot.app import App, DeliveryError
 from bot.config import BotConfig, MatrixConfig
-from bot.context import Incoming, Outgoing
+from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
@@ -134,6 +136,7 @@ class MatrixTransport:
         self._undecryptable: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sync_failures = 0
         self.last_good_sync: float | None = None
+        self._pending_marks: dict[str, str] = {}
         self._next_sync = asyncio.Event()
 
     # ---- login and crypto store -----------------------------------------------------------
@@ -293,6 +296,8 @@ class MatrixTransport:
                 events = await self._backfill(room_id, info.timeline.prev_batch) + events
             items += await self._commands_from(room_id, events)
         items += await self._retry_undecryptable()
+        marks.update(self._pending_marks)
+        self._pending_marks.clear()
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
         if client.outgoing_to_device_messages:
@@ -355,10 +360,18 @@ class MatrixTransport:
             if isinstance(event, MegolmEvent):
                 self._remember_undecryptable(room_id, event)
                 continue
+            if isinstance(event, RedactionEvent):
+                # Someone deleted a message; the app withdraws a post whose command it was.
+                if room.encrypted or self.matrix.allow_unencrypted_rooms:
+                    items.append(Incoming(event.event_id, room_id, event.sender,
+                                          REDACTION_PREFIX + event.redacts,
+                                          dm_partner == event.sender,
+                                          _from_ms(event.server_timestamp)))
+                continue
             if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
                 continue
             text = event_text(event)
-            if text is None:
+            if text is None or text.startswith("\x00"):  # NUL-prefixed text is ours only
                 continue
             is_direct = dm_partner == event.sender
             if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
@@ -442,6 +455,8 @@ class MatrixTransport:
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         room_id = out.room_id or await self._dm_room(out.user_id)
         await self._wait_for_room(room_id)
+        if out.redacts is not None:
+            return await self._redact(room_id, out.redacts, txn_id)
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": out.message.body,
@@ -464,6 +479,17 @@ class MatrixTransport:
         if isinstance(response, RoomSendResponse):
             return response.event_id
         permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND", "M_TOO_LARGE")
+        raise DeliveryError(getattr(response, "message", str(response)), permanent=permanent)
+
+    async def _redact(self, room_id: str, event_id: str, txn_id: str) -> str | None:
+        """Redact one of the bot's own messages (after !forgetme or a deleted command)."""
+        try:
+            response = await self.client.room_redact(room_id, event_id, tx_id=txn_id)
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(type(exc).__name__) from exc
+        if isinstance(response, RoomRedactResponse):
+            return response.event_id
+        permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND")
         raise DeliveryError(getattr(response, "message", str(response)), permanent=permanent)
 
     async def _upload(self, room_id: str, out: Outgoing) -> dict[str, Any]:
@@ -509,9 +535,10 @@ class MatrixTransport:
         return response.room_id
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        # Called by handlers inside a storage transaction: the "joined" mark is written with the
+        # next sync's marks instead of opening a second (deadlocking) transaction here.
         room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
-        async with self.storage.transaction() as tx:
-            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+        self._pending_marks[f"joined:{room_id}"] = str(int(time.time() * 1000))
         return room_id
 
     async def _wait_for_room(self, room_id: str) -> None:
@@ -532,6 +559,12 @@ class MatrixTransport:
     def members(self, room_id: str) -> list[str]:
         room = self.client.rooms.get(room_id) if self.client else None
         return sorted(room.users) if room else []
+
+    def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        if self.client is None:
+            return []
+        return sorted((room_id, room.display_name) for room_id, room in self.client.rooms.items()
+                      if user_id in room.users and self.matrix.user_id in room.users)
 
     async def close(self) -> None:
         self._stopping.set()
