@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from bot import intake_rules as rules
 from bot import retention
@@ -13,6 +16,11 @@ from bot.context import Context, Outgoing
 from bot.formatting import Code, render
 from bot.models import PostStatus
 from bot.storage import Storage
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
 
 CONFIRM = (
     "This erases everything I store about you, in every pod: your requests and offers lose your "
@@ -84,3 +92,31 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
     """
     async with storage.transaction() as tx:
         return await tx.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
+
+
+async def housekeeping(app: App, interval: float | None = None) -> None:
+    """Until cancelled: drop idle DM conversations (telling the person) and run retention.
+
+    Runs beside the scheduler; both steps are single transactions and safe to repeat.
+    """
+    from bot.commands.intake import expire_idle
+
+    timeout_s = app.config.privacy.intake_timeout_minutes * 60
+    interval = interval or max(1.0, min(60.0, timeout_s / 4))
+    last_sweep: datetime | None = None
+    await app.ready.wait()
+    while True:
+        now = app.clock()
+        try:
+            dropped = await expire_idle(app.storage, app.config, now)
+            if dropped:
+                log.info("dropped %d idle private conversation(s)", dropped)
+                app.wake_outbox()
+            if last_sweep is None or now - last_sweep >= retention.SWEEP_INTERVAL:
+                erased = await sweep(app.storage, app.config, now)
+                last_sweep = now
+                if erased:
+                    log.info("retention: erased details and people of %d closed post(s)", erased)
+        except Exception:
+            log.exception("privacy housekeeping failed; trying again later")
+        await asyncio.sleep(interval)

@@ -594,6 +594,7 @@ def _from_ms(ms: int) -> Any:
 async def run_matrix_bot(config: BotConfig) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or a fatal problem (non-zero)."""
     from bot.cli import SECRET_FILTER
+    from bot.commands.privacy import housekeeping as privacy_housekeeping
 
     storage = await Storage.open(config.storage.database)
     transport = MatrixTransport(config, storage)
@@ -604,6 +605,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         loop.add_signal_handler(sig, transport.stop)
     exit_code = 0
     sync_task = None
+    housekeeping: asyncio.Task[None] | None = None
     scheduler = Scheduler(app)
     try:
         await app.metrics.start_server()
@@ -612,6 +614,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         app.start()
         await app.start_pending_workers()
         scheduler.start()  # its first run waits for app.ready (first sync)
+        housekeeping = asyncio.create_task(privacy_housekeeping(app), name="privacy")
         sync_task = asyncio.create_task(transport.run(), name="sync")
         stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
         done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -630,6 +633,8 @@ async def run_matrix_bot(config: BotConfig) -> int:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         await scheduler.shutdown()
+        if housekeeping is not None:
+            housekeeping.cancel()
         await app.stop()
         await transport.close()
         await storage.close()

@@ -1,0 +1,202 @@
+"""!forgetme, retention, coordinator checks, file modes and what reaches the log."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from datetime import UTC, datetime
+
+import pytest
+
+from bot import retention
+from bot.cli import SecretFilter
+from bot.commands.privacy import sweep
+from bot.models import PostStatus
+from bot.storage import Storage
+
+from .conftest import POD
+
+ALICE = "@alice:test"
+BOB = "@bob:test"
+CAROL = "@carol:test"
+DM = "!dm-alice:test"
+SECRET = "insulin pickup at 12 Elm Street"
+
+
+@pytest.fixture
+def pod_rooms(pod):
+    pod.transport.rooms[POD] = [ALICE, BOB, CAROL]
+    pod.transport.rooms[DM] = [ALICE]
+    return pod
+
+
+async def dm(pod, text, sender=ALICE, room=DM):
+    sent = await pod.say(sender, text, room=room, direct=True)
+    return [o.message.body for o in sent if o.room_id == room]
+
+
+async def mentioning(pod, text):
+    async with pod.storage.transaction() as tx:
+        return {t: n for t, n in (await tx.table_rows_mentioning(text)).items() if n}
+
+
+# ---- !forgetme ----------------------------------------------------------------------------------
+
+
+async def test_forgetme_erases_every_row_naming_the_person(pod_rooms):
+    pod = pod_rooms
+    await pod.say(ALICE, "!need groceries for two")
+    await pod.say(BOB, "!need ride to clinic")
+    await pod.say(ALICE, "!claim 2")
+    for answer in ("food", SECRET, "1", "1", "yes"):
+        await dm(pod, answer)
+    await pod.say(BOB, "!claim 3")  # consent asked: an introduction row names alice
+    await dm(pod, "hello")  # an unfinished conversation
+    assert await mentioning(pod, ALICE)
+    before = len(pod.transport.sent)
+
+    replies = await dm(pod, "!forgetme")
+    assert "Reply yes" in replies[0]
+    replies = await dm(pod, "yes")
+    assert replies[-1].startswith("Done. I erased:")
+    assert await mentioning(pod, ALICE) == {}
+    assert await mentioning(pod, SECRET) == {}
+    # open posts withdrawn, claimed one reopened, the bot's messages about her redacted
+    pod_notes = [o.message.body for o in pod.transport.sent[before:] if o.room_id == POD]
+    assert "**#1** was withdrawn." in pod_notes and "**#2** is open again." in pod_notes
+    assert len(pod.transport.redactions) >= 4
+    async with pod.storage.transaction() as tx:
+        posts = {p.number: p for p in await tx.list_posts(
+            POD, statuses=tuple(PostStatus), limit=10)}
+    assert posts[1].status is PostStatus.CANCELLED and posts[1].text == "" and posts[1].author == ""
+    assert posts[2].status is PostStatus.OPEN and posts[2].claimed_by is None
+    assert posts[2].author == BOB  # other people's rows keep what is theirs
+
+
+async def test_forgetme_walks_tables_it_does_not_know(pod_rooms):
+    pod = pod_rooms
+    async with pod.storage.transaction() as tx:
+        await tx._execute("CREATE TABLE future_things (id INTEGER PRIMARY KEY, who TEXT NOT NULL, "
+                          "note TEXT)")
+        await tx._execute("INSERT INTO future_things (who, note) VALUES (?, ?), (?, ?)",
+                          (ALICE, "x", BOB, f"asked {ALICE} about it"))
+    await dm(pod, "!forgetme")
+    await dm(pod, "yes")
+    assert await mentioning(pod, ALICE) == {}
+
+
+async def test_forgetme_needs_confirmation_and_a_dm(pod_rooms):
+    pod = pod_rooms
+    await pod.say(ALICE, "!need groceries")
+    assert "direct message" in await pod.reply_to(ALICE, "!forgetme")
+    await dm(pod, "!forgetme")
+    assert "nothing was erased" in (await dm(pod, "no"))[0]
+    async with pod.storage.transaction() as tx:
+        assert (await tx.get_post(POD, 1)).author == ALICE
+
+
+# ---- retention ----------------------------------------------------------------------------------
+
+
+def test_retention_rule():
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    old = datetime(2026, 10, 1, tzinfo=UTC)
+    assert retention.is_due(PostStatus.DONE, old, now, 30)
+    assert not retention.is_due(PostStatus.OPEN, old, now, 30)
+    assert not retention.is_due(PostStatus.CANCELLED, now, now, 30)
+
+
+async def test_retention_erases_details_after_the_period(pod_rooms):
+    pod = pod_rooms
+    await pod.say(ALICE, f"!need {SECRET}")
+    await pod.say(BOB, "!claim 1")
+    await pod.say(ALICE, "!done 1")
+    await pod.say(ALICE, "!need bread")  # still open: kept whole
+    pod.clock.advance(days=29)
+    assert await sweep(pod.storage, pod.app.config, pod.clock()) == 0
+    assert await mentioning(pod, SECRET)
+    pod.clock.advance(days=2)
+    assert await sweep(pod.storage, pod.app.config, pod.clock()) == 1
+    assert await mentioning(pod, SECRET) == {}
+    async with pod.storage.transaction() as tx:
+        done = await tx.get_post(POD, 1)
+        still = await tx.get_post(POD, 2)
+    assert (done.status, done.category.value, done.text, done.author, done.claimed_by) == (
+        PostStatus.DONE, "medical", "", "", None)
+    assert still.author == ALICE and still.text == "bread"
+
+
+# ---- coordinators -------------------------------------------------------------------------------
+
+
+async def test_removing_someone_elses_post_needs_a_coordinator(pod_rooms):
+    pod = pod_rooms
+    await pod.say(ALICE, "!need groceries")
+    refused = await pod.reply_to(BOB, "!cancel 1")
+    assert "coordinator" in refused and "power level 50" in refused
+    pod.transport.power_levels[CAROL] = 50
+    assert "cancelled" in await pod.reply_to(CAROL, "!cancel 1")
+
+
+async def test_require_coordinator_helper(pod_rooms):
+    from bot.commands import require_coordinator
+    from bot.context import Context
+
+    pod = pod_rooms
+    pod.transport.power_levels[CAROL] = 100
+
+    def ctx(sender, direct=False):
+        return Context(sender=sender, room_id=POD, is_direct=direct, text="", event_id="$x",
+                       now=pod.clock(), storage=pod.storage, config=pod.app.config,
+                       transport=pod.transport)
+
+    refused = ctx(BOB)
+    assert not await require_coordinator(refused, "change pod settings")
+    assert "Only a coordinator can change pod settings" in refused.outgoing[0].message.body
+    allowed = ctx(CAROL)
+    assert await require_coordinator(allowed, "change pod settings") and not allowed.outgoing
+    in_dm = ctx(CAROL, direct=True)
+    assert not await require_coordinator(in_dm, "export")
+
+
+# ---- hygiene ------------------------------------------------------------------------------------
+
+
+async def test_database_file_and_directory_are_private(tmp_path):
+    path = tmp_path / "data" / "bot.db"
+    storage = await Storage.open(path)
+    await storage.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_secret_filter_replaces_secrets_in_messages_and_args():
+    secret_filter = SecretFilter()
+    secret_filter.secrets = {"syt_token_value"}
+    record = logging.LogRecord("x", logging.DEBUG, __file__, 1, "token %s in use",
+                               ("syt_token_value",), None)
+    secret_filter.filter(record)
+    assert "syt_token_value" not in record.getMessage()
+
+
+async def test_nothing_private_is_logged_during_a_private_request(pod_rooms, caplog):
+    from bot.cli import configure_logging
+
+    pod = pod_rooms
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    noisy = {name: logging.getLogger(name).level for name in ("nio", "aiohttp", "aiosqlite")}
+    configure_logging("DEBUG")  # as `run` does: DEBUG for us, noisy libraries kept quiet
+    root.addHandler(caplog.handler)
+    try:
+        for answer in ("food", SECRET, "1", "1", "yes"):
+            await dm(pod, answer)
+        await pod.say(BOB, "!claim 1")
+        await dm(pod, "yes")
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        for name, old in noisy.items():
+            logging.getLogger(name).setLevel(old)
+    assert caplog.records  # the app does log each handled event
+    assert SECRET not in caplog.text
