@@ -86,6 +86,11 @@ def fmt_span(delta: timedelta) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
+def _starts(start: datetime, now: datetime) -> str:
+    left = start - now
+    return "starts now" if left < timedelta(seconds=30) else f"starts in {fmt_span(left)}"
+
+
 def offset_key(offset: timedelta) -> str:
     return str(round(offset.total_seconds()))
 
@@ -168,7 +173,9 @@ def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
                 if not window_start < at <= now:
                     continue
                 quiet = at < shift.created_at
-                if quiet or now >= start.astimezone(UTC):
+                # Once a shift has begun its earlier reminders are pointless (an offset of 0,
+                # "starting now", still gets the grace period).
+                if quiet or (now >= start.astimezone(UTC) and at < start.astimezone(UTC)):
                     action: Literal["send", "skip"] = "skip"
                 else:
                     action = "send" if due_state(at, now, grace) == "send" else "skip"
@@ -312,18 +319,18 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
         left = max(0, shift.needed - len(item.people))
         if item.kind == SHIFT_DM:
             return [Outgoing(render(
-                "Reminder: **{label} {title}** starts in {span}: {when}{where}. "
+                "Reminder: **{label} {title}** {starts}: {when}{where}. "
                 "Can't make it? Send {standin} in the pod room.",
-                label=shift.label, title=shift.title, span=fmt_span(start - now), when=when,
+                label=shift.label, title=shift.title, starts=_starts(start, now), when=when,
                 where=_where(shift), standin=Code(f"{p}standin {shift.label} {date_arg}"),
             ), user_id=item.person)]
         if item.kind == SHIFT_ROOM:
             on = ", ".join(item.people) if item.people else "nobody yet"
-            template = "**{label} {title}** starts in {span}: {when}{where}. On: {on}."
+            template = "**{label} {title}** {starts}: {when}{where}. On: {on}."
             if left:
                 template += " Still needed: {left}. Sign up with {signup}"
             return [Outgoing(render(
-                template, label=shift.label, title=shift.title, span=fmt_span(start - now),
+                template, label=shift.label, title=shift.title, starts=_starts(start, now),
                 when=when, where=_where(shift), on=on, left=left,
                 signup=Code(f"{p}signup {shift.label} {date_arg}"),
             ), room_id=shift.room_id)]
