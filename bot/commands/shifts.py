@@ -569,7 +569,8 @@ async def cover(ctx: Context, rest: str) -> None:
                         withdraw=Code(f"{_prefix(ctx)}withdraw {shift.label} "
                                       f"{start.astimezone(shift.when.zone).date().isoformat()}"))
         return
-    if not shift.active or start <= ctx.now:
+    cancelled = (shift.id, request.occurrence) in await _cancelled(ctx, [shift])
+    if not shift.active or cancelled or start <= ctx.now:
         await ctx.storage.set_standin_status(request, "closed", ctx.now)
         await ctx.reply("R{number} is no longer needed: that shift date has passed or was cancelled.",
                         number=request.number)

@@ -160,3 +160,12 @@ def test_dates_as_people_type_them():
     assert parse_date_arg("15 nov", today) == date(2026, 11, 15)  # last week, for !noshow
     assert parse_date_arg("31 feb", today) is None
     assert parse_date_arg("soon", today) is None
+
+
+async def test_a_standin_for_a_cancelled_date_cannot_be_covered(coord):
+    await coord.say(ALICE, "!shift add Food run every saturday 10-13 need 2")
+    await coord.say(ALICE, "!signup S1 28 nov")
+    await coord.say(ALICE, "!standin S1 28 nov")
+    await coord.say(COORD, "!shift cancel S1 28 nov")
+    assert "no longer needed" in await coord.reply_to(BOB, "!cover R1")
+    assert "already closed" in await coord.reply_to(CAROL, "!cover R1")
