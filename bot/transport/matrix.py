@@ -30,6 +30,7 @@ from nio import (
     MegolmEvent,
     MessageDirection,
     RedactionEvent,
+    RoomCreateEvent,
     RoomCreateResponse,
     RoomMessagesResponse,
     RoomMessageText,
@@ -57,6 +58,8 @@ BACKFILL_PAGE = 100
 BACKFILL_MAX_PAGES = 50
 ROOM_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
+# What a privileged room creator (room version 12+) counts as: above any power level.
+CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
 UNENCRYPTED_WARNING = (
     "I only work in end-to-end encrypted rooms, to keep what people share here private. "
@@ -137,6 +140,8 @@ class MatrixTransport:
         self.sync_failures = 0
         self.last_good_sync: float | None = None
         self._pending_marks: dict[str, str] = {}
+        self._privileged_creators: dict[str, set[str]] = {}
+        self._expect_encrypted: set[str] = set()  # rooms we created encrypted, not yet seen so
         self._next_sync = asyncio.Event()
 
     # ---- login and crypto store -----------------------------------------------------------
@@ -220,7 +225,10 @@ class MatrixTransport:
             try:
                 response = await self.client.sync(
                     timeout=self._sync_timeout_ms(first_start),
-                    sync_filter=SYNC_FILTER, since=token, full_state=first_start,
+                    # Full state on the first sync of every start: nio keeps no room state
+                    # across restarts, and power levels and members must be known at once.
+                    sync_filter=SYNC_FILTER, since=token,
+                    full_state=first_start or not self.first_sync_done.is_set(),
                 )
             except (OSError, TimeoutError, LocalProtocolError, aiohttp.ClientError) as exc:
                 # aiohttp.ServerDisconnectedError (a dropped long-poll) is not an OSError.
@@ -288,6 +296,7 @@ class MatrixTransport:
         marks: dict[str, str] = {}
         for room_id, info in response.rooms.join.items():
             events = list(info.timeline.events)
+            self._note_creators(room_id, [*info.state, *events])
             if events:
                 marks[f"seen:{room_id}"] = str(max(e.server_timestamp for e in events))
             if skip_commands:
@@ -532,6 +541,7 @@ class MatrixTransport:
         )
         if not isinstance(response, RoomCreateResponse):
             raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}")
+        self._expect_encrypted.add(response.room_id)
         return response.room_id
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
@@ -542,19 +552,42 @@ class MatrixTransport:
         return room_id
 
     async def _wait_for_room(self, room_id: str) -> None:
-        """A room the bot just created is usable once a sync has told nio about it."""
+        """A room the bot just created is usable once a sync has told nio about it, and (since
+        a sync can show a room half-created) once nio knows it is encrypted: never send in clear."""
         deadline = time.monotonic() + ROOM_WAIT_S
-        while room_id not in self.client.rooms and time.monotonic() < deadline:
+
+        def unready() -> bool:
+            room = self.client.rooms.get(room_id)
+            return room is None or (room_id in self._expect_encrypted and not room.encrypted)
+
+        while unready() and time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(self._next_sync.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        if room_id not in self.client.rooms:
-            raise DeliveryError(f"room {room_id} not known yet")
+        if unready():
+            raise DeliveryError(f"room {room_id} not known (as encrypted) yet")
+        self._expect_encrypted.discard(room_id)
 
     def power_level(self, room_id: str, user_id: str) -> int:
         room = self.client.rooms.get(room_id) if self.client else None
-        return room.power_levels.get_user_level(user_id) if room else 0
+        if room is None:
+            return 0
+        if user_id in self._privileged_creators.get(room_id, ()):
+            return CREATOR_POWER_LEVEL
+        return room.power_levels.get_user_level(user_id)
+
+    def _note_creators(self, room_id: str, events: list[Any]) -> None:
+        """Room version 12 and later: creators outrank everyone and are absent from power levels."""
+        for event in events:
+            if not isinstance(event, RoomCreateEvent):
+                continue
+            version = str(event.room_version or "1")
+            if version.isdigit() and int(version) >= 12:
+                content = event.source.get("content", {})
+                extra = content.get("additional_creators") or []
+                self._privileged_creators[room_id] = {event.sender, *[u for u in extra
+                                                                       if isinstance(u, str)]}
 
     def members(self, room_id: str) -> list[str]:
         room = self.client.rooms.get(room_id) if self.client else None
