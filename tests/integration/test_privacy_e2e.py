@@ -3,11 +3,13 @@ introductions in new private rooms, coordinators, !forgetme, and what reaches di
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
 
 import pytest
+from nio import RedactedEvent
 
 from .botproc import BotProcess
 from .people import contains
@@ -112,6 +114,7 @@ async def test_private_request_end_to_end(person_factory, bot):
     # a non-coordinator may not remove someone else's post; the room creator (PL 100) may
     await say(bob, pod, "!need bread", "Noted need", bot)
     await say(carol, pod, "!cancel 2", "Only the person who posted", bot)
+    await say(carol, pod, "!done 2", "or a coordinator", bot)
     await say(alice, pod, "!cancel 2", "cancelled", bot)
 
     # deleting one's own !need message withdraws the post
@@ -132,6 +135,18 @@ async def test_private_request_end_to_end(person_factory, bot):
     await say(alice, dm, "yes", "Done. I erased", bot)
     assert rows_naming(bot.database, alice.user_id) == {}
     assert rows_naming(bot.database, SECRET) == {}
+    # the bot deleted its own messages in the DM (the summary with the detail among them)
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        history = await alice.messages(dm)
+        left = [e.body for e in history if getattr(e, "sender", None) == bot.user_id
+                and SECRET in (getattr(e, "body", "") or "")]
+        redacted = [e for e in history if isinstance(e, RedactedEvent)
+                    and e.sender == bot.user_id]
+        if not left and len(redacted) >= 5:
+            break
+        assert asyncio.get_running_loop().time() < deadline, (left, len(redacted))
+        await asyncio.sleep(0.5)
 
     # hygiene: private files, and neither the token nor the detail in a DEBUG log
     assert stat.S_IMODE(bot.database.stat().st_mode) == 0o600
