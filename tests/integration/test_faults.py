@@ -35,7 +35,7 @@ from .people import MEGOLM, Person, contains
 
 # The rate-limit test waits for Synapse's real limiter (0.2 messages/s after a burst of 10), so
 # its size is what makes it slow: the default keeps it under a minute, set 100 for the full run.
-RATE_LIMIT_BURST = int(os.environ.get("MAB_RATE_LIMIT_BURST", "20"))
+RATE_LIMIT_BURST = int(os.environ.get("MAB_RATE_LIMIT_BURST", "16"))
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -88,15 +88,33 @@ async def reply_counts(person: Person, room: str, bot_id: str) -> dict[str, int]
     return counts
 
 
-async def wait_for_replies(person: Person, room: str, bot_id: str, wanted: list[str],
+def delivered_replies(database: Path, wanted: list[str]) -> int:
+    """How many of `wanted` the bot has delivered a reply to, by its own outbox (cheap to poll)."""
+    try:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5) as db:
+            rows = db.execute("SELECT DISTINCT reply_to FROM outbox WHERE sent_at IS NOT NULL "
+                              "AND reply_to IS NOT NULL").fetchall()
+    except sqlite3.OperationalError:
+        return 0
+    done = {r[0] for r in rows}
+    return sum(1 for e in wanted if e in done)
+
+
+async def wait_for_replies(person: Person, room: str, bot: BotProcess, wanted: list[str],
                            timeout: float) -> dict[str, int]:
+    """Wait (polling the bot's outbox) until every command is answered, then count the replies
+    as the room's history shows them."""
     deadline = time.monotonic() + timeout
-    counts: dict[str, int] = {}
-    for _ in range(int(timeout) + 2):
-        counts = await reply_counts(person, room, bot_id)
-        if all(e in counts for e in wanted) or time.monotonic() > deadline:
+    for _ in range(int(timeout * 4) + 2):
+        if delivered_replies(bot.database, wanted) == len(wanted) or time.monotonic() > deadline:
             break
-        await asyncio.sleep(1)
+        await asyncio.sleep(0.25)
+    counts: dict[str, int] = {}
+    for _ in range(20):  # the room's history can trail the bot's "sent" by a moment
+        counts = await reply_counts(person, room, bot.user_id)
+        if all(e in counts for e in wanted) or time.monotonic() > deadline + 10:
+            break
+        await asyncio.sleep(0.5)
     return counts
 
 
@@ -164,10 +182,11 @@ async def test_kill_9_during_200_commands_from_4_people_loses_and_repeats_nothin
 
         for person in people:
             await person.sync_once()
-            await person.client.keys_query()
+            if person.client.should_query_keys:
+                await person.client.keys_query()
         await asyncio.gather(crasher(), *(sender(p) for p in people))
         assert len(sent) == 200
-        counts = await wait_for_replies(people[0], room, bot.user_id, sent, 120)
+        counts = await wait_for_replies(people[0], room, bot, sent, 120)
         assert_exactly_one_reply_each(counts, sent)
         stored = posts(bot.database)
         assert len(stored) == 200
@@ -202,7 +221,7 @@ async def test_homeserver_outage_bot_backs_off_and_answers_before_and_after(tmp_
         assert 1 <= len(attempts) <= 8, attempts
         await server.start()
         after = [await olive.send(room, f"!need groceries after {n}") for n in range(3)]
-        counts = await wait_for_replies(olive, room, proc.user_id, before + after, 90)
+        counts = await wait_for_replies(olive, room, proc, before + after, 90)
         assert_exactly_one_reply_each(counts, before + after)
         assert "sync recovered after" in proc.log_text()
         assert await proc.stop() == 0
@@ -240,13 +259,14 @@ async def test_rate_limited_burst_is_answered_completely_and_in_order(tmp_path):
         await exempt_from_rate_limits(server, rita.user_id)  # only the bot meets the limiter
         room = await make_pod(proc, people)
         sent = await fast_send(rita, room, [f"!need groceries {n}" for n in range(RATE_LIMIT_BURST)])
-        counts = await wait_for_replies(rita, room, proc.user_id, sent, 30 + 6 * RATE_LIMIT_BURST)
+        counts = await wait_for_replies(rita, room, proc, sent, 30 + 6 * RATE_LIMIT_BURST)
         assert_exactly_one_reply_each(counts, sent)
         history = await rita.messages(room)
         order = [reply_target(e) for e in history
                  if getattr(e, "sender", None) == proc.user_id and reply_target(e) in sent]
         assert order == sent, "replies came out of order"
-        assert "429" in server.log_path.read_text(errors="replace") or RATE_LIMIT_BURST <= 10
+        # The bot did meet the limiter (nio logs each 429 it waits out).
+        assert "ratelimited" in proc.log_text() or RATE_LIMIT_BURST <= 10
     finally:
         for person in people:
             await person.close()
@@ -267,7 +287,7 @@ async def test_300_commands_at_once_from_3_people_get_300_replies(synapse, bot):
                                 for n in range(100)])
             for i, p in enumerate(people)))
         sent = [e for batch in batches for e in batch]
-        counts = await wait_for_replies(people[0], room, bot.user_id, sent, 120)
+        counts = await wait_for_replies(people[0], room, bot, sent, 120)
         assert_exactly_one_reply_each(counts, sent)
         assert len(posts(bot.database)) == 300
     finally:
@@ -449,7 +469,7 @@ async def test_signal_stops_cleanly_finishing_in_flight_work(synapse, bot, perso
     assert posts_now == handled  # a handler either finished with its effect or never started
     assert unsent == 0  # in-flight replies were flushed before exit
     await bot.start()  # whatever was not taken yet is answered after the restart, once
-    counts = await wait_for_replies(alice, room, bot.user_id, sent, 60)
+    counts = await wait_for_replies(alice, room, bot, sent, 60)
     assert_exactly_one_reply_each(counts, sent)
 
 
