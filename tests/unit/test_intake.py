@@ -228,3 +228,16 @@ async def test_redacting_the_need_message_cancels_the_post(pod_rooms):
     async with pod.storage.transaction() as tx:
         other = await tx.get_post(POD, 2)
     assert await pod.say(BOB, REDACTION_PREFIX + other.event_id) == []
+
+
+async def test_pod_setting_for_a_coordinator_in_intros_is_for_coordinators(pod_rooms):
+    pod = pod_rooms
+    refused = await pod.reply_to(BOB, "!settings intro_with_coordinator on")
+    assert "coordinator is needed" in refused
+    pod.transport.power_levels[CAROL] = 50
+    assert "now **on**" in await pod.reply_to(CAROL, "!settings intro_with_coordinator on")
+    await intake(pod, "food", SECRET, "2", "1", "yes")
+    await pod.say(BOB, "!claim 1")
+    await dm(pod, "yes")
+    (_, invitees), = pod.transport.private_rooms
+    assert sorted(invitees) == [ALICE, BOB, CAROL]
