@@ -200,3 +200,19 @@ async def test_nothing_private_is_logged_during_a_private_request(pod_rooms, cap
             logging.getLogger(name).setLevel(old)
     assert caplog.records  # the app does log each handled event
     assert SECRET not in caplog.text
+
+
+async def test_forgetme_withdraws_from_shifts(pod_rooms):
+    pod = pod_rooms
+    pod.transport.power_levels[CAROL] = 50
+    created = await pod.reply_to(
+        CAROL, "!shift add Food distribution every saturday 10-13 at Community Hall need 3")
+    assert "S1" in created
+    await pod.say(ALICE, "!signup S1 all")
+    await pod.say(BOB, "!signup S1 all")
+    assert (await mentioning(pod, ALICE)).get("shift_signups")
+    await dm(pod, "!forgetme")
+    reply = await dm(pod, "yes")
+    assert "shift sign-ups" in reply[-1]
+    assert await mentioning(pod, ALICE) == {}
+    assert (await mentioning(pod, BOB)).get("shift_signups")  # others stay signed up
