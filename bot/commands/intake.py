@@ -222,10 +222,10 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
 
 async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None = None) -> None:
     await ctx.storage.add_introduction(post, helper, ctx.now)
-    how = (f"offers {offer.category.value} (#{offer.number}: {offer.text})" if offer
-           else "offered to help")
+    how = (f"offers {offer.category.value} (#{offer.number}: {offer.text}), which may help with"
+           if offer else "offered to help with")
     await ctx.dm(post.author, _text(
-        f"{helper} {how} for your private request #{post.number} ({post.category.value}). "
+        f"{helper} {how} your private request #{post.number} ({post.category.value}). "
         f"Reply yes to be introduced in a new private room, where they will see your details, "
         f"or no to decline. (If you have several requests waiting, add the number: yes "
         f"{post.number}.)"
