@@ -674,6 +674,11 @@ class Storage:
             (status, room_id, _now_text(now), intro_id),
         )
 
+    async def has_note(self, room_id: str, note: str) -> bool:
+        row = await self._fetchone(
+            "SELECT 1 FROM room_notes WHERE room_id = ? AND note = ?", (room_id, note))
+        return row is not None
+
     async def introduction_post_id(self, room_id: str) -> int | None:
         """The post an introduction room was made for, if `room_id` is one."""
         row = await self._fetchone("SELECT post_id FROM introductions WHERE room_id = ?", (room_id,))

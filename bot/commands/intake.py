@@ -25,6 +25,8 @@ from bot.storage import Storage
 FLOW_INTAKE = "intake"
 FLOW_FORGET = "forget"
 SETTING_INTRO_COORDINATOR = "intro_with_coordinator"
+# Room notes (no personal data, so they survive !forgetme and retention): never offered as pods.
+NOTE_PRIVATE_ROOM = "private-room"
 
 # flow name -> handler(ctx, state, text); other modules (privacy) add theirs.
 Flow = Callable[[Context, dict, str], Awaitable[None]]
@@ -75,6 +77,7 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         return False  # a small introduction room, not a DM
     if await storage.get_dm_room(ctx.sender) is None:
         await storage.set_dm_room(ctx.sender, ctx.room_id)
+    await storage.note_once(ctx.room_id, NOTE_PRIVATE_ROOM, ctx.now)
     word, rest = parsed if parsed else (None, "")
     conversation = await storage.get_intake(ctx.sender)
     if conversation is not None:
@@ -144,6 +147,8 @@ async def pods_for(ctx: Context) -> list[tuple[str, str]]:
         if room_id == ctx.room_id or await ctx.storage.dm_partner(room_id) is not None:
             continue
         if await ctx.storage.introduction_post_id(room_id) is not None:
+            continue
+        if await ctx.storage.has_note(room_id, NOTE_PRIVATE_ROOM):
             continue
         pods.append((room_id, name))
     return pods
@@ -272,6 +277,7 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
     if coordinator is not None:
         invitees.append(coordinator)
     room_id = await ctx.transport.create_private_room(f"Mutual aid #{post.number}", invitees)
+    await ctx.storage.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
     await ctx.storage.set_introduction(intro["id"], "accepted", ctx.now, room_id=room_id)
     await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro["helper"])
     extra = " {coordinator} from the pod's coordinators is here too." if coordinator else ""

@@ -241,3 +241,18 @@ async def test_pod_setting_for_a_coordinator_in_intros_is_for_coordinators(pod_r
     await dm(pod, "yes")
     (_, invitees), = pod.transport.private_rooms
     assert sorted(invitees) == [ALICE, BOB, CAROL]
+
+
+async def test_dm_and_introduction_rooms_are_never_offered_as_pods(pod_rooms):
+    pod = pod_rooms
+    await intake(pod, "food", SECRET, "2", "1", "yes")
+    await pod.say(BOB, "!claim 1")
+    await dm(pod, "yes")
+    pod.transport.rooms["!private1:test"] = [ALICE, BOB]
+    pod.transport.rooms["!dm-old:test"] = [ALICE]
+    await dm(pod, "hi", room="!dm-old:test")  # another DM of hers; becomes a known private room
+    await dm(pod, "stop", room="!dm-old:test")
+    await dm(pod, "!forgetme")
+    await dm(pod, "yes")  # introductions and DM records are gone now
+    replies = await intake(pod, "food", "bread", "1")
+    assert "How should it appear" in replies[-1][0]  # one pod only: no question which
