@@ -79,6 +79,13 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         await storage.set_dm_room(ctx.sender, ctx.room_id)
     await storage.note_once(ctx.room_id, NOTE_PRIVATE_ROOM, ctx.now)
     word, rest = parsed if parsed else (None, "")
+    if word == "need":  # in a DM a need is always private: (re)start the conversation
+        await begin(ctx, rest)
+        return True
+    if word == "offer":
+        await ctx.reply("Offers are posted in your pod room: send {example} there.",
+                        example=Code(f"{_prefix(ctx)}offer {rest or 'ride to the clinic'}"))
+        return True
     conversation = await storage.get_intake(ctx.sender)
     if conversation is not None:
         _room, flow, state, updated_at = conversation
@@ -96,13 +103,6 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
             return True
         else:
             return False  # another command in the middle of a conversation: run it as usual
-    if word == "need":
-        await begin(ctx, rest)
-        return True
-    if word == "offer":
-        await ctx.reply("Offers are posted in your pod room: send {example} there.",
-                        example=Code(f"{_prefix(ctx)}offer {rest or 'ride to the clinic'}"))
-        return True
     if word in ("cancel", "stop") and not rest:
         await ctx.reply("There is nothing in progress to stop.")
         return True

@@ -256,3 +256,13 @@ async def test_dm_and_introduction_rooms_are_never_offered_as_pods(pod_rooms):
     await dm(pod, "yes")  # introductions and DM records are gone now
     replies = await intake(pod, "food", "bread", "1")
     assert "How should it appear" in replies[-1][0]  # one pod only: no question which
+
+
+async def test_need_in_a_dm_never_makes_a_public_post(pod_rooms):
+    pod = pod_rooms
+    await intake(pod, "hello")
+    replies = await dm(pod, "!need groceries for my kids")
+    assert "private request for food" in replies[0]
+    assert "Offers are posted in your pod room" in (await dm(pod, "!offer a drill"))[0]
+    async with pod.storage.transaction() as tx:
+        assert await tx.list_posts(DM) == []
