@@ -88,7 +88,7 @@ def fmt_span(delta: timedelta) -> str:
 
 def _starts(start: datetime, now: datetime) -> str:
     left = start - now
-    return "starts now" if left < timedelta(seconds=30) else f"starts in {fmt_span(left)}"
+    return "starts now" if left < timedelta(seconds=5) else f"starts in {fmt_span(left)}"
 
 
 def offset_key(offset: timedelta) -> str:
