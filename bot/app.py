@@ -155,19 +155,28 @@ class App:
                 batch = await tx.pending_outbox()
             if not batch:
                 return delivered
-            for item in batch:
-                try:
-                    event_id = await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")
-                except DeliveryError as exc:
-                    self.metrics.delivery_failures.inc()
-                    if not exc.permanent:
-                        raise
-                    log.warning("dropping outbox message %d: %s", item.id, exc)
-                    event_id = None
-                async with self.storage.transaction() as tx:
-                    await tx.mark_sent(item.id, event_id, self.clock())
-                self.metrics.deliveries.inc()
-                delivered += 1
+            # Marked sent once per batch, not per message: one commit instead of fifty. If the
+            # bot dies before the mark, the resend reuses each message's transaction id and the
+            # homeserver drops the duplicate.
+            done: list[tuple[int, str | None]] = []
+            try:
+                for item in batch:
+                    try:
+                        event_id = await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")
+                    except DeliveryError as exc:
+                        self.metrics.delivery_failures.inc()
+                        if not exc.permanent:
+                            raise
+                        log.warning("dropping outbox message %d: %s", item.id, exc)
+                        event_id = None
+                    done.append((item.id, event_id))
+            finally:
+                if done:
+                    async with self.storage.transaction() as tx:
+                        for outbox_id, event_id in done:
+                            await tx.mark_sent(outbox_id, event_id, self.clock())
+                    self.metrics.deliveries.inc(len(done))
+                    delivered += len(done)
 
     async def _outbox_loop(self) -> None:
         backoff = 1.0
