@@ -141,7 +141,8 @@ class MatrixTransport:
         self.last_good_sync: float | None = None
         self._pending_marks: dict[str, str] = {}
         self._privileged_creators: dict[str, set[str]] = {}
-        self._expect_encrypted: set[str] = set()  # rooms we created encrypted, not yet seen so
+        # Rooms the bot created, with their invitees, until a sync shows them complete.
+        self._being_created: dict[str, set[str]] = {}
         self._next_sync = asyncio.Event()
 
     # ---- login and crypto store -----------------------------------------------------------
@@ -541,7 +542,7 @@ class MatrixTransport:
         )
         if not isinstance(response, RoomCreateResponse):
             raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}")
-        self._expect_encrypted.add(response.room_id)
+        self._being_created[response.room_id] = set(invitees)
         return response.room_id
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
@@ -553,12 +554,16 @@ class MatrixTransport:
 
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
-        a sync can show a room half-created) once nio knows it is encrypted: never send in clear."""
+        a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
+        never send in clear, and never share the room key before the invitees are members."""
         deadline = time.monotonic() + ROOM_WAIT_S
 
         def unready() -> bool:
             room = self.client.rooms.get(room_id)
-            return room is None or (room_id in self._expect_encrypted and not room.encrypted)
+            if room is None:
+                return True
+            invitees = self._being_created.get(room_id)
+            return invitees is not None and (not room.encrypted or not invitees <= set(room.users))
 
         while unready() and time.monotonic() < deadline:
             try:
@@ -567,7 +572,7 @@ class MatrixTransport:
                 break
         if unready():
             raise DeliveryError(f"room {room_id} not known (as encrypted) yet")
-        self._expect_encrypted.discard(room_id)
+        self._being_created.pop(room_id, None)
 
     def power_level(self, room_id: str, user_id: str) -> int:
         room = self.client.rooms.get(room_id) if self.client else None

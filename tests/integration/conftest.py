@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from bot.devserver import Synapse, synapse_python
 
+from .botproc import BotProcess
 from .people import Person
 
 PersonFactory = Callable[..., Awaitable[Person]]
@@ -69,3 +70,14 @@ async def person_factory(synapse: Synapse) -> AsyncIterator[PersonFactory]:
     finally:
         for person in people:
             await person.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def bot(synapse: Synapse, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """The bot as a real process with its own account, started (first sync done) and stopped."""
+    proc = await BotProcess.create(synapse, tmp_path / "bot", f"bot-{uuid.uuid4().hex[:8]}")
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()

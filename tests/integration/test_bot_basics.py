@@ -7,16 +7,7 @@ import sqlite3
 
 import pytest
 
-from .botproc import BotProcess
 from .people import contains
-
-
-@pytest.fixture
-async def bot(synapse, tmp_path):
-    proc = await BotProcess.create(synapse, tmp_path / "bot", f"bot-{tmp_path.name[-12:]}")
-    await proc.start()
-    yield proc
-    await proc.stop()
 
 
 async def pod_with(person_factory, bot, *names, encrypted=True):

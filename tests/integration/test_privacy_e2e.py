@@ -8,21 +8,12 @@ import json
 import sqlite3
 import stat
 
-import pytest
 from nio import RedactedEvent
 
 from .botproc import BotProcess
 from .people import contains
 
 SECRET = "insulin pickup at 12 Elm Street, flat 3"
-
-
-@pytest.fixture
-async def bot(synapse, tmp_path):
-    proc = await BotProcess.create(synapse, tmp_path / "bot", f"pbot-{tmp_path.name[-12:]}")
-    await proc.start()
-    yield proc
-    await proc.stop()
 
 
 async def wait_bot_joined(person, room, bot):
