@@ -134,8 +134,7 @@ class App:
 
     def _command_name(self, text: str) -> str:
         """A registered command's name for metrics; never user text."""
-        prefix = self.config.matrix.command_prefix if self.config.matrix else "!"
-        parsed = split_command(text, prefix)
+        parsed = split_command(text, self.config.command_prefix)
         if parsed is None:
             return "none"
         cmd = REGISTRY.by_word.get(parsed[0])

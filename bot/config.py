@@ -184,6 +184,10 @@ class BotConfig(Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
+    @property
+    def command_prefix(self) -> str:
+        return self.matrix.command_prefix if self.matrix else "!"
+
 
 @dataclass
 class ConfigError(Exception):

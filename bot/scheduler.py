@@ -300,9 +300,6 @@ def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
 # ---- the messages -------------------------------------------------------------------------------
 
 
-def _prefix(config: BotConfig) -> str:
-    return config.matrix.command_prefix if config.matrix else "!"
-
 
 def _where(shift: Shift) -> str:
     return f" at {shift.place}" if shift.place else ""
@@ -310,7 +307,7 @@ def _where(shift: Shift) -> str:
 
 def messages_for(item: Due, now: datetime, config: BotConfig,
                  open_needs: list[Post] | None = None) -> list[Outgoing]:
-    p = _prefix(config)
+    p = config.command_prefix
     if item.kind in (SHIFT_DM, SHIFT_ROOM, UNDERSTAFFED):
         shift, start = item.shift, item.start
         assert shift is not None and start is not None

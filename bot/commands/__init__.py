@@ -109,7 +109,7 @@ async def dispatch(ctx: Context) -> None:
         for redaction_hook in REDACTION_HOOKS:
             await redaction_hook(ctx, ctx.text[len(REDACTION_PREFIX):].strip())
         return
-    prefix = ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+    prefix = ctx.config.command_prefix
     parsed = split_command(ctx.text, prefix)
     if ctx.is_direct:
         for hook in DIRECT_HOOKS:
@@ -132,7 +132,12 @@ async def dispatch(ctx: Context) -> None:
 
 
 def is_coordinator(ctx: Context, user_id: str | None = None, room_id: str | None = None) -> bool:
-    """Power level in the room (read live from room state) at or above the configured threshold."""
+    """Power level in the room (read live from room state) at or above the configured threshold.
+
+    Nobody is a coordinator of a direct chat: whoever opened it holds every power level there.
+    """
+    if room_id is None and ctx.is_direct:
+        return False
     room = room_id or ctx.room_id
     return (ctx.transport.power_level(room, user_id or ctx.sender)
             >= ctx.config.bot.coordinator_power_level)
@@ -141,19 +146,16 @@ def is_coordinator(ctx: Context, user_id: str | None = None, room_id: str | None
 async def require_coordinator(ctx: Context, action: str) -> bool:
     """True if the sender is a coordinator here; otherwise says clearly that one is needed.
 
-        if not await require_coordinator(ctx, "remove someone else's post"):
+        if not await require_coordinator(ctx, "cancel a shift"):
             return
     """
-    if ctx.is_direct:
-        await ctx.reply("Only a coordinator can {action}, and only in the pod room itself.",
-                        action=action)
-        return False
     if is_coordinator(ctx):
         return True
+    where = "in the pod room itself" if ctx.is_direct else "in this room"
     await ctx.reply(
-        "Only a coordinator can {action}. Coordinators are members with power level {level} or "
-        "more in this room; ask one of them.",
-        action=action, level=ctx.config.bot.coordinator_power_level,
+        "A coordinator is needed to {action}: only members with power level {level} or more "
+        "{where} can. Ask one of them.",
+        action=action, level=ctx.config.bot.coordinator_power_level, where=where,
     )
     return False
 
@@ -174,7 +176,7 @@ def unknown_command_reply(word: str, prefix: str) -> Rendered:
 @command("help", help="List commands, or explain one.", args=(Arg("command", optional=True),),
          examples=("help need",), group="General")
 async def help_command(ctx: Context, rest: str) -> None:
-    prefix = ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+    prefix = ctx.config.command_prefix
     if rest:
         word = rest.split()[0].removeprefix(prefix).lower()
         cmd = REGISTRY.by_word.get(word)

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from bot import intake_rules as rules
+from bot import room_settings
 from bot.commands import DIRECT_HOOKS, REDACTION_HOOKS, Arg, UsageError, command
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
@@ -32,30 +33,13 @@ NOTE_PRIVATE_ROOM = "private-room"
 Flow = Callable[[Context, dict, str], Awaitable[None]]
 FLOWS: dict[str, Flow] = {}
 
-try:  # per-room setting, listed and changed by `!settings` (coordinators only)
-    from bot import room_settings as _room_settings
-
-    def _yes_no(value: str) -> str:
-        lowered = value.strip().lower()
-        if lowered in ("on", "yes", "true", "1"):
-            return "on"
-        if lowered in ("off", "no", "false", "0"):
-            return "off"
-        raise _room_settings.SettingError("use on or off")
-
-    if _room_settings.get(SETTING_INTRO_COORDINATOR) is None:
-        _room_settings.register(_room_settings.Setting(
-            SETTING_INTRO_COORDINATOR,
-            "invite one coordinator into each private introduction room (on/off)",
-            lambda config: "on" if config.privacy.intro_with_coordinator else "off",
-            _yes_no, "on",
-        ))
-except ImportError:  # pragma: no cover - room settings not present in this build
-    _room_settings = None
-
-
-def _prefix(ctx: Context) -> str:
-    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
+INTRO_COORDINATOR = room_settings.register(room_settings.Setting(
+    key=SETTING_INTRO_COORDINATOR,
+    help="Invite one coordinator into each private introduction room (on/off).",
+    default=lambda config: "on" if config.privacy.intro_with_coordinator else "off",
+    validate=room_settings.validate_on_off,
+    example="on",
+))
 
 
 def _text(text: str) -> Rendered:
@@ -84,7 +68,7 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         return True
     if word == "offer":
         await ctx.reply("Offers are posted in your pod room: send {example} there.",
-                        example=Code(f"{_prefix(ctx)}offer {rest or 'ride to the clinic'}"))
+                        example=Code(f"{ctx.config.command_prefix}offer {rest or 'ride to the clinic'}"))
         return True
     conversation = await storage.get_intake(ctx.sender)
     if conversation is not None:
@@ -211,11 +195,11 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
         private=True, anonymous=state.anonymous, details_shown=state.details_shown,
     )
-    await ctx.send(post.room_id, pod_notice(post, _prefix(ctx)))
+    await ctx.send(post.room_id, pod_notice(post, ctx.config.command_prefix))
     await ctx.reply(
         "Posted as **#{number}**. When someone offers to help I will ask you here first; nothing "
         "about you is shared before you say yes. To withdraw it, send {cancel} here.",
-        number=post.number, cancel=Code(f"{_prefix(ctx)}cancel {post.number}"),
+        number=post.number, cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"),
     )
     candidates = await ctx.storage.match_candidates(post, 20)
     for match in find_matches(post, candidates, 1):
@@ -288,7 +272,7 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
         requester=Mention(post.author), helper=Mention(intro["helper"]), number=post.number,
         category=post.category.value, urgency=post.urgency.label, details=post.text,
         coordinator=Mention(coordinator) if coordinator else "",
-        done=Code(f"{_prefix(ctx)}done {post.number}"),
+        done=Code(f"{ctx.config.command_prefix}done {post.number}"),
     ))
     await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
     for other in posts[1:]:
@@ -300,8 +284,7 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
 
 async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> str | None:
     stored = await ctx.storage.get_room_settings(post.room_id)
-    default = "on" if ctx.config.privacy.intro_with_coordinator else "off"
-    if stored.get(SETTING_INTRO_COORDINATOR, default) != "on":
+    if not room_settings.is_on(room_settings.value(SETTING_INTRO_COORDINATOR, stored, ctx.config)):
         return None
     me = ctx.config.matrix.user_id if ctx.config.matrix else None
     threshold = ctx.config.bot.coordinator_power_level

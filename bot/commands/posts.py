@@ -14,9 +14,6 @@ _CANDIDATE_POOL = 20
 _LIST_LIMIT = 25
 
 
-def _prefix(ctx: Context) -> str:
-    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
-
 
 def post_line(post: Post) -> Rendered:
     """One line of a listing. People are named as text, not mentioned: listings ping nobody."""
@@ -43,7 +40,7 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         "Anyone who can {action} can reply {claim}.",
         kind=kind.value, number=post.number, category=post.category.value,
         urgency=" · " + post.urgency.label if post.urgency else "", text=shorten(post.text, 200),
-        action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{_prefix(ctx)}claim {post.number}"),
+        action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{ctx.config.command_prefix}claim {post.number}"),
     )
     candidates = await ctx.storage.match_candidates(post, _CANDIDATE_POOL)
     matches = find_matches(post, candidates, ctx.config.bot.max_matches)
@@ -61,8 +58,8 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
             category=post.category.value,
             need_author=Mention(need.author), need=need.number, need_text=shorten(need.text, 60),
             offer_author=Mention(offer.author), offer=offer.number, offer_text=shorten(offer.text, 60),
-            claim_offer=Code(f"{_prefix(ctx)}claim {offer.number}"),
-            claim_need=Code(f"{_prefix(ctx)}claim {need.number}"),
+            claim_offer=Code(f"{ctx.config.command_prefix}claim {offer.number}"),
+            claim_need=Code(f"{ctx.config.command_prefix}claim {need.number}"),
         )
 
 
@@ -98,7 +95,7 @@ async def _list(ctx: Context, kind: PostKind, rest: str) -> None:
     lines += [post_line(p) for p in posts[:_LIST_LIMIT]]
     if len(posts) > _LIST_LIMIT:
         lines.append(render("…and more. Narrow it down: {example}",
-                            example=Code(f"{_prefix(ctx)}{plural} food")))
+                            example=Code(f"{ctx.config.command_prefix}{plural} food")))
     await ctx.reply(join(lines))
 
 
@@ -122,7 +119,7 @@ async def mine(ctx: Context, rest: str) -> None:
     )
     if not posts:
         await ctx.reply("You have no open posts here. Post one with {example}",
-                        example=Code(f"{_prefix(ctx)}need groceries"))
+                        example=Code(f"{ctx.config.command_prefix}need groceries"))
         return
     await ctx.reply(join([render("**Your posts**"), *(post_line(p) for p in posts)]))
 
@@ -159,8 +156,8 @@ async def claim(ctx: Context, rest: str) -> None:
         return
     if post.author == ctx.sender:
         await ctx.reply("**#{number}** is your own post. To close it, use {done} or {cancel}.",
-                        number=post.number, done=Code(f"{_prefix(ctx)}done {post.number}"),
-                        cancel=Code(f"{_prefix(ctx)}cancel {post.number}"))
+                        number=post.number, done=Code(f"{ctx.config.command_prefix}done {post.number}"),
+                        cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"))
         return
     if post.private:
         await intake.claim_private(ctx, post)
@@ -172,7 +169,7 @@ async def claim(ctx: Context, rest: str) -> None:
         "Please arrange the details directly; mark it finished with {done}.",
         number=post.number, author=Mention(post.author), claimer=Mention(ctx.sender), verb=verb,
         kind=post.kind.value, text=shorten(post.text, 60),
-        done=Code(f"{_prefix(ctx)}done {post.number}"),
+        done=Code(f"{ctx.config.command_prefix}done {post.number}"),
     )
 
 

@@ -39,16 +39,13 @@ _TABLE_WORDS = {
 }
 
 
-def _prefix(ctx: Context) -> str:
-    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
-
 
 @command("forgetme", help="Erase everything the bot stores about you (send it in a DM).",
          examples=("forgetme",), group="Privacy")
 async def forgetme(ctx: Context, rest: str) -> None:
     if not ctx.is_direct:
         await ctx.reply("Please send {command} to me in a direct message; I will ask you to "
-                        "confirm there.", command=Code(f"{_prefix(ctx)}forgetme"))
+                        "confirm there.", command=Code(f"{ctx.config.command_prefix}forgetme"))
         return
     await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
     await say(ctx, CONFIRM)

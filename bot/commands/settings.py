@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from bot import room_settings
-from bot.commands import Arg, UsageError, command
+from bot.commands import Arg, UsageError, command, require_coordinator
 from bot.context import Context
 from bot.formatting import Code, join, render
 
 _RESET = ("default", "reset", "unset")
 
-
-def _prefix(ctx: Context) -> str:
-    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
 
 
 @command("settings", help="Show this room's settings; coordinators can change one.",
@@ -21,7 +18,7 @@ def _prefix(ctx: Context) -> str:
                    "settings timezone default"),
          group="Settings")
 async def settings(ctx: Context, rest: str) -> None:
-    p = _prefix(ctx)
+    p = ctx.config.command_prefix
     if ctx.is_direct:
         await ctx.reply("Settings belong to a pod room; send this in the pod room.")
         return
@@ -49,12 +46,7 @@ async def settings(ctx: Context, rest: str) -> None:
                         default=" (default)" if setting.key not in stored else "",
                         help=setting.help, example=Code(f"{p}settings {setting.key} {setting.example}"))
         return
-    if ctx.power_level() < ctx.config.bot.coordinator_power_level:
-        await ctx.reply(
-            "A coordinator is needed to change settings: coordinators are members with power "
-            "level {level} or more in this room. Ask one of them.",
-            level=ctx.config.bot.coordinator_power_level,
-        )
+    if not await require_coordinator(ctx, "change settings"):
         return
     if value.lower() in _RESET:
         await ctx.storage.set_room_setting(ctx.room_id, setting.key, None)

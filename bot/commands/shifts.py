@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event
 
 from bot import room_settings
-from bot.commands import Arg, UsageError, command
+from bot.commands import Arg, UsageError, command, is_coordinator, require_coordinator
 from bot.context import Attachment, Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.models import Post, PostStatus
@@ -36,28 +36,10 @@ _WINDOWS = {"week": timedelta(days=7), "month": timedelta(days=31), "all": timed
 _ICS_DAYS = 92
 
 
-def _prefix(ctx: Context) -> str:
-    return ctx.config.matrix.command_prefix if ctx.config.matrix else "!"
-
 
 async def room_tz(ctx: Context) -> str:
     stored = await ctx.storage.get_room_settings(ctx.room_id)
     return room_settings.value("timezone", stored, ctx.config)
-
-
-def is_coordinator(ctx: Context) -> bool:
-    return not ctx.is_direct and ctx.power_level() >= ctx.config.bot.coordinator_power_level
-
-
-async def _need_coordinator(ctx: Context, action: str) -> bool:
-    if is_coordinator(ctx):
-        return True
-    await ctx.reply(
-        "A coordinator is needed to {action}: coordinators are members with power level {level} "
-        "or more in the pod room. Ask one of them.",
-        action=action, level=ctx.config.bot.coordinator_power_level,
-    )
-    return False
 
 
 async def _in_room(ctx: Context) -> bool:
@@ -265,7 +247,7 @@ async def shift_command(ctx: Context, rest: str) -> None:
 
 
 async def _shift_add(ctx: Context, args: str) -> None:
-    p = _prefix(ctx)
+    p = ctx.config.command_prefix
     tz = await room_tz(ctx)
     try:
         title, when_text, place, needed = split_shift_args(args)
@@ -285,7 +267,7 @@ async def _shift_add(ctx: Context, args: str) -> None:
 
 
 async def _shift_edit(ctx: Context, args: str) -> None:
-    if not await _need_coordinator(ctx, "edit a shift"):
+    if not await require_coordinator(ctx, "edit a shift"):
         return
     shift, rest = await _resolve_shift(ctx, args)
     field_name, _, value = rest.partition(" ")
@@ -299,7 +281,7 @@ async def _shift_edit(ctx: Context, args: str) -> None:
             when = parse_when(value, ctx.now, shift.when.tz)
         except WhenError as exc:
             await ctx.reply("{reason}\nI can read things like: {examples}",
-                            reason=exc.reason, examples=_examples(_prefix(ctx)))
+                            reason=exc.reason, examples=_examples(ctx.config.command_prefix))
             return
         shift = await ctx.storage.update_shift(shift, ctx.now, when=when)
     elif field_name in ("place", "at", "where"):
@@ -315,7 +297,7 @@ async def _shift_edit(ctx: Context, args: str) -> None:
 
 
 async def _shift_cancel(ctx: Context, args: str) -> None:
-    if not await _need_coordinator(ctx, "cancel a shift"):
+    if not await require_coordinator(ctx, "cancel a shift"):
         return
     shift, rest = await _resolve_shift(ctx, args)
     signups = await ctx.storage.signups([shift.id])
@@ -362,7 +344,7 @@ async def shifts_command(ctx: Context, rest: str) -> None:
         return
     if word not in _WINDOWS:
         raise UsageError("Say week, month, all or ics.")
-    p = _prefix(ctx)
+    p = ctx.config.command_prefix
     shifts = await ctx.storage.list_shifts(ctx.room_id)
     if not shifts:
         await ctx.reply("No shifts here yet. Add one: {example}",
@@ -538,7 +520,7 @@ async def standin(ctx: Context, rest: str) -> None:
         "{who} needs a stand-in for **{label} {title}** {when}{place}. Can you take it? Send {cover}",
         who=ctx.sender, label=shift.label, title=shift.title, when=_when_text(shift, start),
         place=f" at {shift.place}" if shift.place else "",
-        cover=Code(f"{_prefix(ctx)}cover R{request.number}"),
+        cover=Code(f"{ctx.config.command_prefix}cover R{request.number}"),
     )
 
 
@@ -566,7 +548,7 @@ async def cover(ctx: Context, rest: str) -> None:
         return
     if request.requester == ctx.sender:
         await ctx.reply("That's your own request. To drop the date anyway: {withdraw}",
-                        withdraw=Code(f"{_prefix(ctx)}withdraw {shift.label} "
+                        withdraw=Code(f"{ctx.config.command_prefix}withdraw {shift.label} "
                                       f"{start.astimezone(shift.when.zone).date().isoformat()}"))
         return
     cancelled = (shift.id, request.occurrence) in await _cancelled(ctx, [shift])
@@ -600,7 +582,7 @@ async def cover(ctx: Context, rest: str) -> None:
          args=(Arg("person"), Arg("shift"), Arg("date")), aliases=("no-show",),
          examples=("noshow @sam:example.org S1 2026-11-21",), group=GROUP)
 async def noshow(ctx: Context, rest: str) -> None:
-    if not await _need_coordinator(ctx, "record a no-show"):
+    if not await require_coordinator(ctx, "record a no-show"):
         return
     person, _, rest = rest.strip().partition(" ")
     if not person.startswith("@") or ":" not in person:
@@ -633,7 +615,7 @@ async def renew(ctx: Context, rest: str) -> None:
         if len(mine) > 1:
             await ctx.reply("You have more than one #{number} (in different rooms); send "
                             "{renew} in the room where you posted it.", number=number,
-                            renew=Code(f"{_prefix(ctx)}renew #{number}"))
+                            renew=Code(f"{ctx.config.command_prefix}renew #{number}"))
             return
         post = mine[0] if mine else None
     else:

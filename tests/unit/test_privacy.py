@@ -152,7 +152,7 @@ async def test_require_coordinator_helper(pod_rooms):
 
     refused = ctx(BOB)
     assert not await require_coordinator(refused, "change pod settings")
-    assert "Only a coordinator can change pod settings" in refused.outgoing[0].message.body
+    assert "A coordinator is needed to change pod settings" in refused.outgoing[0].message.body
     allowed = ctx(CAROL)
     assert await require_coordinator(allowed, "change pod settings") and not allowed.outgoing
     in_dm = ctx(CAROL, direct=True)
