@@ -1,0 +1,175 @@
+"""In-process throughput of the command pipeline: parse, store, match, queue the reply.
+
+For 0, 10,000 and 100,000 open posts already in the room, feeds commands through the real app
+(inbox -> room worker -> handler in a storage transaction -> outbox -> a transport that discards),
+on a real SQLite file in WAL mode, and times the match query on its own (p50/p95).
+
+Prints a table and writes bench/results/pipeline.json.
+
+    python bench/pipeline.py [--commands 2000] [--sizes 0 10000 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bot.app import App  # noqa: E402
+from bot.config import BotConfig  # noqa: E402
+from bot.context import Incoming, Outgoing  # noqa: E402
+from bot.models import Category, PostKind, PostStatus  # noqa: E402
+from bot.storage import Storage  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+ROOM = "!bench:localhost"
+CATEGORIES = [c.value for c in Category]
+WORDS = {"food": "groceries", "transport": "ride", "tools": "ladder", "childcare": "babysitting",
+         "medical": "prescription", "housing": "room", "skills": "tutoring", "money": "rent",
+         "other": "company"}
+
+
+class NullTransport:
+    async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        return "$delivered"
+
+    def power_level(self, room_id: str, user_id: str) -> int:
+        return 0
+
+    def members(self, room_id: str) -> list[str]:
+        return []
+
+    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        return "!private:localhost"
+
+
+def populate(path: Path, count: int) -> None:
+    """`count` open posts in ROOM, straight into SQLite (fast), spread over kinds and categories."""
+    if not count:
+        return
+    rng = random.Random(7)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = []
+    for n in range(1, count + 1):
+        category = rng.choice(CATEGORIES)
+        stamp = (start + timedelta(seconds=n)).isoformat(timespec="microseconds")
+        rows.append((ROOM, n, rng.choice(["need", "offer"]), f"@user{n % 500}:localhost",
+                     category, rng.choice([0, 0, 0, 1, 2]), f"{WORDS.get(category, 'help')} {n}",
+                     PostStatus.OPEN.value, stamp, stamp))
+    db = sqlite3.connect(path)
+    db.executemany(
+        "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    db.execute("INSERT INTO room_counters (room_id, last_number) VALUES (?, ?)", (ROOM, count))
+    db.commit()
+    db.execute("ANALYZE")
+    db.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def one_size(open_posts: int, commands: int, workdir: Path) -> dict[str, Any]:
+    path = workdir / f"pipeline-{open_posts}.db"
+    storage = await Storage.open(path)
+    await storage.close()
+    populate(path, open_posts)
+    storage = await Storage.open(path)
+    app = App(storage, BotConfig(), NullTransport())
+    rng = random.Random(11)
+    now = datetime.now(UTC)
+    items = []
+    for i in range(commands):
+        category = rng.choice(list(WORDS))
+        kind = "need" if i % 2 else "offer"
+        items.append(Incoming(f"$bench{i}", ROOM, f"@sender{i % 50}:localhost",
+                              f"!{kind} {WORDS[category]} for bench {i}", False, now))
+    # One command per receive(), as a sync with one new message would deliver it.
+    started = time.perf_counter()
+    for item in items:
+        await app.receive([item])
+        await app.run_until_idle(timeout=120)
+    elapsed = time.perf_counter() - started
+
+    # The match query on its own, for posts of every kind and category.
+    timings = []
+    async with storage.transaction() as tx:
+        sample = await tx.list_posts(ROOM, limit=200)
+    for _ in range(3):
+        for post in sample:
+            t0 = time.perf_counter()
+            async with storage.transaction() as tx:
+                await tx.match_candidates(post, 20)
+            timings.append((time.perf_counter() - t0) * 1000)
+    async with storage.transaction() as tx:
+        total_posts = len(await tx.list_posts(ROOM, kind=PostKind.NEED, limit=10**7)) + len(
+            await tx.list_posts(ROOM, kind=PostKind.OFFER, limit=10**7))
+    await app.stop()
+    await storage.close()
+    return {
+        "open_posts_before": open_posts,
+        "open_posts_after": total_posts,
+        "commands": commands,
+        "seconds": elapsed,
+        "commands_per_s": commands / elapsed,
+        "match_query_p50_ms": percentile(timings, 0.5),
+        "match_query_p95_ms": percentile(timings, 0.95),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    import logging
+
+    logging.disable(logging.INFO)  # one log line per command is real, but not what we measure
+    with tempfile.TemporaryDirectory(prefix="mab-pipeline-") as tmp:
+        rows = [await one_size(size, args.commands, Path(tmp)) for size in args.sizes]
+    return {"machine": machine(), "rows": rows,
+            "target_2000_per_s_at_100k": next((r["commands_per_s"] >= 2000 for r in rows
+                                               if r["open_posts_before"] == 100_000), None)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--commands", type=int, default=2000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 10_000, 100_000])
+    args = parser.parse_args()
+    report = asyncio.run(run(args))
+    print(f"{'open posts':>10} {'commands/s':>11} {'match p50 ms':>13} {'match p95 ms':>13}")
+    for r in report["rows"]:
+        print(f"{r['open_posts_before']:>10,} {r['commands_per_s']:>11,.0f} "
+              f"{r['match_query_p50_ms']:>13.3f} {r['match_query_p95_ms']:>13.3f}")
+    print(f"target >= 2,000 commands/s at 100,000 open posts: {report['target_2000_per_s_at_100k']}")
+    print(f"machine: {report['machine']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {RESULTS / 'pipeline.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
