@@ -96,7 +96,10 @@ async def main(homeserver: str, user_id: str, password: str, store: str) -> int:
                     ready.append((room_id, decrypted))
             waiting[:] = still[-1000:]
             for room_id, event in ready:
-                await answer(room_id, event)
+                try:
+                    await asyncio.wait_for(answer(room_id, event), 30)
+                except TimeoutError:
+                    print(f"echo: reply to {event.event_id} timed out", file=sys.stderr, flush=True)
         except Exception as exc:  # noqa: BLE001 - a benchmark baseline must not die quietly
             print(f"echo: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             await asyncio.sleep(1)
