@@ -1,6 +1,6 @@
 """Hostile input: whatever people type, the bot answers at most once, briefly, and never breaks.
 
-Property tests drive the real app, dispatcher, handlers and storage (SQLite in memory) through a
+Property tests drive the real dispatcher, handlers and storage (SQLite in memory) through a
 light harness that is built once and reused across examples, so 10,000 examples run in seconds.
 `MAB_HYPOTHESIS_EXAMPLES` sets the count for the main property (default 10,000); the others use a
 tenth of it.
@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.app import SORRY, App
-from bot.commands import REGISTRY, split_command
+from bot.commands import REGISTRY, dispatch, split_command
 from bot.config import BotConfig
-from bot.context import Incoming, Outgoing
+from bot.context import Context, Incoming, Outgoing
 from bot.storage import Storage
 
 from .conftest import Clock, FakeTransport
@@ -58,6 +58,22 @@ class Harness:
 
         self.loop.run_until_complete(run())
         return event_id, self.transport.sent[before:]
+
+    def dispatch(self, text: str, sender: str = ALICE, room: str = ROOM,
+                 direct: bool = False) -> tuple[str, list[Outgoing]]:
+        """The handler step alone, as App.handle runs it (one storage transaction), without the
+        inbox and outbox around it: about a quarter of the trips to the database thread."""
+        event_id = f"$hostile{next(self._ids)}"
+        ctx = Context(sender=sender, room_id=room, is_direct=direct, text=text,
+                      event_id=event_id, now=self.clock(), storage=self.storage,
+                      config=self.app.config, transport=self.transport)
+
+        async def run() -> None:
+            async with self.storage.transaction():
+                await dispatch(ctx)  # must not raise, whatever the text
+
+        self.loop.run_until_complete(run())
+        return event_id, ctx.outgoing
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         async def run() -> list[tuple]:
@@ -103,9 +119,7 @@ messages = st.one_of(
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=messages, direct=st.booleans())
 def test_any_message_gets_at_most_one_bounded_reply_and_never_breaks(harness, text, direct):
-    errors_before = harness.app.metrics.errors._value.get()
-    event_id, sent = harness.say(text, direct=direct)
-    assert harness.app.metrics.errors._value.get() == errors_before, "a handler raised"
+    event_id, sent = harness.dispatch(text, direct=direct)
     replies = replies_to(event_id, sent)
     assert len(replies) <= 1
     for reply in replies:
