@@ -217,11 +217,19 @@ async def measure(kind: str, synapse: Synapse, work: Path, args: argparse.Namesp
                 break
         for c in people + [listener]:
             await c.sync()
+            if c.client.should_query_keys:
+                await c.client.keys_query()
+            # Olm sessions with every device in the room before the first send, or nio shares
+            # the room key with nobody it has no session with ("Missing session for device").
+            missing = c.client.get_missing_sessions(room)
+            if missing:
+                await c.client.keys_claim(missing)
         listener.listen(bot_id)
-        # Warm up: sessions shared, the bot's keys known.
-        for i, c in enumerate(people):
-            event_id, _ = await c.send(room, f"!need groceries warmup {i}")
-        await wait_all(listener, [event_id], 60)
+        # Warm up: sessions shared, the bot's keys known; every sender must get its answer.
+        warmup = [(await c.send(room, f"!need groceries warmup {i}"))[0] for i, c in enumerate(people)]
+        await wait_all(listener, warmup, 60)
+        if not all(e in listener.replies for e in warmup):
+            raise RuntimeError(f"{kind}: warm-up commands unanswered; keys did not reach the bot")
 
         # (a) sequential
         latencies = []
