@@ -16,33 +16,10 @@ from pathlib import Path
 from nio import AsyncClient, JoinError, LoginResponse, RoomCreateError, RoomPreset
 
 from bot.config import load_config
-from bot.devserver import Synapse, synapse_python
+from bot.devserver import Synapse, synapse_python, write_bot_config
 from bot.storage import create_private_file
 
 log = logging.getLogger(__name__)
-
-BOT_CONFIG = """\
-# Written by `mutual-aid-bot demo`. See config.example.toml for every key.
-[matrix]
-homeserver = "{homeserver}"
-user_id = "{bot_user_id}"
-password = {{ file = "password.txt" }}
-store_passphrase = {{ file = "store-passphrase.txt" }}
-store_dir = "store"
-allowed_inviters = [":{server_name}"]
-
-[storage]
-database = "mutual-aid-bot.db"
-
-[bot]
-timezone = "{timezone}"
-"""
-
-
-def _write_secret(path: Path, value: str) -> None:
-    create_private_file(path)
-    path.write_text(value + "\n", encoding="utf-8")
-
 
 def _local_timezone() -> str:
     zone = os.environ.get("TZ", "")
@@ -102,12 +79,8 @@ async def prepare(directory: Path) -> tuple[Synapse, Path, dict]:
         for name in ("alice", "bob"):
             user_id, password = await synapse.register(name, secrets.token_urlsafe(12))
             users.append({"user_id": user_id, "password": password})
-        _write_secret(bot_dir / "password.txt", bot_password)
-        _write_secret(bot_dir / "store-passphrase.txt", secrets.token_urlsafe(32))
-        (bot_dir / "config.toml").write_text(BOT_CONFIG.format(
-            homeserver=synapse.base_url, bot_user_id=bot_user_id,
-            server_name=synapse.server_name, timezone=_local_timezone(),
-        ))
+        write_bot_config(bot_dir, synapse.base_url, synapse.server_name, bot_user_id,
+                         bot_password, timezone=_local_timezone())
         room_id = await _create_pod(synapse, users[0], users[1], bot_user_id)
         credentials = {"homeserver": synapse.base_url, "bot_user_id": bot_user_id,
                        "room_id": room_id, "users": users}

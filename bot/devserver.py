@@ -60,6 +60,44 @@ class SynapseError(RuntimeError):
     """The homeserver failed to start, or an admin request failed."""
 
 
+BOT_CONFIG = """\
+# A mutual-aid-bot configuration for an account on a local dev homeserver.
+# See config.example.toml for every key.
+[matrix]
+homeserver = "{homeserver}"
+user_id = "{user_id}"
+password = {{ file = "password.txt" }}
+store_passphrase = {{ file = "store-passphrase.txt" }}
+store_dir = "store"
+allowed_inviters = [":{server_name}"]
+{extra_matrix}
+[storage]
+database = "mutual-aid-bot.db"
+
+[bot]
+timezone = "{timezone}"
+log_level = "{log_level}"
+{extra_bot}{extra_sections}"""
+
+
+def write_bot_config(directory: Path, base_url: str, server_name: str, user_id: str,
+                     password: str, *, timezone: str = "UTC", log_level: str = "INFO",
+                     extra_matrix: str = "", extra_bot: str = "", extra_sections: str = "") -> Path:
+    """A bot config in `directory` with its secrets in files of mode 0600; returns its path."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write_if_changed(directory / "password.txt", password + "\n")
+    passphrase = directory / "store-passphrase.txt"
+    if not passphrase.exists():
+        _write_if_changed(passphrase, secrets.token_urlsafe(32) + "\n")
+    config = directory / "config.toml"
+    config.write_text(BOT_CONFIG.format(
+        homeserver=base_url, user_id=user_id, server_name=server_name, timezone=timezone,
+        log_level=log_level, extra_matrix=extra_matrix + "\n" if extra_matrix else "",
+        extra_bot=extra_bot + "\n" if extra_bot else "", extra_sections=extra_sections,
+    ))
+    return config
+
+
 def synapse_python() -> str:
     """The interpreter of the virtualenv that has matrix-synapse installed.
 

@@ -9,26 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.devserver import Synapse
-
-CONFIG = """\
-[matrix]
-homeserver = "{homeserver}"
-user_id = "{user_id}"
-password = {{ file = "password.txt" }}
-store_passphrase = {{ file = "store-passphrase.txt" }}
-store_dir = "store"
-allowed_inviters = [":{server}"]
-max_command_age_hours = 24
-{extra_matrix}
-
-[storage]
-database = "bot.db"
-
-[bot]
-log_level = "DEBUG"
-{extra_bot}
-"""
+from bot.devserver import Synapse, write_bot_config
 
 
 class BotProcess:
@@ -40,13 +21,9 @@ class BotProcess:
         self.password = password
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "bot.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "password.txt").write_text(password)
-        (workdir / "store-passphrase.txt").write_text("test store passphrase " + user_id)
-        (workdir / "config.toml").write_text(
-            CONFIG.format(homeserver=synapse.base_url, user_id=user_id,
-                          server=synapse.server_name, extra_matrix=extra_matrix,
-                          extra_bot=extra_bot) + extra_sections
+        self.config_path = write_bot_config(
+            workdir, synapse.base_url, synapse.server_name, user_id, password, log_level="DEBUG",
+            extra_matrix=extra_matrix, extra_bot=extra_bot, extra_sections=extra_sections,
         )
 
     @classmethod
@@ -57,7 +34,7 @@ class BotProcess:
 
     @property
     def database(self) -> Path:
-        return self.workdir / "bot.db"
+        return self.workdir / "mutual-aid-bot.db"
 
     async def start(self, timeout: float = 60) -> None:
         """Start and wait until the bot has finished its first sync."""
@@ -66,7 +43,7 @@ class BotProcess:
         log = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - handed to the child, tiny
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAB_TEST")}
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", "run", "--config", str(self.workdir / "config.toml"),
+            sys.executable, "-m", "bot", "run", "--config", str(self.config_path),
             stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=self.workdir, env=env,
         )
         log.close()
