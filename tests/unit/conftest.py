@@ -14,6 +14,11 @@ from bot.context import Incoming, Outgoing
 from bot.storage import Storage
 
 POD = "!pod:test"
+ALICE = "@alice:test"
+BOB = "@bob:test"
+CAROL = "@carol:test"
+DM = "!dm-alice:test"
+SECRET = "insulin pickup at 12 Elm Street"  # a private detail that must never leak
 
 
 @dataclass
@@ -93,3 +98,11 @@ async def pod(tmp_path):
     yield Pod(app, storage, transport, clock)
     await app.stop()
     await storage.close()
+
+
+@pytest.fixture
+def pod_rooms(pod):
+    """The pod with alice, bob and carol as members, and alice's direct chat with the bot."""
+    pod.transport.rooms[POD] = [ALICE, BOB, CAROL]
+    pod.transport.rooms[DM] = [ALICE]
+    return pod

@@ -9,20 +9,7 @@ from bot.commands.intake import expire_idle
 from bot.context import REDACTION_PREFIX
 from bot.models import Category, Urgency
 
-from .conftest import POD
-
-ALICE = "@alice:test"
-BOB = "@bob:test"
-CAROL = "@carol:test"
-DM = "!dm-alice:test"
-SECRET = "insulin pickup at 12 Elm Street"
-
-
-@pytest.fixture
-def pod_rooms(pod):
-    pod.transport.rooms[POD] = [ALICE, BOB, CAROL]
-    pod.transport.rooms[DM] = [ALICE]
-    return pod
+from .conftest import ALICE, BOB, CAROL, DM, POD, SECRET
 
 
 async def dm(pod, text, sender=ALICE, room=DM):

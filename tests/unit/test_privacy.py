@@ -6,28 +6,13 @@ import logging
 import stat
 from datetime import UTC, datetime
 
-import pytest
-
 from bot import retention
 from bot.cli import SecretFilter
 from bot.commands.privacy import sweep
 from bot.models import PostStatus
 from bot.storage import Storage
 
-from .conftest import POD
-
-ALICE = "@alice:test"
-BOB = "@bob:test"
-CAROL = "@carol:test"
-DM = "!dm-alice:test"
-SECRET = "insulin pickup at 12 Elm Street"
-
-
-@pytest.fixture
-def pod_rooms(pod):
-    pod.transport.rooms[POD] = [ALICE, BOB, CAROL]
-    pod.transport.rooms[DM] = [ALICE]
-    return pod
+from .conftest import ALICE, BOB, CAROL, DM, POD, SECRET
 
 
 async def dm(pod, text, sender=ALICE, room=DM):
