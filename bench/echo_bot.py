@@ -1,8 +1,20 @@
 """A bare matrix-nio echo bot: the baseline mutual-aid-bot is measured against.
 
-It does the least a correct E2EE bot must do: log in, keep a crypto store, join rooms it is
-invited to, sync (retrying messages whose keys arrive late), and answer every `!` message with an encrypted `m.notice` that replies to it.
-No database, no parsing, no outbox: whatever the real bot costs beyond this is its own overhead.
+It does the least a correct E2EE bot must do, and nothing more:
+
+- log in, keep a crypto store, upload its device and one-time keys;
+- after every sync, the crypto housekeeping: upload keys when the server runs low, query the
+  device lists that changed, claim one-time keys for missing Olm sessions, and send the queued
+  to-device messages (room keys, key requests, Olm unwedging);
+- join rooms it is invited to;
+- a message that arrives before its Megolm key is kept, its key is requested once per session
+  (`request_room_key`, off the sync loop), and it is retried after every sync until the key
+  has arrived (room keys come as to-device events in a later sync);
+- answer every `!` message with an encrypted `m.notice` replying to it (`m.in_reply_to`).
+
+Replies go through a queue to one sender task, so the sync loop never waits on `room_send` (as
+in mutual-aid-bot, whose outbox delivers in order from its own task). No database, no parsing,
+no outbox table: whatever the real bot costs beyond this is its own overhead.
 
     python bench/echo_bot.py HOMESERVER USER_ID PASSWORD STORE_DIR
 """
@@ -10,20 +22,151 @@ No database, no parsing, no outbox: whatever the real bot costs beyond this is i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
 import time
+from typing import Any
 
 from nio import (
     AsyncClient,
     AsyncClientConfig,
     InviteMemberEvent,
+    LocalProtocolError,
     LoginResponse,
     MegolmEvent,
     RoomMessageText,
+    RoomSendResponse,
     SyncResponse,
 )
+
+WAITING_MAX = 5000  # undecryptable events kept for retry; the oldest are dropped past this
+SEND_ATTEMPTS = 5
+
+
+def log(text: str) -> None:
+    print(f"echo: {text}", file=sys.stderr, flush=True)
+
+
+class EchoBot:
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.started_ms = int(time.time() * 1000)
+        self.waiting: dict[str, tuple[str, MegolmEvent]] = {}  # event id -> (room, event)
+        self.requested: set[str] = set()  # Megolm session ids whose key we asked for
+        self.replies: asyncio.Queue[tuple[str, RoomMessageText]] = asyncio.Queue()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def housekeeping(self) -> None:
+        client = self.client
+        if client.should_upload_keys:
+            await client.keys_upload()
+        if client.should_query_keys:
+            await client.keys_query()
+        if client.should_claim_keys:
+            await client.keys_claim(client.get_users_for_key_claiming())
+        if client.outgoing_to_device_messages:
+            await client.send_to_device_messages()
+
+    async def after_sync(self, response: SyncResponse) -> None:
+        client = self.client
+        await self.housekeeping()
+        for room_id, info in response.rooms.invite.items():
+            if any(isinstance(e, InviteMemberEvent) and e.state_key == client.user_id
+                   and e.membership == "invite" for e in info.invite_state):
+                await client.join(room_id)
+        for room_id, info in response.rooms.join.items():
+            for event in info.timeline.events:
+                # nio has already decrypted what it could; a MegolmEvent here lacks its key.
+                if isinstance(event, MegolmEvent):
+                    self.wait_for_key(room_id, event)
+                elif isinstance(event, RoomMessageText):
+                    self.consider(room_id, event)
+        self.retry_waiting()
+
+    def consider(self, room_id: str, event: RoomMessageText) -> None:
+        if event.sender == self.client.user_id or event.server_timestamp < self.started_ms:
+            return
+        if isinstance(event.body, str) and event.body.startswith("!"):
+            self.replies.put_nowait((room_id, event))
+
+    def wait_for_key(self, room_id: str, event: MegolmEvent) -> None:
+        if event.server_timestamp < self.started_ms or event.event_id in self.waiting:
+            return
+        event.room_id = room_id
+        self.waiting[event.event_id] = (room_id, event)
+        while len(self.waiting) > WAITING_MAX:
+            del self.waiting[next(iter(self.waiting))]
+        if event.session_id not in self.requested:
+            self.requested.add(event.session_id)
+            task = asyncio.create_task(self.request_key(event))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def request_key(self, event: MegolmEvent) -> None:
+        try:  # an m.room_key_request, as mutual-aid-bot sends for a message it cannot read
+            await self.client.request_room_key(event)
+        except LocalProtocolError:
+            pass  # already requested
+        except Exception as exc:  # noqa: BLE001 - the retry after each sync still applies
+            log(f"key request failed: {type(exc).__name__}: {exc}")
+
+    def retry_waiting(self) -> None:
+        for event_id, (room_id, event) in list(self.waiting.items()):
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except Exception:  # noqa: BLE001 - the key is not here yet
+                continue
+            del self.waiting[event_id]
+            if isinstance(decrypted, RoomMessageText):
+                self.consider(room_id, decrypted)
+
+    async def sender(self) -> None:
+        """Send replies in order, off the sync loop; a failed send is retried a few times."""
+        while True:
+            room_id, event = await self.replies.get()
+            content: dict[str, Any] = {
+                "msgtype": "m.notice", "body": "echo: " + event.body[:200],
+                "m.mentions": {},
+                "m.relates_to": {"m.in_reply_to": {"event_id": event.event_id}},
+            }
+            for attempt in range(SEND_ATTEMPTS):
+                try:
+                    response = await self.client.room_send(room_id, "m.room.message", content,
+                                                           ignore_unverified_devices=True)
+                except Exception as exc:  # noqa: BLE001 - retried below
+                    response = exc
+                if isinstance(response, RoomSendResponse):
+                    break
+                log(f"reply to {event.event_id} failed ({response}); attempt {attempt + 1}")
+                await asyncio.sleep(min(8, 2**attempt))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        client = self.client
+        first = await client.sync(timeout=0, full_state=True)
+        assert isinstance(first, SyncResponse), first
+        await self.housekeeping()
+        token = first.next_batch
+        sender = asyncio.create_task(self.sender())
+        print("echo bot ready", flush=True)
+        try:
+            while not stop.is_set():
+                try:
+                    response = await client.sync(timeout=30_000, since=token)
+                    if not isinstance(response, SyncResponse):
+                        log(f"sync failed: {response}")
+                        await asyncio.sleep(1)
+                        continue
+                    token = response.next_batch
+                    await self.after_sync(response)
+                except Exception as exc:  # noqa: BLE001 - a benchmark baseline must not die quietly
+                    log(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(1)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
 
 async def main(homeserver: str, user_id: str, password: str, store: str) -> int:
@@ -32,77 +175,20 @@ async def main(homeserver: str, user_id: str, password: str, store: str) -> int:
     client = AsyncClient(homeserver, user_id, store_path=store, config=config)
     response = await client.login(password, device_name="echo-bench")
     if not isinstance(response, LoginResponse):
-        print(f"login failed: {response}", file=sys.stderr)
+        log(f"login failed: {response}")
         return 1
     if client.should_upload_keys:
         await client.keys_upload()
-    first = await client.sync(timeout=0, full_state=True)
-    assert isinstance(first, SyncResponse)
-    started_ms = int(time.time() * 1000)
-    waiting: list[tuple[str, MegolmEvent]] = []  # keys not here yet: retried after each sync
-
-    async def answer(room_id: str, event: RoomMessageText) -> None:
-        if event.sender == user_id or event.server_timestamp < started_ms:
-            return
-        if not event.body.startswith("!"):
-            return
-        content = {
-            "msgtype": "m.notice", "body": "echo: " + event.body[:200],
-            "m.mentions": {},
-            "m.relates_to": {"m.in_reply_to": {"event_id": event.event_id}},
-        }
-        await client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print("echo bot ready", flush=True)
-    token = first.next_batch
-    while not stop.is_set():
-        try:
-            response = await client.sync(timeout=30_000, since=token)
-            if not isinstance(response, SyncResponse):
-                await asyncio.sleep(1)
-                continue
-            token = response.next_batch
-            if client.should_upload_keys:
-                await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
-            if client.should_claim_keys:
-                await client.keys_claim(client.get_users_for_key_claiming())
-            await client.send_to_device_messages()
-            for room_id, info in response.rooms.invite.items():
-                if any(isinstance(e, InviteMemberEvent) and e.state_key == user_id
-                       for e in info.invite_state):
-                    await client.join(room_id)
-            ready: list[tuple[str, RoomMessageText]] = []
-            for room_id, info in response.rooms.join.items():
-                for event in info.timeline.events:
-                    if isinstance(event, MegolmEvent):
-                        waiting.append((room_id, event))
-                    elif isinstance(event, RoomMessageText):
-                        ready.append((room_id, event))
-            still = []
-            for room_id, event in waiting:
-                event.room_id = room_id
-                try:
-                    decrypted = client.decrypt_event(event)
-                except Exception:  # noqa: BLE001 - key not here yet
-                    still.append((room_id, event))
-                    continue
-                if isinstance(decrypted, RoomMessageText):
-                    ready.append((room_id, decrypted))
-            waiting[:] = still[-1000:]
-            for room_id, event in ready:
-                try:
-                    await asyncio.wait_for(answer(room_id, event), 30)
-                except TimeoutError:
-                    print(f"echo: reply to {event.event_id} timed out", file=sys.stderr, flush=True)
-        except Exception as exc:  # noqa: BLE001 - a benchmark baseline must not die quietly
-            print(f"echo: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-            await asyncio.sleep(1)
+    run = asyncio.create_task(EchoBot(client).run(stop))
+    halt = asyncio.create_task(stop.wait())
+    await asyncio.wait({run, halt}, return_when=asyncio.FIRST_COMPLETED)
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
     await client.close()
     return 0
 
