@@ -7,6 +7,8 @@ It does the least a correct E2EE bot must do, and nothing more:
   device lists that changed, claim one-time keys for missing Olm sessions, and send the queued
   to-device messages (room keys, key requests, Olm unwedging);
 - join rooms it is invited to;
+- never miss a message: sync with a 100-event timeline (Synapse's default is 10) and, when a
+  sync's timeline is `limited` anyway, page back (`/messages`) to the last event it has seen;
 - a message that arrives before its Megolm key is kept, its key is requested once per session
   (`request_room_key`, off the sync loop), and it is retried after every sync until the key
   has arrived (room keys come as to-device events in a later sync);
@@ -27,6 +29,7 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from typing import Any
 
 from nio import (
@@ -36,6 +39,8 @@ from nio import (
     LocalProtocolError,
     LoginResponse,
     MegolmEvent,
+    MessageDirection,
+    RoomMessagesResponse,
     RoomMessageText,
     RoomSendResponse,
     SyncResponse,
@@ -43,6 +48,17 @@ from nio import (
 
 WAITING_MAX = 5000  # undecryptable events kept for retry; the oldest are dropped past this
 SEND_ATTEMPTS = 5
+SEEN_PER_ROOM = 1000  # recent event ids per room: where a backfill stops
+BACKFILL_PAGES = 50
+SYNC_FILTER = {  # what mutual-aid-bot asks for too: a long timeline, nothing it does not use
+    "room": {
+        "timeline": {"limit": 100},
+        "ephemeral": {"not_types": ["*"]},
+        "account_data": {"not_types": ["*"]},
+    },
+    "presence": {"not_types": ["*"]},
+    "account_data": {"not_types": ["*"]},
+}
 
 
 def log(text: str) -> None:
@@ -57,6 +73,7 @@ class EchoBot:
         self.requested: set[str] = set()  # Megolm session ids whose key we asked for
         self.replies: asyncio.Queue[tuple[str, RoomMessageText]] = asyncio.Queue()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.seen: dict[str, deque[str]] = {}
 
     async def housekeeping(self) -> None:
         client = self.client
@@ -77,13 +94,41 @@ class EchoBot:
                    and e.membership == "invite" for e in info.invite_state):
                 await client.join(room_id)
         for room_id, info in response.rooms.join.items():
-            for event in info.timeline.events:
+            events = list(info.timeline.events)
+            if info.timeline.limited:
+                events = await self.backfill(room_id, info.timeline.prev_batch) + events
+            seen = self.seen.setdefault(room_id, deque(maxlen=SEEN_PER_ROOM))
+            seen.extend(e.event_id for e in events)
+            for event in events:
                 # nio has already decrypted what it could; a MegolmEvent here lacks its key.
                 if isinstance(event, MegolmEvent):
                     self.wait_for_key(room_id, event)
                 elif isinstance(event, RoomMessageText):
                     self.consider(room_id, event)
         self.retry_waiting()
+
+    async def backfill(self, room_id: str, start: str | None) -> list[Any]:
+        """The events a limited timeline left out, oldest first."""
+        seen = set(self.seen.get(room_id, ()))
+        collected: list[Any] = []
+        for _ in range(BACKFILL_PAGES):
+            if start is None:
+                break
+            page = await self.client.room_messages(room_id, start=start, limit=100,
+                                                   direction=MessageDirection.back)
+            if not isinstance(page, RoomMessagesResponse):
+                log(f"backfill of {room_id} failed: {page}")
+                break
+            done = not page.chunk or page.end == start
+            for event in page.chunk:
+                if event.event_id in seen or event.server_timestamp < self.started_ms:
+                    done = True
+                    break
+                collected.append(event)
+            if done:
+                break
+            start = page.end
+        return collected[::-1]
 
     def consider(self, room_id: str, event: RoomMessageText) -> None:
         if event.sender == self.client.user_id or event.server_timestamp < self.started_ms:
@@ -144,7 +189,7 @@ class EchoBot:
 
     async def run(self, stop: asyncio.Event) -> None:
         client = self.client
-        first = await client.sync(timeout=0, full_state=True)
+        first = await client.sync(timeout=0, full_state=True, sync_filter=SYNC_FILTER)
         assert isinstance(first, SyncResponse), first
         await self.housekeeping()
         token = first.next_batch
@@ -153,7 +198,8 @@ class EchoBot:
         try:
             while not stop.is_set():
                 try:
-                    response = await client.sync(timeout=30_000, since=token)
+                    response = await client.sync(timeout=30_000, since=token,
+                                                 sync_filter=SYNC_FILTER)
                     if not isinstance(response, SyncResponse):
                         log(f"sync failed: {response}")
                         await asyncio.sleep(1)
