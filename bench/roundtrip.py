@@ -6,7 +6,8 @@ kind of end-to-end encrypted room:
   (a) 200 sequential commands: command -> reply latency p50 / p95;
   (b) a 500-command burst from 8 concurrent senders: replies/s and commands lost;
   (c) a paced phase at 30 commands/s: the bot's CPU (% of one core) and CPU seconds per command,
-      from /proc/<pid>/stat.
+      from /proc/<pid>/stat. If replies fall behind 30/s, the CPU over the phase is the CPU at
+      the rate achieved (also reported); the CPU at 30/s is CPU per reply x 30.
 
 It prints a table and writes bench/results/roundtrip.json, with the bot/echo ratios and whether
 the targets are met. Needs the Synapse interpreter (MAB_SYNAPSE_PYTHON or .venv-synapse).
@@ -272,6 +273,8 @@ async def measure(kind: str, synapse: Synapse, work: Path, args: argparse.Namesp
         await wait_all(listener, paced_ids, 60)
         paced_wall = time.monotonic() - paced_started
         paced_cpu = cpu_seconds(proc.pid) - cpu_before
+        paced_answered = sum(1 for e in paced_ids if e in listener.replies)
+        paced_cpu_per_reply = paced_cpu / max(1, paced_answered)
         return {
             "latency_p50_ms": percentile(latencies, 0.5),
             "latency_p95_ms": percentile(latencies, 0.95),
@@ -284,8 +287,13 @@ async def measure(kind: str, synapse: Synapse, work: Path, args: argparse.Namesp
             "paced_rate": args.rate,
             "paced_commands": total,
             "paced_lost": sum(1 for e in paced_ids if e not in listener.replies),
+            # CPU over the phase, from the first send to the last reply. When replies fall
+            # behind the offered rate, this is the CPU at the rate actually achieved...
             "paced_cpu_percent_of_core": 100 * paced_cpu / paced_wall,
-            "paced_cpu_s_per_command": paced_cpu / total,
+            "paced_replies_per_s": paced_answered / paced_wall,
+            "paced_cpu_s_per_command": paced_cpu_per_reply,
+            # ...so the CPU the offered rate costs is CPU per reply times that rate.
+            "paced_cpu_percent_at_rate": 100 * paced_cpu_per_reply * args.rate,
         }
     finally:
         for c in people + [listener]:
@@ -334,7 +342,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "latency_ratio_p50_le_1.10": ratios["latency_p50"] <= 1.10,
         "throughput_ratio_ge_0.95": ratios["throughput"] >= 0.95,
         "lost_eq_0": bot["burst_lost"] == 0 and bot["paced_lost"] == 0,
-        "cpu_le_10pct_at_30_per_s": bot["paced_cpu_percent_of_core"] <= 10.0,
+        "cpu_le_10pct_at_30_per_s": bot["paced_cpu_percent_at_rate"] <= 10.0,
     }
     return {"machine": machine(), "settings": vars(args), "echo": echo, "bot": bot,
             "ratios_bot_over_echo": ratios, "targets_met": targets}
@@ -348,7 +356,10 @@ def print_table(report: dict[str, Any]) -> None:
         ("burst replies/s", "burst_replies_per_s", ratios["throughput"]),
         ("burst lost", "burst_lost", None),
         ("CPU s/command (burst)", "burst_cpu_s_per_command", ratios["cpu_per_command"]),
-        (f"CPU % of a core at {bot['paced_rate']:g}/s", "paced_cpu_percent_of_core", None),
+        ("paced replies/s achieved", "paced_replies_per_s", None),
+        ("CPU % of a core, paced phase", "paced_cpu_percent_of_core", None),
+        ("CPU s/command (paced)", "paced_cpu_s_per_command", None),
+        (f"CPU % of a core at {bot['paced_rate']:g}/s", "paced_cpu_percent_at_rate", None),
         ("paced lost", "paced_lost", None),
     ]
     print(f"{'':32} {'echo':>10} {'bot':>10} {'bot/echo':>9}")
