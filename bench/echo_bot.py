@@ -204,8 +204,8 @@ class EchoBot:
                         log(f"sync failed: {response}")
                         await asyncio.sleep(1)
                         continue
-                    token = response.next_batch
                     await self.after_sync(response)
+                    token = response.next_batch  # only once its events are taken care of
                 except Exception as exc:  # noqa: BLE001 - a benchmark baseline must not die quietly
                     log(f"{type(exc).__name__}: {exc}")
                     await asyncio.sleep(1)
