@@ -39,6 +39,8 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
+_OUTBOX_BATCH = 50
+
 SORRY = ("Sorry, something went wrong on my side while handling that. It has been logged; "
          "please try again in a moment.")
 
@@ -51,6 +53,10 @@ class App:
         self.transport = transport
         self.clock = clock
         self._room_workers: dict[str, asyncio.Task[None]] = {}
+        # Rooms that got inbox rows since their worker last looked (saves an empty query).
+        self._room_dirty: set[str] = set()
+        # Inbox rows may exist that no worker was started for (at start, after a worker failed).
+        self._scan_needed = True
         self._outbox_wakeup = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
         self._accepting = True
@@ -75,13 +81,18 @@ class App:
             if sync_token is not None:
                 await tx.set_meta("sync_token", sync_token)
         if added:
-            await self.start_pending_workers()
+            # The rooms are known: no scan of the inbox for rooms with pending rows.
+            for room_id in dict.fromkeys(item.room_id for item in items):
+                self._room_dirty.add(room_id)
+                self._ensure_worker(room_id)
         return added
 
     async def start_pending_workers(self) -> None:
+        self._scan_needed = False
         async with self.storage.transaction() as tx:
             rooms = await tx.pending_rooms()
         for room_id in rooms:
+            self._room_dirty.add(room_id)
             self._ensure_worker(room_id)
 
     def _ensure_worker(self, room_id: str) -> None:
@@ -93,12 +104,20 @@ class App:
 
     async def _room_worker(self, room_id: str) -> None:
         # Commands in one room run in order; rooms run side by side.
-        while self._accepting:
-            async with self.storage.transaction() as tx:
-                item = await tx.next_pending(room_id)
-            if item is None:
-                return
-            await self.handle(item)
+        try:
+            while self._accepting:
+                # Cleared before looking: a row received after the look sets it again.
+                self._room_dirty.discard(room_id)
+                async with self.storage.transaction() as tx:
+                    item, more = await tx.next_pending_and_more(room_id)
+                if item is None:
+                    return
+                await self.handle(item)
+                if not more and room_id not in self._room_dirty:
+                    return  # that was the last pending row: no empty look to find that out
+        except BaseException:
+            self._scan_needed = True
+            raise
 
     async def handle(self, item: Incoming) -> None:
         started = time.monotonic()
@@ -150,8 +169,9 @@ class App:
         """Deliver queued messages in order; returns how many were delivered or dropped."""
         delivered = 0
         while True:
+            writes_before = self.storage.outbox_writes
             async with self.storage.transaction() as tx:
-                batch = await tx.pending_outbox()
+                batch = await tx.pending_outbox(_OUTBOX_BATCH)
             if not batch:
                 return delivered
             # Marked sent once per batch, not per message: one commit instead of fifty. If the
@@ -172,10 +192,13 @@ class App:
             finally:
                 if done:
                     async with self.storage.transaction() as tx:
-                        for outbox_id, event_id in done:
-                            await tx.mark_sent(outbox_id, event_id, self.clock())
+                        await tx.mark_sent_many(done, self.clock())
                     self.metrics.deliveries.inc(len(done))
                     delivered += len(done)
+            if len(batch) < _OUTBOX_BATCH and self.storage.outbox_writes == writes_before:
+                # A short batch, and nothing was queued since it was read: the outbox is empty,
+                # no need for another look to find that out.
+                return delivered
 
     async def _outbox_loop(self) -> None:
         backoff = 1.0
@@ -206,10 +229,14 @@ class App:
     async def run_until_idle(self, timeout: float = 30.0) -> None:
         """Handle every queued command and deliver every reply (console and tests)."""
         async with asyncio.timeout(timeout):
-            await self.start_pending_workers()
+            # Workers are started by receive() for the rooms it stored rows for; the inbox is
+            # scanned only when rows may be waiting without one (first call, a failed worker).
+            if self._scan_needed:
+                await self.start_pending_workers()
             while any(not w.done() for w in self._room_workers.values()):
                 await asyncio.gather(*self._room_workers.values())
-                await self.start_pending_workers()
+                if self._scan_needed:
+                    await self.start_pending_workers()
             await self.deliver_pending()
 
     async def stop(self, timeout: float = 20.0) -> None:

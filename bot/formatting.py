@@ -6,7 +6,9 @@ in as a value and escaped, so it can never become HTML, a link, a mention pill o
 
 from __future__ import annotations
 
+import html as html_lib
 import re
+import string
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -86,13 +88,118 @@ def _plain_value(value: object) -> str:
     return clean(str(value))
 
 
+def _markdown_html(md_source: str) -> str:
+    _MD.reset()
+    return _MD.convert(md_source)
+
+
+# ---- a fast path that gives python-markdown's output without running it per reply -----------
+#
+# A template is rendered by python-markdown once, with a plain placeholder word in each value's
+# place (a "skeleton"), and cached. A reply then only substitutes each value's HTML into it. That
+# is exact only for values whose markdown is inert text, a code span or a mention link that cannot
+# interact with what surrounds it; anything else (newlines, tabs, backslashes, leading or trailing
+# spaces, a value that could start a block at a line start, odd templates) goes through
+# python-markdown as before.
+
+_TOKEN = "MABSLOT{}Z"
+_TOKEN_RE = re.compile(r"MABSLOT(\d+)Z")
+_INERT_TEXT = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\\|~]*")
+_PLAIN_USER_ID = re.compile(r"@[A-Za-z0-9._=/+:\-]+")
+_TEMPLATE_UNSAFE = re.compile(r"[`<>&\\\[\]\t\r]|MABSLOT|(?:^|\n) {4}")
+_SKELETONS: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
+_SKELETON_LIMIT = 2048
+
+
+def _value_html(value: object) -> tuple[str, str] | None:
+    """(kind, HTML) of a value whose markdown is inert; None if it needs python-markdown.
+
+    Kinds: "e" empty, "p" text starting with a letter, "q" other text, "c" code, "m" mention.
+    """
+    if isinstance(value, Mention):
+        user_id = value.user_id
+        if not _PLAIN_USER_ID.fullmatch(user_id):
+            return None
+        link = "https://matrix.to/#/" + quote(user_id, safe="@:")
+        return "m", f'<a href="{link}">{user_id}</a>'
+    if isinstance(value, Code):
+        content = value.markdown()[1:-1]
+        inner = content.strip()
+        if not inner or not _INERT_TEXT.fullmatch(content):
+            return None
+        return "c", "<code>" + html_lib.escape(inner, quote=False) + "</code>"
+    text = clean(str(value))
+    if not text:
+        return "e", ""
+    if text != text.strip() or not _INERT_TEXT.fullmatch(text):
+        return None
+    return ("p" if text[0].isalpha() else "q"), html_lib.escape(text, quote=False)
+
+
+def _skeleton(template: str, kinds: tuple[tuple[str, str], ...]) -> str | None:
+    """python-markdown's HTML of the template with a placeholder per value; None if unsafe."""
+    if _TEMPLATE_UNSAFE.search(template):
+        return None
+    names = dict(kinds)
+    try:
+        for _, field_name, spec, conversion in string.Formatter().parse(template):
+            if field_name is not None and (field_name not in names or spec or conversion):
+                return None
+    except ValueError:
+        return None
+    tokens = {name: ("" if kind == "e" else _TOKEN.format(i))
+              for i, (name, kind) in enumerate(kinds)}
+    source = template.format(**tokens)
+    for name, kind in kinds:
+        token = tokens[name]
+        if not token:
+            continue
+        for match in re.finditer(re.escape(token), source):
+            before = source[match.start() - 1] if match.start() else "\n"
+            after = source[match.end()] if match.end() < len(source) else "\n"
+            if kind == "q" and re.search(r"(?:^|\n) *$", source[:match.start()]):
+                return None  # could start a block (a list number, a setext underline)
+            if kind in "cm" and (before in "Z!`\\[]" or after in "M`[]("):
+                return None
+    skeleton = _markdown_html(source)
+    if "<code" in skeleton or "<pre" in skeleton:
+        return None
+    for token in tokens.values():
+        if token and skeleton.count(token) != source.count(token):
+            return None
+    return skeleton
+
+
+def _fast_html(template: str, values: dict[str, object]) -> str | None:
+    parts = {}
+    kinds = []
+    for name, value in values.items():
+        found = _value_html(value)
+        if found is None:
+            return None
+        kinds.append((name, found[0]))
+        parts[name] = found[1]
+    key = (template, tuple(kinds))
+    try:
+        skeleton = _SKELETONS[key]
+    except KeyError:
+        skeleton = _skeleton(template, key[1])
+        if len(_SKELETONS) >= _SKELETON_LIMIT:
+            _SKELETONS.clear()
+        _SKELETONS[key] = skeleton
+    if skeleton is None:
+        return None
+    by_index = [parts[name] for name, _ in kinds]
+    return _TOKEN_RE.sub(lambda m: by_index[int(m.group(1))], skeleton)
+
+
 def render(template: str, **values: object) -> Rendered:
     """Fill a markdown template; values are untrusted text or Mention objects."""
     mentions = tuple(dict.fromkeys(v.user_id for v in values.values() if isinstance(v, Mention)))
-    md_source = template.format(**{k: _md_value(v) for k, v in values.items()})
     body = template.format(**{k: _plain_value(v) for k, v in values.items()})
-    _MD.reset()
-    html = _MD.convert(md_source)
+    html = _fast_html(template, values)
+    if html is None:
+        html = _markdown_html(template.format(**{k: _md_value(v) for k, v in values.items()}))
     return Rendered(body=body, html=html, mentions=mentions)
 
 

@@ -222,17 +222,25 @@ class OutboxItem:
     out: Outgoing
 
 
+_KINDS = {k.value: k for k in PostKind}
+_CATEGORIES = {c.value: c for c in Category}
+_URGENCIES = {int(u): u for u in Urgency}
+_STATUSES = {s.value: s for s in PostStatus}
+
+
 def _post_from_row(row: sqlite3.Row) -> Post:
-    return Post(
+    # Every field comes from our own columns with its exact type (the enums by lookup), so the
+    # model is built without pydantic's validation: a match reads 20 posts per command.
+    return Post.model_construct(
         id=row["id"],
         room_id=row["room_id"],
         number=row["number"],
-        kind=PostKind(row["kind"]),
+        kind=_KINDS[row["kind"]],
         author=row["author"] or "",
-        category=Category(row["category"]),
-        urgency=Urgency(row["urgency"]),
+        category=_CATEGORIES[row["category"]],
+        urgency=_URGENCIES[row["urgency"]],
         text=row["text"] or "",
-        status=PostStatus(row["status"]),
+        status=_STATUSES[row["status"]],
         created_at=_parse_time(row["created_at"]),
         claimed_by=row["claimed_by"],
         private=bool(row["private"]),
@@ -255,6 +263,8 @@ class Storage:
         self._db.row_factory = sqlite3.Row
         self._lock = asyncio.Lock()
         self._in_transaction = False
+        # Counts enqueue() calls, so delivery can tell that nothing was queued while it sent.
+        self.outbox_writes = 0
 
     # ---- opening, migrations, transactions ------------------------------------------------
 
@@ -337,9 +347,13 @@ class Storage:
             self._in_transaction = True
             try:
                 yield self
-                await self._db.commit()
+                # Only a transaction that wrote something has anything to commit: a read-only one
+                # (sqlite3 opens a transaction only before a write) costs no trip to the thread.
+                if self._db.in_transaction:
+                    await self._db.commit()
             except BaseException:
-                await self._db.rollback()
+                if self._db.in_transaction:
+                    await self._db.rollback()
                 raise
             finally:
                 self._in_transaction = False
@@ -384,19 +398,16 @@ class Storage:
 
     async def add_to_inbox(self, items: list[Incoming]) -> int:
         """Store received commands (known event ids are ignored); returns how many were new."""
-        row = await self._fetchone("SELECT COALESCE(MAX(seq), 0) FROM inbox")
-        seq = row[0]
-        added = 0
-        for item in items:
-            seq += 1
-            cursor = await self._execute(
-                "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, text, is_direct, ts, seq) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (item.event_id, item.room_id, item.sender, item.text, int(item.is_direct),
-                 _now_text(item.timestamp), seq),
-            )
-            added += cursor.rowcount
-        return added
+        if not self._in_transaction:
+            raise RuntimeError("storage used outside storage.transaction()")
+        # One trip for the whole batch; each row's seq is taken after the previous row's insert.
+        cursor = await self._db.executemany(
+            "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, text, is_direct, ts, seq) "
+            "VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+            [(item.event_id, item.room_id, item.sender, item.text, int(item.is_direct),
+              _now_text(item.timestamp)) for item in items],
+        )
+        return max(cursor.rowcount, 0)
 
     async def is_known_event(self, event_id: str) -> bool:
         return await self._fetchone("SELECT 1 FROM inbox WHERE event_id = ?", (event_id,)) is not None
@@ -420,6 +431,20 @@ class Storage:
             text=row["text"], is_direct=bool(row["is_direct"]), timestamp=_parse_time(row["ts"]),
         )
 
+    async def next_pending_and_more(self, room_id: str) -> tuple[Incoming | None, bool]:
+        """The room's next pending command, and whether another one is pending after it."""
+        rows = await self._fetchall(
+            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT 2",
+            (room_id,),
+        )
+        if not rows:
+            return None, False
+        row = rows[0]
+        return Incoming(
+            event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
+            text=row["text"], is_direct=bool(row["is_direct"]), timestamp=_parse_time(row["ts"]),
+        ), len(rows) > 1
+
     async def mark_handled(self, event_id: str, now: datetime) -> None:
         # The text is only needed until the command has run; keeping it would be a record of
         # everything people typed.
@@ -430,18 +455,28 @@ class Storage:
     # ---- outbox: replies delivered at least once, deduplicated by transaction id ----------
 
     async def enqueue(self, items: list[Outgoing], now: datetime) -> None:
+        if not items:
+            return
+        if not self._in_transaction:
+            raise RuntimeError("storage used outside storage.transaction()")
+        self.outbox_writes += 1
+        stamp = _now_text(now)
+        rows = []
         for out in items:
             attachment = out.attachment
-            await self._execute(
-                "INSERT INTO outbox (room_id, user_id, body, html, mentions, reply_to, "
-                "attachment_name, attachment_type, attachment_data, created_at, redacts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows.append(
                 (out.room_id, out.user_id, out.message.body, out.message.html,
                  json.dumps(list(out.message.mentions)), out.reply_to,
                  attachment.filename if attachment else None,
                  attachment.mimetype if attachment else None,
-                 attachment.data if attachment else None, _now_text(now), out.redacts),
-            )
+                 attachment.data if attachment else None, stamp, out.redacts))
+        # Rows keep the order of `items` (AUTOINCREMENT ids, one statement after another).
+        await self._db.executemany(
+            "INSERT INTO outbox (room_id, user_id, body, html, mentions, reply_to, "
+            "attachment_name, attachment_type, attachment_data, created_at, redacts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     async def pending_outbox(self, limit: int = 50) -> list[OutboxItem]:
         rows = await self._fetchall(
@@ -468,6 +503,19 @@ class Storage:
             "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
             "attachment_data = NULL WHERE id = ?",
             (_now_text(now), event_id, outbox_id),
+        )
+
+    async def mark_sent_many(self, done: list[tuple[int, str | None]], now: datetime) -> None:
+        """`mark_sent` for several messages in one trip to the database thread."""
+        if not done:
+            return
+        if not self._in_transaction:
+            raise RuntimeError("storage used outside storage.transaction()")
+        stamp = _now_text(now)
+        await self._db.executemany(
+            "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
+            "attachment_data = NULL WHERE id = ?",
+            [(stamp, event_id, outbox_id) for outbox_id, event_id in done],
         )
 
     # ---- direct-message rooms -------------------------------------------------------------
@@ -512,9 +560,9 @@ class Storage:
                 columns.append(column)
                 values.append(value)
         sql = (f"INSERT INTO posts ({', '.join(columns)}) "  # noqa: S608 - fixed column names
-               f"VALUES ({', '.join('?' * len(columns))})")
-        cursor = await self._execute(sql, values)
-        return await self.get_post_by_id(cursor.lastrowid)
+               f"VALUES ({', '.join('?' * len(columns))}) RETURNING *")
+        row = await self._fetchone(sql, values)
+        return _post_from_row(row)
 
     async def get_post_by_id(self, post_id: int) -> Post:
         row = await self._fetchone("SELECT * FROM posts WHERE id = ?", (post_id,))
@@ -561,12 +609,14 @@ class Storage:
     async def set_post_status(
         self, post: Post, status: PostStatus, now: datetime, *, claimed_by: str | None = None
     ) -> Post:
-        await self._execute(
+        row = await self._fetchone(
             "UPDATE posts SET status = ?, claimed_by = COALESCE(?, claimed_by), updated_at = ? "
-            "WHERE id = ?",
+            "WHERE id = ? RETURNING *",
             (status.value, claimed_by, _now_text(now), post.id),
         )
-        return await self.get_post_by_id(post.id)
+        if row is None:
+            raise KeyError(post.id)
+        return _post_from_row(row)
 
     async def table_rows_mentioning(self, text: str) -> dict[str, int]:
         """Per table, how many rows contain `text` in any text column (for privacy checks)."""
