@@ -42,27 +42,11 @@ from nio import (
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.devserver import Synapse, synapse_python  # noqa: E402
+from bot.devserver import Synapse, synapse_python, write_bot_config  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 MEGOLM = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-BOT_CONFIG = """\
-[matrix]
-homeserver = "{homeserver}"
-user_id = "{user_id}"
-password = {{ file = "password.txt" }}
-store_passphrase = {{ file = "store-passphrase.txt" }}
-store_dir = "store"
-allowed_inviters = [":{server}"]
-
-[storage]
-database = "bot.db"
-
-[bot]
-log_level = "INFO"
-"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -180,11 +164,8 @@ async def start_process(kind: str, synapse: Synapse, work: Path) -> tuple[asynci
         ready = "echo bot ready"
         (work / "store").mkdir(exist_ok=True)
     else:
-        (work / "password.txt").write_text(password)
-        (work / "store-passphrase.txt").write_text("bench passphrase")
-        (work / "config.toml").write_text(BOT_CONFIG.format(
-            homeserver=synapse.base_url, user_id=user_id, server=synapse.server_name))
-        args = ["-m", "bot", "run", "--config", str(work / "config.toml")]
+        config = write_bot_config(work, synapse.base_url, synapse.server_name, user_id, password)
+        args = ["-m", "bot", "run", "--config", str(config)]
         ready = "first sync complete"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=log,
