@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import sqlite3
 import sys
@@ -28,13 +25,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine, percentile, write_results  # noqa: E402
 from bot.app import App  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Incoming, Outgoing  # noqa: E402
 from bot.models import Category, PostKind, PostStatus  # noqa: E402
 from bot.storage import Storage  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 ROOM = "!bench:localhost"
 CATEGORIES = [c.value for c in Category]
 WORDS = {"food": "groceries", "transport": "ride", "tools": "ladder", "childcare": "babysitting",
@@ -77,11 +74,6 @@ def populate(path: Path, count: int) -> None:
     db.commit()
     db.execute("ANALYZE")
     db.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 async def one_size(open_posts: int, commands: int, workdir: Path) -> dict[str, Any]:
@@ -132,16 +124,6 @@ async def one_size(open_posts: int, commands: int, workdir: Path) -> dict[str, A
     }
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version}
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     import logging
 
@@ -165,9 +147,7 @@ def main() -> int:
               f"{r['match_query_p50_ms']:>13.3f} {r['match_query_p95_ms']:>13.3f}")
     print(f"target >= 2,000 commands/s at 100,000 open posts: {report['target_2000_per_s_at_100k']}")
     print(f"machine: {report['machine']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'pipeline.json'}")
+    write_results("pipeline", report)
     return 0
 
 

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,9 +40,9 @@ from nio import (
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine, percentile, write_results  # noqa: E402
 from bot.devserver import Synapse, synapse_python, write_bot_config  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 MEGOLM = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -52,13 +50,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 class Client:
@@ -294,15 +285,6 @@ async def wait_all(listener: Client, event_ids: list[str], timeout: float) -> No
         await asyncio.sleep(0.05)
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
-
-
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="mab-roundtrip-"))
     synapse = Synapse(work / "synapse", synapse_python())
@@ -363,9 +345,7 @@ def main() -> int:
     args = parser.parse_args()
     report = asyncio.run(run(args))
     print_table(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "roundtrip.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'roundtrip.json'}")
+    write_results("roundtrip", report)
     return 0
 
 
