@@ -108,32 +108,42 @@ class App:
             while self._accepting:
                 # Cleared before looking: a row received after the look sets it again.
                 self._room_dirty.discard(room_id)
-                async with self.storage.transaction() as tx:
-                    item, more = await tx.next_pending_and_more(room_id)
-                if item is None:
+                more = await self._handle_next(room_id)
+                if more is None:
                     return
-                await self.handle(item)
                 if not more and room_id not in self._room_dirty:
                     return  # that was the last pending row: no empty look to find that out
         except BaseException:
             self._scan_needed = True
             raise
 
-    async def handle(self, item: Incoming) -> None:
+    async def _handle_next(self, room_id: str) -> bool | None:
+        """Handle the room's next pending command; whether more wait (None: there was none).
+
+        The row is read in the transaction that handles it, so what runs is what is stored now
+        (a `!forgetme` handled just before may have blanked it).
+        """
         started = time.monotonic()
         now = self.clock()
-        ctx = Context(
-            sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
-            event_id=item.event_id, now=now, storage=self.storage, config=self.config,
-            transport=self.transport,
-        )
+        item: Incoming | None = None
+        ctx: Context | None = None
         outcome = "ok"
         try:
             async with self.storage.transaction() as tx:
+                item, more = await tx.next_pending_and_more(room_id)
+                if item is None:
+                    return None
+                ctx = Context(
+                    sender=item.sender, room_id=item.room_id, is_direct=item.is_direct,
+                    text=item.text, event_id=item.event_id, now=now, storage=self.storage,
+                    config=self.config, transport=self.transport,
+                )
                 await dispatch(ctx)
                 await tx.mark_handled(item.event_id, now)
                 await tx.enqueue(ctx.outgoing, now)
         except Exception:
+            if item is None:
+                raise
             outcome = "error"
             # Never the text: it may be private. The event id is enough to find it.
             log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
@@ -147,9 +157,11 @@ class App:
         self.metrics.handle_seconds.observe(elapsed)
         if outcome == "error":
             self.metrics.errors.inc()
+        replies = len(ctx.outgoing) if ctx is not None and outcome == "ok" else 1
         log.info("handled event %s in %s: %s, %d replies, %.1f ms", item.event_id, item.room_id,
-                 outcome, len(ctx.outgoing), elapsed * 1000)
+                 outcome, replies, elapsed * 1000)
         self._outbox_wakeup.set()
+        return more
 
     def _command_name(self, text: str) -> str:
         """A registered command's name for metrics; never user text."""

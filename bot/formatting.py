@@ -37,6 +37,8 @@ _MD = _markdown()
 
 def clean(text: str) -> str:
     """Typed text as it may appear in a reply: controls removed, @room disarmed."""
+    if text.isascii() and text.isprintable() and "@" not in text:
+        return text  # most values (numbers, words, commands): nothing to remove
     return _ROOM_PING.sub("@" + _WORD_JOINER + r"\1", _CONTROL.sub("", text))
 
 

@@ -1,8 +1,18 @@
 """The only place SQL lives.
 
-One aiosqlite connection, WAL, foreign keys on. All access happens inside `transaction()`, which
-serialises callers with a lock and commits on success, so a command's effects, its "handled" mark
-and its replies in the outbox are written together or not at all.
+All access happens inside `transaction()`, which serialises callers with a lock and commits on
+success, so a command's effects, its "handled" mark and its replies in the outbox are written
+together or not at all.
+
+Two connections to one WAL database, used one at a time under that lock:
+
+- aiosqlite (a thread) for whatever can take long: the integrity check and migrations at start,
+  and transactions opened with `transaction(long=True)` (the retention sweep).
+- a plain sqlite3 connection on the event loop for the short transactions of commands, syncs and
+  deliveries. A statement here takes microseconds; a trip to aiosqlite's thread and back costs
+  50-130 us on a small VM, and a command needs a dozen statements (docs/performance.md). It never
+  waits on a lock while blocking the loop: it takes the write lock up front (`BEGIN IMMEDIATE`,
+  no busy timeout) and, if another process holds it, sleeps asynchronously and tries again.
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,6 +45,12 @@ class StorageError(RuntimeError):
 
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+_LOCK_WAIT_SECONDS = 10  # how long a transaction waits for another process's write lock
+# Per connection. With WAL, synchronous=NORMAL loses nothing when the process crashes (kill -9);
+# only a power cut can roll back the last commits, and the outbox's row-derived transaction ids
+# make a redo of those harmless. It saves an fsync per commit.
+_CONNECTION_PRAGMAS = ("PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON")
 
 
 async def _m001_initial(db: aiosqlite.Connection) -> None:
@@ -258,11 +275,14 @@ def create_private_file(path: Path) -> None:
 
 
 class Storage:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self._db.row_factory = sqlite3.Row
+        self._path = path
+        self._inline: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._in_transaction = False
+        self._long = False
         # Counts enqueue() calls, so delivery can tell that nothing was queued while it sent.
         self.outbox_writes = 0
 
@@ -271,24 +291,32 @@ class Storage:
     @classmethod
     async def open(cls, path: str | Path) -> Storage:
         """Open (creating if needed) and migrate. Refuses a corrupt or newer database."""
-        if str(path) != ":memory:":
-            path = Path(path)
-            create_private_file(path)
+        path = Path(path)
+        create_private_file(path)
         try:
-            db = await aiosqlite.connect(str(path), timeout=10)
+            db = await aiosqlite.connect(str(path), timeout=_LOCK_WAIT_SECONDS)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open database {path}: {exc}") from exc
-        storage = cls(db)
+        storage = cls(db, path)
         try:
             await storage._prepare()
+            storage._inline = storage._connect_inline()
         except BaseException:
             await db.close()
             raise
         return storage
 
+    def _connect_inline(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun and ended here, explicitly.
+        db = sqlite3.connect(self._path, timeout=0, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        for pragma in _CONNECTION_PRAGMAS:
+            db.execute(pragma)
+        return db
+
     async def _prepare(self) -> None:
         try:
-            await self._db.execute("PRAGMA busy_timeout = 10000")
+            await self._db.execute(f"PRAGMA busy_timeout = {_LOCK_WAIT_SECONDS * 1000}")
             check = await (await self._db.execute("PRAGMA quick_check")).fetchone()
             if check is None or check[0] != "ok":
                 raise StorageError(
@@ -296,11 +324,8 @@ class Storage:
                     "it was left untouched. Restore it from a backup or move it aside."
                 )
             await self._db.execute("PRAGMA journal_mode = WAL")
-            # With WAL, NORMAL loses nothing when the process crashes (kill -9); only a power cut
-            # can roll back the last commits, and the outbox's row-derived transaction ids make a
-            # redo of those harmless. It saves an fsync per commit.
-            await self._db.execute("PRAGMA synchronous = NORMAL")
-            await self._db.execute("PRAGMA foreign_keys = ON")
+            for pragma in _CONNECTION_PRAGMAS:
+                await self._db.execute(pragma)
             await self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StorageError(
@@ -339,35 +364,73 @@ class Storage:
 
     async def close(self) -> None:
         async with self._lock:
+            if self._inline is not None:
+                self._inline.close()
             await self._db.close()
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Storage]:
+    async def transaction(self, *, long: bool = False) -> AsyncIterator[Storage]:
+        """One transaction; `long=True` runs it on aiosqlite's thread (see the module doc)."""
         async with self._lock:
-            self._in_transaction = True
+            if not long:
+                await self._begin_inline()
+            self._in_transaction, self._long = True, long
             try:
                 yield self
-                # Only a transaction that wrote something has anything to commit: a read-only one
-                # (sqlite3 opens a transaction only before a write) costs no trip to the thread.
-                if self._db.in_transaction:
+                if not long:
+                    self._inline_db().execute("COMMIT")
+                elif self._db.in_transaction:  # sqlite3 begins one only before a write
                     await self._db.commit()
             except BaseException:
-                if self._db.in_transaction:
+                if not long:
+                    self._inline_db().execute("ROLLBACK")
+                elif self._db.in_transaction:
                     await self._db.rollback()
                 raise
             finally:
-                self._in_transaction = False
+                self._in_transaction = self._long = False
 
-    async def _execute(self, sql: str, params: tuple | list = ()) -> aiosqlite.Cursor:
+    def _inline_db(self) -> sqlite3.Connection:
+        if self._inline is None:
+            raise RuntimeError("storage is closed")
+        return self._inline
+
+    async def _begin_inline(self) -> None:
+        """Take the write lock, waiting (without blocking the loop) while another process has it."""
+        db = self._inline_db()
+        deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+        pause = 0.005
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    def _check_in_transaction(self) -> None:
         if not self._in_transaction:
             raise RuntimeError("storage used outside storage.transaction()")
-        return await self._db.execute(sql, params)
+
+    async def _execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor | aiosqlite.Cursor:
+        self._check_in_transaction()
+        if self._long:
+            return await self._db.execute(sql, params)
+        return self._inline_db().execute(sql, params)
+
+    async def _executemany(self, sql: str, rows: list[tuple]) -> sqlite3.Cursor | aiosqlite.Cursor:
+        self._check_in_transaction()
+        if self._long:
+            return await self._db.executemany(sql, rows)
+        return self._inline_db().executemany(sql, rows)
 
     async def _fetchall(self, sql: str, params: tuple | list = ()) -> list[sqlite3.Row]:
-        if not self._in_transaction:
-            raise RuntimeError("storage used outside storage.transaction()")
-        # One trip to the database thread instead of two (execute, then fetch).
-        return list(await self._db.execute_fetchall(sql, params))
+        self._check_in_transaction()
+        if self._long:
+            return list(await self._db.execute_fetchall(sql, params))
+        return self._inline_db().execute(sql, params).fetchall()
 
     async def _fetchone(self, sql: str, params: tuple | list = ()) -> sqlite3.Row | None:
         rows = await self._fetchall(sql, params)
@@ -398,10 +461,8 @@ class Storage:
 
     async def add_to_inbox(self, items: list[Incoming]) -> int:
         """Store received commands (known event ids are ignored); returns how many were new."""
-        if not self._in_transaction:
-            raise RuntimeError("storage used outside storage.transaction()")
-        # One trip for the whole batch; each row's seq is taken after the previous row's insert.
-        cursor = await self._db.executemany(
+        # Each row's seq is taken after the previous row's insert.
+        cursor = await self._executemany(
             "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, text, is_direct, ts, seq) "
             "VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
             [(item.event_id, item.room_id, item.sender, item.text, int(item.is_direct),
@@ -418,18 +479,6 @@ class Storage:
             "GROUP BY room_id ORDER BY first"
         )
         return [r["room_id"] for r in rows]
-
-    async def next_pending(self, room_id: str) -> Incoming | None:
-        row = await self._fetchone(
-            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT 1",
-            (room_id,),
-        )
-        if row is None:
-            return None
-        return Incoming(
-            event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
-            text=row["text"], is_direct=bool(row["is_direct"]), timestamp=_parse_time(row["ts"]),
-        )
 
     async def next_pending_and_more(self, room_id: str) -> tuple[Incoming | None, bool]:
         """The room's next pending command, and whether another one is pending after it."""
@@ -457,8 +506,6 @@ class Storage:
     async def enqueue(self, items: list[Outgoing], now: datetime) -> None:
         if not items:
             return
-        if not self._in_transaction:
-            raise RuntimeError("storage used outside storage.transaction()")
         self.outbox_writes += 1
         stamp = _now_text(now)
         rows = []
@@ -471,7 +518,7 @@ class Storage:
                  attachment.mimetype if attachment else None,
                  attachment.data if attachment else None, stamp, out.redacts))
         # Rows keep the order of `items` (AUTOINCREMENT ids, one statement after another).
-        await self._db.executemany(
+        await self._executemany(
             "INSERT INTO outbox (room_id, user_id, body, html, mentions, reply_to, "
             "attachment_name, attachment_type, attachment_data, created_at, redacts) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -506,13 +553,11 @@ class Storage:
         )
 
     async def mark_sent_many(self, done: list[tuple[int, str | None]], now: datetime) -> None:
-        """`mark_sent` for several messages in one trip to the database thread."""
+        """`mark_sent` for several messages in one statement."""
         if not done:
             return
-        if not self._in_transaction:
-            raise RuntimeError("storage used outside storage.transaction()")
         stamp = _now_text(now)
-        await self._db.executemany(
+        await self._executemany(
             "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
             "attachment_data = NULL WHERE id = ?",
             [(stamp, event_id, outbox_id) for outbox_id, event_id in done],
@@ -597,12 +642,13 @@ class Storage:
         return [_post_from_row(r) for r in rows]
 
     async def match_candidates(self, post: Post, limit: int) -> list[Post]:
-        """Open posts of the opposite kind in the same room and category, best first."""
+        """Open posts of the opposite kind in the same room and category, not by the same
+        person, best first (the order of `matching.rank_key`)."""
         rows = await self._fetchall(
             "SELECT * FROM posts WHERE room_id = ? AND kind = ? AND category = ? AND status = ? "
-            "AND id != ? ORDER BY urgency DESC, created_at, id LIMIT ?",
+            "AND id != ? AND author IS NOT ? ORDER BY urgency DESC, created_at, id LIMIT ?",
             (post.room_id, post.kind.opposite.value, post.category.value, PostStatus.OPEN.value,
-             post.id, limit),
+             post.id, post.author, limit),
         )
         return [_post_from_row(r) for r in rows]
 

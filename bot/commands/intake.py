@@ -201,8 +201,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         "about you is shared before you say yes. To withdraw it, send {cancel} here.",
         number=post.number, cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"),
     )
-    candidates = await ctx.storage.match_candidates(post, 20)
-    for match in find_matches(post, candidates, 1):
+    for match in find_matches(post, await ctx.storage.match_candidates(post, 1), 1):
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 

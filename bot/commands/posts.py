@@ -9,8 +9,6 @@ from bot.matching import find_matches
 from bot.models import Post, PostKind, PostStatus
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
 
-# Enough candidates that the top few survive filtering out the poster's own posts.
-_CANDIDATE_POOL = 20
 _LIST_LIMIT = 25
 
 
@@ -42,8 +40,8 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         urgency=" · " + post.urgency.label if post.urgency else "", text=shorten(post.text, 200),
         action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{ctx.config.command_prefix}claim {post.number}"),
     )
-    candidates = await ctx.storage.match_candidates(post, _CANDIDATE_POOL)
-    matches = find_matches(post, candidates, ctx.config.bot.max_matches)
+    limit = ctx.config.bot.max_matches
+    matches = find_matches(post, await ctx.storage.match_candidates(post, limit), limit)
     for match in matches:
         need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
         if need.private:

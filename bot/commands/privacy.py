@@ -87,7 +87,8 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
 
     Pure decision in `bot.retention`; call from a periodic job (hourly is plenty).
     """
-    async with storage.transaction() as tx:
+    # Scans every closed post: on the database thread, so the event loop keeps serving.
+    async with storage.transaction(long=True) as tx:
         return await tx.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import os
 from datetime import UTC, datetime
 from itertools import count
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,11 +38,11 @@ ALICE = "@alice:test"
 
 
 class Harness:
-    """One app over in-memory storage on a private event loop, shared by every example."""
+    """One app over storage in a temporary file, on a private event loop, shared by every example."""
 
-    def __init__(self) -> None:
+    def __init__(self, database: Path) -> None:
         self.loop = asyncio.new_event_loop()
-        self.storage = self.loop.run_until_complete(Storage.open(":memory:"))
+        self.storage = self.loop.run_until_complete(Storage.open(database))
         self.transport = FakeTransport()
         self.clock = Clock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
         self.app = App(self.storage, BotConfig(), self.transport, clock=self.clock)
@@ -88,8 +89,8 @@ class Harness:
 
 
 @pytest.fixture(scope="module")
-def harness():
-    h = Harness()
+def harness(tmp_path_factory):
+    h = Harness(tmp_path_factory.mktemp("hostile") / "bot.db")
     yield h
     h.close()
 
