@@ -222,7 +222,13 @@ async def _m_privacy(db: aiosqlite.Connection) -> None:
 
 
 # Ordered: index + 1 is the schema version the step brings the database to. Append, never edit.
-MIGRATIONS: list[Migration] = [_m001_initial, _m_shifts, _m_privacy]
+async def _m_inbox_seq(db: aiosqlite.Connection) -> None:
+    """An index for the next inbox sequence number: without it every insert scans all of the
+    inbox's history."""
+    await db.execute("CREATE INDEX inbox_seq ON inbox (seq)")
+
+
+MIGRATIONS: list[Migration] = [_m001_initial, _m_shifts, _m_privacy, _m_inbox_seq]
 
 
 def _now_text(moment: datetime) -> str:

@@ -33,32 +33,34 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         raise UsageError(str(exc)) from None
     post = await ctx.storage.create_post(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
                                          event_id=ctx.event_id)
-    await ctx.reply(
-        "Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
-        "Anyone who can {action} can reply {claim}.",
+    prefix = ctx.config.command_prefix
+    template = ("Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
+                "Anyone who can {action} can reply {claim}.")
+    values: dict[str, object] = dict(
         kind=kind.value, number=post.number, category=post.category.value,
         urgency=" · " + post.urgency.label if post.urgency else "", text=shorten(post.text, 200),
-        action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{ctx.config.command_prefix}claim {post.number}"),
+        action="help" if kind is PostKind.NEED else "use it", claim=Code(f"{prefix}claim {post.number}"),
     )
     limit = ctx.config.bot.max_matches
-    matches = find_matches(post, await ctx.storage.match_candidates(post, limit), limit)
-    for match in matches:
+    announced = []
+    for match in find_matches(post, await ctx.storage.match_candidates(post, limit), limit):
         need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
         if need.private:
             # Never name the requester or show private details: ask them in their DM instead.
             if not await ctx.storage.asked_introductions(post_id=need.id):
                 await intake.ask_consent(ctx, need, offer.author, offer=offer)
             continue
-        await ctx.send(
-            ctx.room_id,
-            "Possible match in {category}: {need_author} needs **#{need}** ({need_text}) and "
-            "{offer_author} offers **#{offer}** ({offer_text}). To go ahead: {claim_offer} or {claim_need}.",
-            category=post.category.value,
-            need_author=Mention(need.author), need=need.number, need_text=shorten(need.text, 60),
-            offer_author=Mention(offer.author), offer=offer.number, offer_text=shorten(offer.text, 60),
-            claim_offer=Code(f"{ctx.config.command_prefix}claim {offer.number}"),
-            claim_need=Code(f"{ctx.config.command_prefix}claim {need.number}"),
-        )
+        announced.append(match.other)
+    # Matches go in the same reply, one line each: one message per post keeps a busy pod room
+    # readable and the bot well inside the homeserver's rate limits.
+    if announced:
+        template += "\n\nPossible match in {category} for {poster}:\n"
+        values["poster"] = Mention(ctx.sender)
+        for i, other in enumerate(announced):
+            template += f"\n- {{who{i}}} {other.kind.value}s **#{{number{i}}}** ({{text{i}}}): {{claim{i}}}"
+            values |= {f"who{i}": Mention(other.author), f"number{i}": other.number,
+                       f"text{i}": shorten(other.text, 60), f"claim{i}": Code(f"{prefix}claim {other.number}")}
+    await ctx.reply(template, **values)
 
 
 @command("need", help="Ask for something. Category and urgency are read from your words.",

@@ -49,6 +49,7 @@ from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
+from bot.transport.nio_tuning import BotCryptoStore, install_cached_validators
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class MatrixTransport:
         # Rooms the bot created, with their invitees, until a sync shows them complete.
         self._being_created: dict[str, set[str]] = {}
         self._next_sync = asyncio.Event()
+        # room id -> when the bot joined it (ms), as in the "joined:<room>" meta rows. Only this
+        # transport writes those rows, so it keeps them here instead of reading them every sync.
+        self._joined_ms: dict[str, int] = {}
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -152,7 +156,9 @@ class MatrixTransport:
         matrix.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(matrix.store_dir, 0o700)
         password = matrix.password.read()
+        install_cached_validators()
         client_config = AsyncClientConfig(
+            store=BotCryptoStore,
             store_sync_tokens=False,
             encryption_enabled=True,
             pickle_key=_pickle_key(matrix.store_passphrase.read(), matrix.user_id),
@@ -328,7 +334,7 @@ class MatrixTransport:
         """Events a `limited` timeline left out, back to what we have already seen."""
         async with self.storage.transaction() as tx:
             seen = int(await tx.get_meta(f"seen:{room_id}") or 0)
-            joined = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            joined = await self._joined(tx, room_id)
         floor = max(seen, joined, self._oldest_allowed_ms())
         collected: list[Any] = []
         start = prev_batch
@@ -352,6 +358,12 @@ class MatrixTransport:
         log.info("backfilled %d events in %s", len(collected), room_id)
         return list(reversed(collected))
 
+    async def _joined(self, tx: Storage, room_id: str) -> int:
+        joined = self._joined_ms.get(room_id)
+        if joined is None:
+            joined = self._joined_ms[room_id] = int(await tx.get_meta(f"joined:{room_id}") or 0)
+        return joined
+
     def _oldest_allowed_ms(self) -> int:
         return int((time.time() - self.matrix.max_command_age_hours * 3600) * 1000)
 
@@ -360,7 +372,8 @@ class MatrixTransport:
         if room is None or all(getattr(e, "sender", None) == self.matrix.user_id for e in events):
             return []  # in a busy room most syncs bring only the bot's own replies
         async with self.storage.transaction() as tx:
-            joined = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            joined = await self._joined(tx, room_id)
+            # Not cached: handlers and !forgetme change dm_rooms too.
             dm_partner = await tx.dm_partner(room_id)
         oldest = max(joined, self._oldest_allowed_ms())
         items = []
@@ -448,12 +461,14 @@ class MatrixTransport:
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
+        joined = int(time.time() * 1000)
         async with self.storage.transaction() as tx:
-            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+            await tx.set_meta(f"joined:{room_id}", str(joined))
             # A direct chat is one the inviter marked as such (is_direct on the invite), never
             # guessed from the member count: a small pod room is not a private conversation.
             if invite.content.get("is_direct") is True:
                 await tx.set_dm_room(inviter, room_id)
+        self._joined_ms[room_id] = joined
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             log.warning("joining %s failed: %s", room_id, response.message)
@@ -528,9 +543,11 @@ class MatrixTransport:
         if room_id is not None and room_id in self.client.rooms:
             return room_id
         room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
+        joined = int(time.time() * 1000)
         async with self.storage.transaction() as tx:
             await tx.set_dm_room(user_id, room_id)
-            await tx.set_meta(f"joined:{room_id}", str(int(time.time() * 1000)))
+            await tx.set_meta(f"joined:{room_id}", str(joined))
+        self._joined_ms[room_id] = joined
         return room_id
 
     async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:
@@ -549,7 +566,9 @@ class MatrixTransport:
         # Called by handlers inside a storage transaction: the "joined" mark is written with the
         # next sync's marks instead of opening a second (deadlocking) transaction here.
         room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
-        self._pending_marks[f"joined:{room_id}"] = str(int(time.time() * 1000))
+        joined = int(time.time() * 1000)
+        self._pending_marks[f"joined:{room_id}"] = str(joined)
+        self._joined_ms[room_id] = joined
         return room_id
 
     async def _wait_for_room(self, room_id: str) -> None:

@@ -15,6 +15,6 @@ async def test_console_chat_as_two_people_with_matching_and_dm(tmp_path):
     text = "\n".join(out)
     assert "[pod] bot: Noted need **#1**" in text
     assert "[now speaking as @bob:console]" in text
-    assert "Possible match in food: @alice:console needs **#1**" in text
+    assert "Possible match in food for @bob:console:\n    \n    - @alice:console needs **#1**" in text
     assert "**#1** is claimed" in text
     assert "You have no open posts here" in text  # bob's DM is a room of its own

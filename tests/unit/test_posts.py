@@ -22,31 +22,33 @@ async def test_short_ids_count_per_room(pod):
     assert "#2" in body
 
 
-async def test_offer_matching_need_announces_both_people_with_mentions(pod):
+async def test_offer_matching_need_is_announced_in_the_reply_mentioning_both(pod):
     await pod.say(ALICE, "!need groceries")
     sent = await pod.say(BOB, "!offer food")
-    matches = [o for o in sent if o.reply_to is None]
-    assert len(matches) == 1
-    match = matches[0].message
-    assert set(match.mentions) == {ALICE, BOB}
-    assert f'href="https://matrix.to/#/{ALICE}"' in match.html
-    assert "#1" in match.body and "#2" in match.body
+    assert len(sent) == 1  # one message per post, matches included
+    reply = sent[0].message
+    assert "Noted offer **#2**" in reply.body
+    assert "Possible match in food for @bob:test:\n\n- @alice:test needs **#1** (groceries): `!claim 1`" in reply.body
+    assert set(reply.mentions) == {ALICE, BOB}
+    assert f'href="https://matrix.to/#/{ALICE}"' in reply.html
+    assert "<li>" in reply.html and "<code>!claim 1</code>" in reply.html
 
 
 async def test_matches_rank_urgent_then_oldest_and_cap_at_three(pod):
     for text in ["groceries", "meals", "food bank", "groceries today urgent", "bread"]:
         await pod.say(ALICE, f"!need {text}")
     sent = await pod.say(BOB, "!offer food")
-    announced = [o.message.body for o in sent if o.reply_to is None]
-    assert len(announced) == 3
-    assert "#4" in announced[0] and "#1" in announced[1] and "#2" in announced[2]
+    lines = [line for line in sent[0].message.body.splitlines() if line.startswith("- ")]
+    assert [line.split("**")[1] for line in lines] == ["#4", "#1", "#2"]
 
 
 async def test_no_match_with_own_post_or_other_category(pod):
     await pod.say(ALICE, "!need groceries")
     await pod.say(BOB, "!need ride")
     sent = await pod.say(ALICE, "!offer food")
-    assert [o for o in sent if o.reply_to is None] == []
+    assert len(sent) == 1
+    assert "Possible match" not in sent[0].message.body
+    assert sent[0].message.mentions == () or set(sent[0].message.mentions) <= {ALICE}
 
 
 async def test_needs_lists_open_needs_and_filters_by_category(pod):
