@@ -361,7 +361,9 @@ class MatrixTransport:
     async def _joined(self, tx: Storage, room_id: str) -> int:
         joined = self._joined_ms.get(room_id)
         if joined is None:
-            joined = self._joined_ms[room_id] = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            stored = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            # A mark written meanwhile (a room created while this read waited) is newer: keep it.
+            joined = self._joined_ms.setdefault(room_id, stored)
         return joined
 
     def _oldest_allowed_ms(self) -> int:
