@@ -40,6 +40,7 @@ class DeliveryError(Exception):
 
 
 _OUTBOX_BATCH = 50
+_HANDLE_BATCH = 32  # commands per transaction when several are waiting in a room
 
 SORRY = ("Sorry, something went wrong on my side while handling that. It has been logged; "
          "please try again in a moment.")
@@ -108,60 +109,69 @@ class App:
             while self._accepting:
                 # Cleared before looking: a row received after the look sets it again.
                 self._room_dirty.discard(room_id)
-                more = await self._handle_next(room_id)
-                if more is None:
-                    return
+                more = await self._handle_pending(room_id)
                 if not more and room_id not in self._room_dirty:
                     return  # that was the last pending row: no empty look to find that out
         except BaseException:
             self._scan_needed = True
             raise
 
-    async def _handle_next(self, room_id: str) -> bool | None:
-        """Handle the room's next pending command; whether more wait (None: there was none).
+    async def _handle_pending(self, room_id: str) -> bool:
+        """Handle the room's pending commands, up to a batch, in one transaction; whether more
+        are waiting.
 
-        The row is read in the transaction that handles it, so what runs is what is stored now
-        (a `!forgetme` handled just before may have blanked it).
+        Each command runs in its own savepoint: one that fails is undone alone and answered with
+        an apology, and the batch goes on. Each row is read just before it runs, so what runs is
+        what is stored then (a `!forgetme` earlier in the batch may have blanked it). A command
+        that changed something outside the database ends the batch, so it is committed at once.
         """
-        started = time.monotonic()
-        now = self.clock()
-        item: Incoming | None = None
-        ctx: Context | None = None
-        outcome = "ok"
-        try:
-            async with self.storage.transaction() as tx:
+        handled: list[tuple[Incoming, str, int, float]] = []
+        more = False
+        async with self.storage.transaction() as tx:
+            while self._accepting and len(handled) < _HANDLE_BATCH:
                 item, more = await tx.next_pending_and_more(room_id)
                 if item is None:
-                    return None
-                ctx = Context(
-                    sender=item.sender, room_id=item.room_id, is_direct=item.is_direct,
-                    text=item.text, event_id=item.event_id, now=now, storage=self.storage,
-                    config=self.config, transport=self.transport,
-                )
+                    break
+                started = time.monotonic()
+                outcome, replies, acted_outside = await self._handle(tx, item)
+                handled.append((item, outcome, replies, time.monotonic() - started))
+                if not more or acted_outside:
+                    break
+        # Logged and counted once committed; a batch that was rolled back runs again.
+        self._record(handled)
+        self._outbox_wakeup.set()
+        return more
+
+    async def _handle(self, tx: Storage, item: Incoming) -> tuple[str, int, bool]:
+        now = self.clock()
+        ctx = Context(
+            sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
+            event_id=item.event_id, now=now, storage=self.storage, config=self.config,
+            transport=self.transport,
+        )
+        try:
+            async with tx.savepoint():
                 await dispatch(ctx)
                 await tx.mark_handled(item.event_id, now)
                 await tx.enqueue(ctx.outgoing, now)
+            return "ok", len(ctx.outgoing), ctx.acted_outside
         except Exception:
-            if item is None:
-                raise
-            outcome = "error"
             # Never the text: it may be private. The event id is enough to find it.
             log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
-            async with self.storage.transaction() as tx:
-                await tx.mark_handled(item.event_id, now)
-                await tx.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
-                                           reply_to=item.event_id)], now)
-        self.handled_count += 1
-        elapsed = time.monotonic() - started
-        self.metrics.commands.labels(self._command_name(item.text), outcome).inc()
-        self.metrics.handle_seconds.observe(elapsed)
-        if outcome == "error":
-            self.metrics.errors.inc()
-        replies = len(ctx.outgoing) if ctx is not None and outcome == "ok" else 1
-        log.info("handled event %s in %s: %s, %d replies, %.1f ms", item.event_id, item.room_id,
-                 outcome, replies, elapsed * 1000)
-        self._outbox_wakeup.set()
-        return more
+            await tx.mark_handled(item.event_id, now)
+            await tx.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
+                                       reply_to=item.event_id)], now)
+            return "error", 1, ctx.acted_outside
+
+    def _record(self, handled: list[tuple[Incoming, str, int, float]]) -> None:
+        for item, outcome, replies, elapsed in handled:
+            self.handled_count += 1
+            self.metrics.commands.labels(self._command_name(item.text), outcome).inc()
+            self.metrics.handle_seconds.observe(elapsed)
+            if outcome == "error":
+                self.metrics.errors.inc()
+            log.info("handled event %s in %s: %s, %d replies, %.1f ms", item.event_id,
+                     item.room_id, outcome, replies, elapsed * 1000)
 
     def _command_name(self, text: str) -> str:
         """A registered command's name for metrics; never user text."""

@@ -84,6 +84,9 @@ class Context:
     config: BotConfig
     transport: Transport
     outgoing: list[Outgoing] = field(default_factory=list)
+    # Set when the handler changed something outside the database (created a room): its
+    # transaction is committed straight after it, so a crash cannot make it run again.
+    acted_outside: bool = False
 
     async def reply(self, template: str | Rendered, **values: object) -> None:
         self.outgoing.append(
@@ -100,6 +103,10 @@ class Context:
         self.outgoing.append(
             Outgoing(render(caption), room_id=self.room_id, reply_to=self.event_id, attachment=attachment)
         )
+
+    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+        self.acted_outside = True
+        return await self.transport.create_private_room(name, invitees)
 
     def power_level(self, user_id: str | None = None) -> int:
         return self.transport.power_level(self.room_id, user_id or self.sender)

@@ -118,6 +118,8 @@ def _value_html(value: object) -> tuple[str, str] | None:
 
     Kinds: "e" empty, "p" text starting with a letter, "q" other text, "c" code, "m" mention.
     """
+    if type(value) is int:  # post and shift numbers, counts: the most common values
+        return "q", str(value)
     if isinstance(value, Mention):
         user_id = value.user_id
         if not _PLAIN_USER_ID.fullmatch(user_id):

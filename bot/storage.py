@@ -396,6 +396,22 @@ class Storage:
             finally:
                 self._in_transaction = self._long = False
 
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """Inside a transaction: undo only what this block wrote if it raises."""
+        self._check_in_transaction()
+        if self._long:
+            raise RuntimeError("savepoints are for short transactions")
+        db = self._inline_db()
+        db.execute("SAVEPOINT block")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK TO block")
+            raise
+        finally:
+            db.execute("RELEASE block")
+
     def _inline_db(self) -> sqlite3.Connection:
         if self._inline is None:
             raise RuntimeError("storage is closed")

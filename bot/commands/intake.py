@@ -259,7 +259,7 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
     coordinator = await _intro_coordinator(ctx, post, invitees)
     if coordinator is not None:
         invitees.append(coordinator)
-    room_id = await ctx.transport.create_private_room(f"Mutual aid #{post.number}", invitees)
+    room_id = await ctx.create_private_room(f"Mutual aid #{post.number}", invitees)
     await ctx.storage.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
     await ctx.storage.set_introduction(intro["id"], "accepted", ctx.now, room_id=room_id)
     await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro["helper"])
