@@ -144,6 +144,10 @@ class App:
 
     async def _handle(self, tx: Storage, item: Incoming) -> tuple[str, int, bool]:
         now = self.clock()
+        if not item.sender:
+            # Erased by a `!forgetme` handled before it: that person asked to be forgotten.
+            await tx.mark_handled(item.event_id, now)
+            return "erased", 0, False
         ctx = Context(
             sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
             event_id=item.event_id, now=now, storage=self.storage, config=self.config,

@@ -98,7 +98,7 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         return True
     # A first message that names a category ("groceries please") answers the first question.
     words = ctx.text.split()
-    await begin(ctx, "", parse_category(words[0].strip(",.!?")) if len(words) <= 3 else None)
+    await begin(ctx, "", parse_category(words[0].strip(",.!?")) if 0 < len(words) <= 3 else None)
     return True
 
 

@@ -63,9 +63,10 @@ async def test_need_and_offer_match_mentions_both_and_both_decrypt(person_factor
     room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
     reply = await ask(alice, room, "!need groceries", bot)
     assert "Noted need #1" in reply.body or "Noted need **#1**" in reply.body
-    await ask(bob, room, "!offer food", bot)
-    for person in (alice, bob):
-        match = await person.wait_for(room, contains("Possible match"), sender=bot.user_id)
+    offered = await ask(bob, room, "!offer food", bot)
+    assert "Possible match in food" in offered.body  # the match is in the reply to the offer
+    seen_by_alice = await alice.wait_for(room, contains("Possible match"), sender=bot.user_id)
+    for match in (offered, seen_by_alice):
         mentions = match.source["content"]["m.mentions"]["user_ids"]
         assert set(mentions) == {alice.user_id, bob.user_id}
         assert f"https://matrix.to/#/{alice.user_id}" in match.source["content"]["formatted_body"]
