@@ -6,6 +6,7 @@ in as a value and escaped, so it can never become HTML, a link, a mention pill o
 
 from __future__ import annotations
 
+import functools
 import html as html_lib
 import re
 import string
@@ -121,11 +122,7 @@ def _value_html(value: object) -> tuple[str, str] | None:
     if type(value) is int:  # post and shift numbers, counts: the most common values
         return "q", str(value)
     if isinstance(value, Mention):
-        user_id = value.user_id
-        if not _PLAIN_USER_ID.fullmatch(user_id):
-            return None
-        link = "https://matrix.to/#/" + quote(user_id, safe="@:")
-        return "m", f'<a href="{link}">{user_id}</a>'
+        return _mention_html(value.user_id)
     if isinstance(value, Code):
         content = value.markdown()[1:-1]
         inner = content.strip()
@@ -138,6 +135,14 @@ def _value_html(value: object) -> tuple[str, str] | None:
     if text != text.strip() or not _INERT_TEXT.fullmatch(text):
         return None
     return ("p" if text[0].isalpha() else "q"), html_lib.escape(text, quote=False)
+
+
+@functools.lru_cache(maxsize=1024)  # the same few people are mentioned again and again
+def _mention_html(user_id: str) -> tuple[str, str] | None:
+    if not _PLAIN_USER_ID.fullmatch(user_id):
+        return None
+    link = "https://matrix.to/#/" + quote(user_id, safe="@:")
+    return "m", f'<a href="{link}">{user_id}</a>'
 
 
 def _skeleton(template: str, kinds: tuple[tuple[str, str], ...]) -> str | None:
