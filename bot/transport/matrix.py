@@ -49,7 +49,7 @@ from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
-from bot.transport.nio_tuning import BotCryptoStore, install_cached_validators
+from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_cached_validators
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,8 @@ class MatrixTransport:
         )
         session_file = _session_path(matrix)
         session = _load_session(session_file)
-        client = AsyncClient(matrix.homeserver, matrix.user_id, store_path=str(matrix.store_dir),
-                             config=client_config)
+        client = BotClient(matrix.homeserver, matrix.user_id, store_path=str(matrix.store_dir),
+                           config=client_config)
         self.client = client
         if session is None:
             response = await client.login(password, device_name=matrix.device_name)

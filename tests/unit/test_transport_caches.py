@@ -205,3 +205,39 @@ def test_crypto_store_writes_only_new_encrypted_rooms(tmp_path, monkeypatch):
     assert reopened.load_encrypted_rooms() == {"!a:test", "!b:test"}
     reopened.save_encrypted_rooms({"!b:test"})  # loaded, so known to be stored
     assert len(writes) == 3
+
+
+# ---- nio: the bot's own encrypted messages are not decrypted -------------------------------
+
+def test_own_megolm_events_are_left_encrypted_others_are_decrypted(tmp_path):
+    from nio import AsyncClientConfig, MegolmEvent
+    from nio.rooms import MatrixRoom
+
+    from bot.transport.nio_tuning import BotClient
+
+    client = BotClient("http://127.0.0.1:1", BOT, store_path=str(tmp_path),
+                       config=AsyncClientConfig(encryption_enabled=True))
+    decrypted = []
+
+    class Olm:
+        def _decrypt_megolm_no_error(self, event, room_id=None):
+            decrypted.append(event.sender)
+            return _text(event.sender, "!help")
+
+    client.olm = Olm()
+    client.user_id = BOT  # as login / restore_login set it
+    room = MatrixRoom(POD, BOT, encrypted=True)
+
+    def megolm(sender):
+        return MegolmEvent.from_dict({
+            "type": "m.room.encrypted", "event_id": f"$m{next(_ids)}", "sender": sender,
+            "origin_server_ts": 1, "content": {
+                "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AAAA", "sender_key": "key",
+                "session_id": "session", "device_id": "DEVICE"}})
+
+    own = megolm(BOT)
+    assert client._handle_timeline_event(own, POD, room, set()) is None
+    assert own.room_id == POD
+    theirs = client._handle_timeline_event(megolm(ALICE), POD, room, set())
+    assert isinstance(theirs, RoomMessageText)
+    assert decrypted == [ALICE]
