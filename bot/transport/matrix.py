@@ -38,6 +38,7 @@ from nio import (
     RoomSendResponse,
     SyncError,
     SyncResponse,
+    UploadFilterResponse,
     UploadResponse,
     WhoamiResponse,
 )
@@ -148,6 +149,9 @@ class MatrixTransport:
         # room id -> when the bot joined it (ms), as in the "joined:<room>" meta rows. Only this
         # transport writes those rows, so it keeps them here instead of reading them every sync.
         self._joined_ms: dict[str, int] = {}
+        # SYNC_FILTER, uploaded once: each sync then names it by id instead of carrying it as
+        # URL-encoded JSON. The dict itself if the upload failed.
+        self._sync_filter: dict[str, Any] | str = SYNC_FILTER
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -205,7 +209,21 @@ class MatrixTransport:
         if client.should_upload_keys:
             await client.keys_upload()
         await self._cross_sign(password)
+        await self._upload_sync_filter()
         SECRET_VALUES.update({session.access_token, password})
+
+    async def _upload_sync_filter(self) -> None:
+        try:
+            response = await self.client.upload_filter(
+                room=SYNC_FILTER["room"], presence=SYNC_FILTER["presence"],
+                account_data=SYNC_FILTER["account_data"])
+        except (OSError, TimeoutError, LocalProtocolError, aiohttp.ClientError) as exc:
+            response = exc
+        if isinstance(response, UploadFilterResponse):
+            self._sync_filter = response.filter_id
+        else:
+            log.warning("could not store the sync filter (%s); sending it with each sync",
+                        getattr(response, "message", None) or type(response).__name__)
 
     async def _cross_sign(self, password: str) -> None:
         from bot.transport.cross_signing import CrossSigningError, ensure_cross_signing
@@ -234,7 +252,7 @@ class MatrixTransport:
                     timeout=self._sync_timeout_ms(first_start),
                     # Full state on the first sync of every start: nio keeps no room state
                     # across restarts, and power levels and members must be known at once.
-                    sync_filter=SYNC_FILTER, since=token,
+                    sync_filter=self._sync_filter, since=token,
                     full_state=first_start or not self.first_sync_done.is_set(),
                 )
             except (OSError, TimeoutError, LocalProtocolError, aiohttp.ClientError) as exc:

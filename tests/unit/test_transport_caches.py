@@ -241,3 +241,39 @@ def test_own_megolm_events_are_left_encrypted_others_are_decrypted(tmp_path):
     theirs = client._handle_timeline_event(megolm(ALICE), POD, room, set())
     assert isinstance(theirs, RoomMessageText)
     assert decrypted == [ALICE]
+
+
+# ---- the sync filter is stored once and named by id ----------------------------------------
+
+async def test_sync_filter_is_uploaded_once_or_sent_inline(tmp_path, monkeypatch):
+    from nio import UploadFilterError, UploadFilterResponse
+
+    from bot.transport.matrix import SYNC_FILTER
+
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        transport = _transport(storage, monkeypatch, [])
+        uploaded = []
+
+        async def upload_filter(**kwargs):
+            uploaded.append(kwargs)
+            return UploadFilterResponse("7")
+
+        transport.client.upload_filter = upload_filter
+        assert transport._sync_filter == SYNC_FILTER
+        await transport._upload_sync_filter()
+        assert transport._sync_filter == "7"
+        assert uploaded == [{"room": SYNC_FILTER["room"], "presence": SYNC_FILTER["presence"],
+                             "account_data": SYNC_FILTER["account_data"]}]
+        assert set(SYNC_FILTER) == {"room", "presence", "account_data"}  # nothing left out
+
+        failing = _transport(storage, monkeypatch, [])
+
+        async def refuse(**kwargs):
+            return UploadFilterError("nope", "M_UNKNOWN")
+
+        failing.client.upload_filter = refuse
+        await failing._upload_sync_filter()
+        assert failing._sync_filter == SYNC_FILTER
+    finally:
+        await storage.close()
