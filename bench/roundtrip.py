@@ -328,7 +328,8 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"{'':32} {'echo':>10} {'bot':>10} {'bot/echo':>9}")
     for label, key, ratio in rows:
         r = f"{ratio:9.2f}" if ratio is not None else ""
-        print(f"{label:32} {echo[key]:10.3f} {bot[key]:10.3f} {r}")
+        digits = 4 if key.endswith("_s_per_command") else 3  # a few ms: 3 decimals hide changes
+        print(f"{label:32} {echo[key]:10.{digits}f} {bot[key]:10.{digits}f} {r}")
     for name, ok in report["targets_met"].items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")
     print(f"machine: {report['machine']}")
