@@ -12,6 +12,11 @@
   schema and calls the same `validate`: the same checks, the same errors, the same defaults
   filled in. Validation stays on.
 
+* nio's crypto store keeps SQLite's rollback journal: every write (an Olm session after each
+  room-key share, a received room key) creates, syncs and deletes a journal file.
+  `BotCryptoStore` opens it in WAL mode, with nio's synchronous=FULL kept: each commit is just
+  as durable, at one sync of the log instead.
+
 * nio decrypts every Megolm event in a sync, the bot's own replies included (one in two events
   in a busy room), though the transport never reads its own messages. `BotClient` leaves the
   bot's own encrypted events as they arrive, as nio leaves any event it cannot decrypt.
@@ -24,6 +29,7 @@ from typing import Any
 
 from nio import AsyncClient, MegolmEvent
 from nio.store import DefaultStore
+from peewee import SqliteDatabase
 
 _MAX_CACHED_SCHEMAS = 512
 
@@ -47,6 +53,12 @@ class BotCryptoStore(DefaultStore):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._stored_encrypted_rooms: set[str] = set()
+
+    def _create_database(self) -> SqliteDatabase:
+        database = super()._create_database()
+        # nio's own pragmas (foreign keys, secure delete) stay; WAL is added, synchronous=FULL kept.
+        database._pragmas = [*database._pragmas, ("journal_mode", "wal")]
+        return database
 
     def load_encrypted_rooms(self) -> set[str]:
         rooms = super().load_encrypted_rooms()

@@ -277,3 +277,18 @@ async def test_sync_filter_is_uploaded_once_or_sent_inline(tmp_path, monkeypatch
         assert failing._sync_filter == SYNC_FILTER
     finally:
         await storage.close()
+
+
+def test_crypto_store_uses_wal_and_keeps_nio_pragmas(tmp_path):
+    from nio.crypto import OlmAccount
+    from nio.store import DefaultStore
+
+    store = BotCryptoStore("@bot:test", "DEVICE", str(tmp_path), "key")
+    store.save_account(OlmAccount())
+    pragma = {name: store.database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+              for name in ("journal_mode", "synchronous", "foreign_keys", "secure_delete")}
+    assert pragma == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "secure_delete": 1}
+    store.database.close()
+    # A store written in WAL mode opens as before with nio's own store class.
+    plain = DefaultStore("@bot:test", "DEVICE", str(tmp_path), "key")
+    assert plain.load_account() is not None
