@@ -1,4 +1,5 @@
-"""Two costs matrix-nio pays on every sync that buy nothing, removed without changing behaviour.
+"""Costs matrix-nio pays for every sync or reply that buy the bot nothing, removed without
+changing what it does.
 
 * nio writes the set of encrypted rooms to its SQLite crypto store after *every* sync, even when
   the set is empty or every room in it is already stored: a peewee transaction and an account
