@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 
@@ -60,7 +61,12 @@ class ParsedPost(BaseModel):
     text: str  # everything the person typed after the command, exactly
 
 
-class Post(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A stored need or offer. A plain dataclass, not pydantic: every Post is built from the
+    bot's own database row (three per match, one per listing line), where validation would only
+    cost time (7 us a post with pydantic's model_construct)."""
+
     id: int  # database id, global
     room_id: str
     number: int  # short id shown to people, per room (#7)
@@ -78,7 +84,8 @@ class Post(BaseModel):
     event_id: str | None = None  # the command message; redacting it cancels the post
 
 
-class Match(BaseModel):
+@dataclass(frozen=True, slots=True)
+class Match:
     """A new post paired with an older open post of the opposite kind."""
 
     new: Post

@@ -252,9 +252,7 @@ _STATUSES = {s.value: s for s in PostStatus}
 
 
 def _post_from_row(row: sqlite3.Row) -> Post:
-    # Every field comes from our own columns with its exact type (the enums by lookup), so the
-    # model is built without pydantic's validation: a match reads 20 posts per command.
-    return Post.model_construct(
+    return Post(
         id=row["id"],
         room_id=row["room_id"],
         number=row["number"],
