@@ -218,7 +218,7 @@ class App:
             finally:
                 if done:
                     async with self.storage.transaction() as tx:
-                        await tx.mark_sent_many(done, self.clock())
+                        await tx.mark_sent(done, self.clock())
                     self.metrics.deliveries.inc(len(done))
                     delivered += len(done)
             if len(batch) < _OUTBOX_BATCH and self.storage.outbox_writes == writes_before:

@@ -74,10 +74,13 @@ class Rendered:
     mentions: tuple[str, ...] = field(default=())
 
 
+def _matrix_to(user_id: str) -> str:
+    return "https://matrix.to/#/" + quote(user_id, safe="@:")
+
+
 def _md_value(value: object) -> str:
     if isinstance(value, Mention):
-        link = "https://matrix.to/#/" + quote(value.user_id, safe="@:")
-        return f"[{escape_md(value.user_id)}]({link})"
+        return f"[{escape_md(value.user_id)}]({_matrix_to(value.user_id)})"
     if isinstance(value, Code):
         return value.markdown()
     return escape_md(str(value))
@@ -141,8 +144,7 @@ def _value_html(value: object) -> tuple[str, str] | None:
 def _mention_html(user_id: str) -> tuple[str, str] | None:
     if not _PLAIN_USER_ID.fullmatch(user_id):
         return None
-    link = "https://matrix.to/#/" + quote(user_id, safe="@:")
-    return "m", f'<a href="{link}">{user_id}</a>'
+    return "m", f'<a href="{_matrix_to(user_id)}">{user_id}</a>'
 
 
 def _skeleton(template: str, kinds: tuple[tuple[str, str], ...]) -> str | None:

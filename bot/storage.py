@@ -563,17 +563,12 @@ class Storage:
             )))
         return items
 
-    async def mark_sent(self, outbox_id: int, event_id: str | None, now: datetime) -> None:
-        # Sent messages are in the room's history; the copy here is no longer needed. Who was
-        # mentioned is kept (until retention or !forgetme) so those messages can be redacted.
-        await self._execute(
-            "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
-            "attachment_data = NULL WHERE id = ?",
-            (_now_text(now), event_id, outbox_id),
-        )
+    async def mark_sent(self, done: list[tuple[int, str | None]], now: datetime) -> None:
+        """Record (outbox id, event id) pairs as sent, in one statement.
 
-    async def mark_sent_many(self, done: list[tuple[int, str | None]], now: datetime) -> None:
-        """`mark_sent` for several messages in one statement."""
+        Sent messages are in the room's history; the copy here is no longer needed. Who was
+        mentioned is kept (until retention or !forgetme) so those messages can be redacted.
+        """
         if not done:
             return
         stamp = _now_text(now)

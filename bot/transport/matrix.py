@@ -384,6 +384,12 @@ class MatrixTransport:
             joined = self._joined_ms.setdefault(room_id, stored)
         return joined
 
+    def _note_joined(self, room_id: str) -> str:
+        """Remember that the bot joins `room_id` now; the mark to store as "joined:<room>"."""
+        joined = int(time.time() * 1000)
+        self._joined_ms[room_id] = joined
+        return str(joined)
+
     def _oldest_allowed_ms(self) -> int:
         return int((time.time() - self.matrix.max_command_age_hours * 3600) * 1000)
 
@@ -481,14 +487,13 @@ class MatrixTransport:
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
-        joined = int(time.time() * 1000)
+        joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
-            await tx.set_meta(f"joined:{room_id}", str(joined))
+            await tx.set_meta(f"joined:{room_id}", joined)
             # A direct chat is one the inviter marked as such (is_direct on the invite), never
             # guessed from the member count: a small pod room is not a private conversation.
             if invite.content.get("is_direct") is True:
                 await tx.set_dm_room(inviter, room_id)
-        self._joined_ms[room_id] = joined
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             log.warning("joining %s failed: %s", room_id, response.message)
@@ -563,11 +568,10 @@ class MatrixTransport:
         if room_id is not None and room_id in self.client.rooms:
             return room_id
         room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
-        joined = int(time.time() * 1000)
+        joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
             await tx.set_dm_room(user_id, room_id)
-            await tx.set_meta(f"joined:{room_id}", str(joined))
-        self._joined_ms[room_id] = joined
+            await tx.set_meta(f"joined:{room_id}", joined)
         return room_id
 
     async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:
@@ -586,9 +590,7 @@ class MatrixTransport:
         # Called by handlers inside a storage transaction: the "joined" mark is written with the
         # next sync's marks instead of opening a second (deadlocking) transaction here.
         room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
-        joined = int(time.time() * 1000)
-        self._pending_marks[f"joined:{room_id}"] = str(joined)
-        self._joined_ms[room_id] = joined
+        self._pending_marks[f"joined:{room_id}"] = self._note_joined(room_id)
         return room_id
 
     async def _wait_for_room(self, room_id: str) -> None:
