@@ -537,13 +537,17 @@ class Synapse:
             return
         deadline = time.monotonic() + timeout
         self._write_config()
-        for port in (self.port, self.federation_port):
-            if port is not None and not _port_is_free(port):
-                raise SynapseError(
-                    f"port {port} on 127.0.0.1 is busy; is an old Synapse from {self.workdir} "
-                    f"still running (see {self.workdir / 'homeserver.pid'})? Stop it or pick a "
-                    "port."
-                )
+        if not _port_is_free(self.port):
+            raise SynapseError(
+                f"port {self.port} on 127.0.0.1 is busy; is an old Synapse from {self.workdir} "
+                f"still running (see {self.workdir / 'homeserver.pid'})? Stop it or pick a port."
+            )
+        if self.federation_port is not None and not _port_is_free(self.federation_port):
+            # Not "pick a port": the federation port is part of the server's name.
+            raise SynapseError(
+                f"federation port {self.federation_port} on 127.0.0.1 is busy; is an old Synapse "
+                f"from {self.workdir} still running? Stop it, or use a fresh work dir."
+            )
         await self._generate_keys(max(1.0, deadline - time.monotonic()))
 
         self._log_handle = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - closed in stop()
