@@ -1,4 +1,4 @@
-"""`mutual-aid-bot run | console | check-config | demo`."""
+"""`mutual-aid-bot init | run | console | check-config | demo`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from bot import __version__
 from bot.config import BotConfig, ConfigError, check_for_matrix, load_config
+from bot.setup_wizard import add_arguments as add_init_arguments
 from bot.storage import StorageError
 
 
@@ -104,8 +106,19 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from bot.setup_wizard import run_init
+
+    return run_init(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    try:
+        from bot.demo import run_demo
+    except ModuleNotFoundError:  # the installed package leaves the development server out
+        print("The demo runs from a copy of the source: git clone it, then `make demo` there.",
+              file=sys.stderr)
+        return 1
 
     configure_logging(args.log_level or "INFO")
     return run_demo(Path(args.dir))
@@ -114,7 +127,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutual-aid-bot", description=__doc__)
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="set the bot up for your homeserver: account, config, secrets")
+    add_init_arguments(init)
+    init.set_defaults(func=cmd_init)
     run = sub.add_parser("run", help="connect to Matrix and serve the configured account")
     run.add_argument("--config", required=True, help="path to the TOML configuration")
     run.set_defaults(func=cmd_run)
