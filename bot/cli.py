@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bot import __version__
-from bot.config import BotConfig, ConfigError, check_for_matrix, load_config
+from bot.config import BotConfig, ConfigError, load_config, load_for_matrix
 from bot.setup_wizard import add_arguments as add_init_arguments
 from bot.storage import StorageError
 
@@ -50,13 +50,12 @@ def configure_logging(level: str) -> None:
 def _print_problems(error: ConfigError, path: str) -> None:
     print(f"{path}: configuration problems:", file=sys.stderr)
     for where, what, hint in error.problems:
-        print(f"  {where}: {what}" + (f"\n    hint: {hint}" if hint else ""), file=sys.stderr)
+        print(f"  {where}: {what}" + (f"\n    fix: {hint}" if hint else ""), file=sys.stderr)
 
 
 def _load_for_matrix(path: str) -> BotConfig | None:
     try:
-        config = load_config(path)
-        check_for_matrix(config)
+        config = load_for_matrix(path)
     except ConfigError as exc:
         _print_problems(exc, path)
         return None
