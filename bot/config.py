@@ -11,6 +11,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# Names the tz database gives UTC; shown everywhere as plain "UTC" (the demo's /etc/localtime says
+# "Etc/UTC" while the config default says "UTC": one zone, one name).
+_UTC_ALIASES = {"etc/utc", "etc/uct", "etc/universal", "etc/zulu", "uct", "universal", "zulu", "utc"}
+
+
+def canonical_zone_name(name: str) -> str:
+    return "UTC" if name.strip().lower() in _UTC_ALIASES else name
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -109,7 +117,7 @@ class BotSettings(Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError("unknown time zone; use an Area/City name like Europe/Berlin") from exc
-        return value
+        return canonical_zone_name(value)
 
     @field_validator("log_level")
     @classmethod

@@ -259,11 +259,12 @@ async def _shift_add(ctx: Context, args: str) -> None:
     shift = await ctx.storage.create_shift(ctx.room_id, shorten(title, 80), place, needed or 1, when,
                                            ctx.sender, ctx.now)
     notify_changed(ctx.storage)
-    await ctx.reply(join([
-        echo(shift, ctx.now, "Added shift "),
-        render("Sign up with {next} (next date) or {all} (every date).",
-               next=Code(f"{p}signup {shift.label}"), all=Code(f"{p}signup {shift.label} all")),
-    ]))
+    if shift.when.rrule is None:  # one date: "every date" would mean nothing
+        how = render("Sign up with {next}.", next=Code(f"{p}signup {shift.label}"))
+    else:
+        how = render("Sign up with {next} (next date) or {all} (every date).",
+                     next=Code(f"{p}signup {shift.label}"), all=Code(f"{p}signup {shift.label} all"))
+    await ctx.reply(join([echo(shift, ctx.now, "Added shift "), how]))
 
 
 async def _shift_edit(ctx: Context, args: str) -> None:
