@@ -200,7 +200,7 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
                        message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 
 
-@command("done", help="Mark your post (or, as a coordinator, any post) as fulfilled.",
+@command("done", help="Mark a post fulfilled: your own, one you claimed, or (coordinators) any.",
          args=(Arg("#id"),), examples=("done 7",))
 async def done(ctx: Context, rest: str) -> None:
     await _close(ctx, rest, PostStatus.DONE)
