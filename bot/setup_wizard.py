@@ -93,7 +93,8 @@ def _read_secret_file(path: str | None, what: str) -> str | None:
 
 def gather(args: argparse.Namespace, interactive: bool) -> Answers:
     config = Path(args.config).expanduser() if args.config else default_config_path()
-    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    state_dir = Path(_ask(args.state_dir, "Where should the bot keep its secrets and data",
+                          "--state-dir", interactive, str(default_state_dir()))).expanduser()
     refuse_to_overwrite(config, state_dir)
     try:
         ZoneInfo(args.timezone)
@@ -288,9 +289,21 @@ timezone = {_toml(answers.timezone)}
 
 
 def write_files(answers: Answers, user_id: str, password: str) -> None:
-    _write_new_private_file(answers.state_dir / PASSWORD_FILE, password + "\n")
-    _write_new_private_file(answers.state_dir / PASSPHRASE_FILE, secrets.token_urlsafe(32) + "\n")
-    _write_new_private_file(answers.config, render_config(answers, user_id))
+    files = [(answers.state_dir / PASSWORD_FILE, password + "\n"),
+             (answers.state_dir / PASSPHRASE_FILE, secrets.token_urlsafe(32) + "\n"),
+             (answers.config, render_config(answers, user_id))]
+    written: list[Path] = []
+    try:
+        for path, text in files:
+            _write_new_private_file(path, text)
+            written.append(path)
+    except FileExistsError:
+        raise  # appeared since the check: someone else's, left alone (as are ours, to compare)
+    except OSError as exc:
+        for path in written:  # a half-written set-up would block the next try
+            path.unlink()
+        raise SetupError(f"cannot write {exc.filename} ({exc.strerror}); nothing was kept. "
+                         "Choose other places with --config and --state-dir.") from exc
 
 
 # ---- the whole run ------------------------------------------------------------------------------
