@@ -7,8 +7,11 @@ VENV := .venv
 SYNAPSE_VENV := .venv-synapse
 SYNAPSE_SPEC ?= matrix-synapse>=1.100,<2
 
+# `make lock` keeps the pinned versions that still fit pyproject.toml; `make lock LOCK_ARGS=--upgrade`
+# moves every package to its newest fitting version.
+LOCK_ARGS ?=
 LOCK := uv pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes \
-	--custom-compile-command "make lock"
+	--custom-compile-command "make lock" $(LOCK_ARGS)
 
 .PHONY: demo test console bench lint lock clean
 
