@@ -1,21 +1,31 @@
 # The two commands most people need:
 #   make demo   local Synapse + the bot + alice and bob in an encrypted "Demo pod"
 #   make test   lint, unit and end-to-end tests against a real Synapse
+# Dependencies come from requirements/*.txt (exact versions with hashes); `make lock` refreshes them.
 PYTHON ?= python3
 VENV := .venv
 SYNAPSE_VENV := .venv-synapse
 SYNAPSE_SPEC ?= matrix-synapse>=1.100,<2
 
-.PHONY: demo test console bench lint clean
+# `make lock` keeps the pinned versions that still fit pyproject.toml; `make lock LOCK_ARGS=--upgrade`
+# moves every package to its newest fitting version.
+LOCK_ARGS ?=
+LOCK := uv pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" $(LOCK_ARGS)
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: demo test console bench lint lock clean
+
+$(VENV)/.installed: pyproject.toml requirements/dev.txt
+	@echo "Installing the bot's Python packages into $(VENV)/ (first time only, about a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements/dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 # Synapse gets a virtual environment of its own: its pins must not meet the bot's.
 $(SYNAPSE_VENV)/.installed:
+	@echo "Installing Synapse, the Matrix homeserver the demo and tests run, into $(SYNAPSE_VENV)/ (first time only, about a minute)..."
 	$(PYTHON) -m venv $(SYNAPSE_VENV)
 	$(SYNAPSE_VENV)/bin/pip install --quiet --upgrade pip
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_SPEC)'
@@ -37,6 +47,12 @@ test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed lint
 bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	$(VENV)/bin/python bench/pipeline.py
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/roundtrip.py
+
+# Refresh the pinned versions after changing dependencies in pyproject.toml (needs the network).
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet uv
+	$(VENV)/bin/$(LOCK) -o requirements/runtime.txt
+	$(VENV)/bin/$(LOCK) --extra dev -o requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) $(SYNAPSE_VENV) .demo .pytest_cache

@@ -68,6 +68,8 @@ class App:
         self._failing: dict[str, tuple[int, float]] = {}
         self._send_slots = asyncio.Semaphore(_PARALLEL_DESTINATIONS)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Called after a commit that changed shifts, sign-ups or schedule settings.
+        self.schedule_listeners: list[Callable[[], None]] = []
         self.started_at = time.time()
         self._accepting = True
         self._stopped = False
@@ -136,28 +138,32 @@ class App:
         that changed something outside the database ends the batch, so it is committed at once.
         """
         handled: list[tuple[Incoming, str, int, float]] = []
-        more = False
+        more = schedule_changed = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
                 item, more = await tx.delivery.next_pending_and_more(room_id)
                 if item is None:
                     break
                 started = time.monotonic()
-                outcome, replies, acted_outside = await self._handle(tx, item)
+                outcome, replies, ctx = await self._handle(tx, item)
                 handled.append((item, outcome, replies, time.monotonic() - started))
-                if not more or acted_outside:
+                schedule_changed |= ctx is not None and ctx.schedule_changed and outcome == "ok"
+                if not more or (ctx is not None and ctx.acted_outside):
                     break
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
         self._outbox_wakeup.set()
+        if schedule_changed:
+            for listener in self.schedule_listeners:
+                listener()
         return more
 
-    async def _handle(self, tx: Transaction, item: Incoming) -> tuple[str, int, bool]:
+    async def _handle(self, tx: Transaction, item: Incoming) -> tuple[str, int, Context | None]:
         now = self.clock()
         if not item.sender:
             # Erased by a `!forgetme` handled before it: that person asked to be forgotten.
             await tx.delivery.mark_handled(item.event_id, now)
-            return "erased", 0, False
+            return "erased", 0, None
         ctx = Context(
             sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
             event_id=item.event_id, now=now, tx=tx, config=self.config,
@@ -168,14 +174,14 @@ class App:
                 await dispatch(ctx)
                 await tx.delivery.mark_handled(item.event_id, now)
                 await tx.delivery.enqueue(ctx.outgoing, now)
-            return "ok", len(ctx.outgoing), ctx.acted_outside
+            return "ok", len(ctx.outgoing), ctx
         except Exception:
             # Never the text: it may be private. The event id is enough to find it.
             log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
             await tx.delivery.mark_handled(item.event_id, now)
             await tx.delivery.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
                                        reply_to=item.event_id)], now)
-            return "error", 1, ctx.acted_outside
+            return "error", 1, ctx
 
     def _record(self, handled: list[tuple[Incoming, str, int, float]]) -> None:
         for item, outcome, replies, elapsed in handled:

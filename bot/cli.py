@@ -1,4 +1,4 @@
-"""`mutual-aid-bot run | console | check-config | demo`."""
+"""`mutual-aid-bot init | run | console | check-config | demo`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
-from bot.config import BotConfig, ConfigError, check_for_matrix, load_config
+from bot import __version__
+from bot.config import BotConfig, ConfigError, load_config, load_for_matrix
+from bot.setup_wizard import add_arguments as add_init_arguments
 from bot.storage import StorageError
 
 
@@ -48,13 +50,12 @@ def configure_logging(level: str) -> None:
 def _print_problems(error: ConfigError, path: str) -> None:
     print(f"{path}: configuration problems:", file=sys.stderr)
     for where, what, hint in error.problems:
-        print(f"  {where}: {what}" + (f"\n    hint: {hint}" if hint else ""), file=sys.stderr)
+        print(f"  {where}: {what}" + (f"\n    fix: {hint}" if hint else ""), file=sys.stderr)
 
 
 def _load_for_matrix(path: str) -> BotConfig | None:
     try:
-        config = load_config(path)
-        check_for_matrix(config)
+        config = load_for_matrix(path)
     except ConfigError as exc:
         _print_problems(exc, path)
         return None
@@ -104,8 +105,19 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from bot.setup_wizard import run_init
+
+    return run_init(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from bot.demo import run_demo
+    try:
+        from bot.demo import run_demo
+    except ModuleNotFoundError:  # the installed package leaves the development server out
+        print("The demo runs from a copy of the source: git clone it, then `make demo` there.",
+              file=sys.stderr)
+        return 1
 
     configure_logging(args.log_level or "INFO")
     return run_demo(Path(args.dir))
@@ -114,7 +126,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mutual-aid-bot", description=__doc__)
     parser.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="set the bot up for your homeserver: account, config, secrets")
+    add_init_arguments(init)
+    init.set_defaults(func=cmd_init)
     run = sub.add_parser("run", help="connect to Matrix and serve the configured account")
     run.add_argument("--config", required=True, help="path to the TOML configuration")
     run.set_defaults(func=cmd_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -9,6 +10,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Names the tz database gives UTC; shown everywhere as plain "UTC" (the demo's /etc/localtime says
+# "Etc/UTC" while the config default says "UTC": one zone, one name).
+_UTC_ALIASES = {"etc/utc", "etc/uct", "etc/universal", "etc/zulu", "uct", "universal", "zulu", "utc"}
+
+
+def canonical_zone_name(name: str) -> str:
+    return "UTC" if name.strip().lower() in _UTC_ALIASES else name
 
 
 class Section(BaseModel):
@@ -108,7 +117,7 @@ class BotSettings(Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError("unknown time zone; use an Area/City name like Europe/Berlin") from exc
-        return value
+        return canonical_zone_name(value)
 
     @field_validator("log_level")
     @classmethod
@@ -209,35 +218,107 @@ class ConfigError(Exception):
 
 
 _HINTS = {
-    "extra_forbidden": "unknown key; check the spelling against config.example.toml",
     "missing": "required; see config.example.toml",
+    "bool_type": "use true or false (no quotes)",
+    "bool_parsing": "use true or false (no quotes)",
+    "int_type": "use a whole number (no quotes)",
+    "int_parsing": "use a whole number (no quotes)",
+    "float_type": "use a number (no quotes)",
+    "float_parsing": "use a number (no quotes)",
+    "string_type": 'put it in quotes, like "text"',
+    "list_type": 'use a list in square brackets, like ["a", "b"]',
 }
+_SECRET_KEYS = ("password", "store_passphrase")
+_SECRET_FIX = ('write where the secret comes from, never the secret itself: '
+               '{ file = "path/to/file" } (a file holding just the secret, mode 0600) '
+               'or { env = "VARIABLE_NAME" }')
 
 
-def load_config(path: str | Path) -> BotConfig:
-    """Read and validate; relative paths in the file are taken relative to the file."""
-    path = Path(path)
+def _section_model(loc: tuple[str | int, ...]) -> type[BaseModel] | None:
+    """The model that holds the key at `loc` (BotConfig for a top-level key)."""
+    model: type[BaseModel] = BotConfig
+    for name in loc[:-1]:
+        field = model.model_fields.get(str(name))
+        if field is None:
+            return None
+        inner = [a for a in getattr(field.annotation, "__args__", (field.annotation,))
+                 if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not inner:
+            return None
+        model = inner[0]
+    return model
+
+
+def _problem(error: dict) -> tuple[str, str, str]:
+    """One pydantic error in plain words, with its fix."""
+    loc = tuple(error["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    kind, message = error["type"], error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        model = _section_model(loc)
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields) if model else [],
+                                          n=1)
+        hint = (f"did you mean `{close[0]}`?" if close
+                else "check the spelling against config.example.toml")
+        return where, "is not a setting the bot knows", hint
+    if len(loc) >= 2 and loc[0] == "matrix" and loc[1] in _SECRET_KEYS:
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return where, "must say where the secret is kept", _SECRET_FIX
+        return where, message, _SECRET_FIX
+    return where, message, _HINTS.get(kind, "")
+
+
+def _read_toml(path: Path) -> dict:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([(str(path), f"cannot be read ({exc.strerror})", "")]) from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([(str(path), f"is not valid TOML: {exc}", "")]) from exc
-    try:
-        config = BotConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"]) or "(top level)"
-            problems.append((where, error["msg"], _HINTS.get(error["type"], "")))
-        raise ConfigError(problems) from None
-    base = path.parent
+        raise ConfigError([(str(path), f"is not valid TOML: {exc}",
+                            "see config.example.toml for the layout")]) from exc
+
+
+def _resolve_paths(config: BotConfig, base: Path) -> None:
     config.storage.database = base / config.storage.database
     if config.matrix is not None:
         config.matrix.store_dir = base / config.matrix.store_dir
         for secret in (config.matrix.password, config.matrix.store_passphrase):
             if secret.file is not None:
                 secret.file = base / secret.file
+
+
+def load_config(path: str | Path) -> BotConfig:
+    """Read and validate; relative paths in the file are taken relative to the file."""
+    path = Path(path)
+    try:
+        config = BotConfig.model_validate(_read_toml(path))
+    except ValidationError as exc:
+        raise ConfigError([_problem(e) for e in exc.errors()]) from None
+    _resolve_paths(config, path.parent)
+    return config
+
+
+def load_for_matrix(path: str | Path) -> BotConfig:
+    """What `run` and `check-config` need: a valid file with a matrix section and readable secrets.
+    Every problem is reported at once, the secrets' included, even when other keys are wrong."""
+    path = Path(path)
+    raw = _read_toml(path)
+    try:
+        config = BotConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [_problem(e) for e in exc.errors()]
+        matrix = raw.get("matrix") if isinstance(raw.get("matrix"), dict) else {}
+        for key in _SECRET_KEYS:
+            try:
+                secret = SecretSource.model_validate(matrix.get(key))
+            except ValidationError:
+                continue  # already reported above
+            if secret.file is not None:
+                secret.file = path.parent / secret.file
+            problems += _secret_problems(f"matrix.{key}", secret)
+        raise ConfigError(problems) from None
+    _resolve_paths(config, path.parent)
+    check_for_matrix(config)
     return config
 
 
@@ -249,13 +330,16 @@ def check_for_matrix(config: BotConfig) -> MatrixConfig:
     return config.matrix
 
 
+def _secret_problems(name: str, secret: SecretSource) -> list[tuple[str, str, str]]:
+    try:
+        secret.read()
+    except ConfigError as exc:
+        return [(f"{name} ({where})", what, hint) for where, what, hint in exc.problems]
+    return []
+
+
 def check_secrets(matrix: MatrixConfig) -> None:
-    problems = []
-    for name, secret in (("matrix.password", matrix.password),
-                         ("matrix.store_passphrase", matrix.store_passphrase)):
-        try:
-            secret.read()
-        except ConfigError as exc:
-            problems += [(f"{name} ({where})", what, hint) for where, what, hint in exc.problems]
+    problems = (_secret_problems("matrix.password", matrix.password)
+                + _secret_problems("matrix.store_passphrase", matrix.store_passphrase))
     if problems:
         raise ConfigError(problems)

@@ -69,6 +69,9 @@ class Context:
     # Set when the handler changed something outside the database (created a room): its
     # transaction is committed straight after it, so a crash cannot make it run again.
     acted_outside: bool = False
+    # Set when shifts, sign-ups or schedule settings changed: the scheduler re-plans its next
+    # wake-up once the transaction is committed.
+    schedule_changed: bool = False
 
     async def reply(self, template: str | Rendered, **values: object) -> None:
         self.outgoing.append(

@@ -427,7 +427,10 @@ class Synapse:
             "registration_shared_secret": s["registration_shared_secret"],
             "macaroon_secret_key": s["macaroon_secret_key"],
             "form_secret": s["form_secret"],
-            "enable_registration": False,
+            # Open only to holders of a registration token (`registration_token()`), as many
+            # community servers run; the harness itself registers with the shared secret.
+            "enable_registration": True,
+            "registration_requires_token": True,
             "allow_guest_access": False,
             "bcrypt_rounds": 4,
             "trusted_key_servers": [],
@@ -740,6 +743,24 @@ class Synapse:
                         f"{await resp.text()}"
                     )
             return user_id, password
+
+    async def registration_token(self) -> str:
+        """A new single-use registration token, as a homeserver admin would hand one out."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            token = await self._admin_token(http)
+            async with http.post(
+                f"{self.base_url}/_synapse/admin/v1/registration_tokens/new",
+                json={"uses_allowed": 1},
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise SynapseError(f"creating a registration token failed: HTTP {resp.status} {body}")
+                return body["token"]
+
+    @property
+    def registration_shared_secret(self) -> str:
+        return self._state["registration_shared_secret"]
 
     def __repr__(self) -> str:
         state = "running" if self.is_running() else "stopped"

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from bot.config import BotConfig
+from bot.config import BotConfig, canonical_zone_name
 
 
 class SettingError(ValueError):
@@ -81,7 +81,7 @@ def validate_timezone(text: str) -> str:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise SettingError(f"{text!r} is not a usable time zone.") from exc
-    return name
+    return canonical_zone_name(name)
 
 
 _TRUE = {"on", "yes", "true", "1", "enabled", "enable"}

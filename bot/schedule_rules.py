@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import rrulebase, rrulestr
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from bot.config import canonical_zone_name
+
 __all__ = [
     "DEFAULT_DURATION",
     "EXAMPLES",
@@ -127,7 +129,7 @@ class ShiftWhen(BaseModel):
     @classmethod
     def _known_tz(cls, v: str) -> str:
         _zone(v)
-        return v
+        return canonical_zone_name(v)
 
     @field_validator("rrule")
     @classmethod

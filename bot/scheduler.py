@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from bot.app import App
-    from bot.storage import Storage, Transaction
+    from bot.storage import Transaction
 
 log = logging.getLogger(__name__)
 
@@ -373,16 +373,6 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
 
 # ---- running it ---------------------------------------------------------------------------------
 
-_RUNNING: dict[int, Scheduler] = {}
-
-
-def notify_changed(storage: Storage) -> None:
-    """Shifts, sign-ups or settings changed: re-derive the next wake-up once this commit is done."""
-    scheduler = _RUNNING.get(id(storage))
-    if scheduler is not None:
-        scheduler.changed()
-
-
 async def load_snapshot(tx: Transaction) -> Snapshot:
     shifts = await tx.shifts.list()
     ids = [s.id for s in shifts]
@@ -456,7 +446,8 @@ class Scheduler:
 
         self._aps = AsyncIOScheduler(timezone=UTC)
         self._aps.start()
-        _RUNNING[id(self.storage)] = self
+        # Shifts, sign-ups or settings changed: re-derive the next wake-up once committed.
+        self.app.schedule_listeners.append(self.changed)
         self._spawn(self._first_run())
 
     async def _first_run(self) -> None:
@@ -496,7 +487,8 @@ class Scheduler:
         log.debug("next scheduled wake-up at %s", wake.isoformat())
 
     async def shutdown(self) -> None:
-        _RUNNING.pop(id(self.storage), None)
+        if self.changed in self.app.schedule_listeners:
+            self.app.schedule_listeners.remove(self.changed)
         if self._aps is not None:
             self._aps.shutdown(wait=False)
             self._aps = None
@@ -506,4 +498,4 @@ class Scheduler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-__all__ = ["Due", "Scheduler", "Snapshot", "compute_due", "next_wake", "notify_changed", "roster"]
+__all__ = ["Due", "Scheduler", "Snapshot", "compute_due", "next_wake", "roster"]

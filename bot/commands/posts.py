@@ -142,7 +142,9 @@ async def _find(ctx: Context, rest: str) -> Post:
     return post
 
 
-def _may_close(ctx: Context, post: Post) -> bool:
+def _may_close(ctx: Context, post: Post, status: PostStatus) -> bool:
+    if status is PostStatus.DONE and post.claimed_by == ctx.sender:
+        return True  # the helper who claimed it, as the claim reply tells them
     return post.author == ctx.sender or (post.room_id == ctx.room_id and is_coordinator(ctx))
 
 
@@ -175,7 +177,7 @@ async def claim(ctx: Context, rest: str) -> None:
 
 async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
     post = await _find(ctx, rest)
-    if not _may_close(ctx, post):
+    if not _may_close(ctx, post, status):
         await ctx.reply("Only the person who posted **#{number}** or a coordinator (power level "
                         "{level} or more in this room) can do that.", number=post.number,
                         level=ctx.config.bot.coordinator_power_level)
@@ -186,13 +188,19 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
         return
     await ctx.tx.posts.set_status(post, status, ctx.now)
     message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
-    await ctx.reply("**#{number}** {message}", number=post.number, message=message)
+    if post.author not in (ctx.sender, None) and post.claimed_by == ctx.sender:
+        # The helper closed it: tell the poster, who may have been waiting to do so.
+        await ctx.reply("**#{number}** {message} {author}: {helper} marked your {kind} finished.",
+                        number=post.number, message=message, author=Mention(post.author),
+                        helper=Mention(ctx.sender), kind=post.kind.value)
+    else:
+        await ctx.reply("**#{number}** {message}", number=post.number, message=message)
     if post.room_id != ctx.room_id:  # closed from a DM or an introduction room
         await ctx.send(post.room_id, "**#{number}** {message}", number=post.number,
                        message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 
 
-@command("done", help="Mark your post (or, as a coordinator, any post) as fulfilled.",
+@command("done", help="Mark a post fulfilled: your own, one you claimed, or (coordinators) any.",
          args=(Arg("#id"),), examples=("done 7",))
 async def done(ctx: Context, rest: str) -> None:
     await _close(ctx, rest, PostStatus.DONE)

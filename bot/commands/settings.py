@@ -57,7 +57,6 @@ async def settings(ctx: Context, rest: str) -> None:
         except room_settings.SettingError as exc:
             raise UsageError(str(exc)) from None
         await ctx.tx.settings.set(ctx.room_id, setting.key, new)
-    from bot.scheduler import notify_changed
 
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     await ctx.reply("{key} is now **{value}** for this room.", key=Code(setting.key), value=new)

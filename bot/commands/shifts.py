@@ -27,7 +27,7 @@ from bot.schedule_rules import (
     parse_when,
     split_shift_args,
 )
-from bot.scheduler import fmt_occurrence, notify_changed, roster
+from bot.scheduler import fmt_occurrence, roster
 from bot.shift_models import ALL_DATES, Shift, Signup, StandinRequest, occurrence_key
 
 GROUP = "Shifts"
@@ -258,12 +258,13 @@ async def _shift_add(ctx: Context, args: str) -> None:
         return
     shift = await ctx.tx.shifts.create(ctx.room_id, shorten(title, 80), place, needed or 1, when,
                                            ctx.sender, ctx.now)
-    notify_changed(ctx.tx)
-    await ctx.reply(join([
-        echo(shift, ctx.now, "Added shift "),
-        render("Sign up with {next} (next date) or {all} (every date).",
-               next=Code(f"{p}signup {shift.label}"), all=Code(f"{p}signup {shift.label} all")),
-    ]))
+    ctx.schedule_changed = True
+    if shift.when.rrule is None:  # one date: "every date" would mean nothing
+        how = render("Sign up with {next}.", next=Code(f"{p}signup {shift.label}"))
+    else:
+        how = render("Sign up with {next} (next date) or {all} (every date).",
+                     next=Code(f"{p}signup {shift.label}"), all=Code(f"{p}signup {shift.label} all"))
+    await ctx.reply(join([echo(shift, ctx.now, "Added shift "), how]))
 
 
 async def _shift_edit(ctx: Context, args: str) -> None:
@@ -292,7 +293,7 @@ async def _shift_edit(ctx: Context, args: str) -> None:
         shift = await ctx.tx.shifts.update(shift, ctx.now, needed=int(value))
     else:
         raise UsageError("I can change title, when, place or need.")
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     await ctx.reply(echo(shift, ctx.now, "Updated "))
 
 
@@ -306,7 +307,7 @@ async def _shift_cancel(ctx: Context, args: str) -> None:
         key = occurrence_key(start)
         await ctx.tx.shifts.cancel_occurrence(shift.id, key, ctx.now)
         people = roster(shift.id, key, signups)
-        notify_changed(ctx.tx)
+        ctx.schedule_changed = True
         await _announce_cancel(ctx, shift, f"on {_when_text(shift, start)} is cancelled", people)
         return
     await ctx.tx.shifts.update(shift, ctx.now, active=False)
@@ -314,7 +315,7 @@ async def _shift_cancel(ctx: Context, args: str) -> None:
     for s in signups:
         if s.present and s.person not in people:
             people.append(s.person)
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     await _announce_cancel(ctx, shift, "is cancelled (all dates)", people)
 
 
@@ -431,7 +432,7 @@ async def signup(ctx: Context, rest: str) -> None:
     shift, date_text = await _resolve_shift(ctx, rest)
     if date_text.strip().lower() in ("all", "every", "always"):
         await ctx.tx.shifts.set_signup(shift.id, ALL_DATES, ctx.sender, True, ctx.now)
-        notify_changed(ctx.tx)
+        ctx.schedule_changed = True
         cancelled = await _cancelled(ctx, [shift])
         nxt = _upcoming(shift, ctx.now, cancelled)
         await ctx.reply("You're on **{label} {title}** for every date{next}. Thank you!",
@@ -446,7 +447,7 @@ async def signup(ctx: Context, rest: str) -> None:
                         title=shift.title, when=_when_text(shift, start))
         return
     await ctx.tx.shifts.set_signup(shift.id, key, ctx.sender, True, ctx.now)
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     people = roster(shift.id, key, await ctx.tx.shifts.signups([shift.id]))
     await ctx.reply("You're on **{label} {title}** {when}. {have} of {need} signed up. Thank you!",
                     label=shift.label, title=shift.title, when=_when_text(shift, start),
@@ -468,7 +469,7 @@ async def withdraw(ctx: Context, rest: str) -> None:
         for s in signups:
             if s.person == ctx.sender and s.present:
                 removed += await ctx.tx.shifts.remove_signup(shift.id, s.occurrence, ctx.sender)
-        notify_changed(ctx.tx)
+        ctx.schedule_changed = True
         if not removed:
             await ctx.reply("You weren't signed up for {label}.", label=shift.label)
             return
@@ -482,7 +483,7 @@ async def withdraw(ctx: Context, rest: str) -> None:
                         when=_when_text(shift, start))
         return
     await _take_off(ctx, shift, key, ctx.sender, signups)
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     left = shift.needed - len(roster(shift.id, key, await ctx.tx.shifts.signups([shift.id])))
     await ctx.reply("You're off **{label} {title}** {when}.{left}", label=shift.label,
                     title=shift.title, when=_when_text(shift, start),
@@ -565,7 +566,7 @@ async def cover(ctx: Context, rest: str) -> None:
     await _take_off(ctx, shift, request.occurrence, request.requester, signups)
     await ctx.tx.shifts.set_signup(shift.id, request.occurrence, ctx.sender, True, ctx.now)
     await ctx.tx.shifts.set_standin_status(request, "covered", ctx.now, covered_by=ctx.sender)
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     await ctx.reply("Thank you, {coverer}! You're on **{label} {title}** {when} in place of {who}.",
                     coverer=ctx.sender, label=shift.label, title=shift.title,
                     when=_when_text(shift, start), who=request.requester)
@@ -631,7 +632,7 @@ async def renew(ctx: Context, rest: str) -> None:
                         number=post.number, status=post.status.value)
         return
     post = await ctx.tx.posts.renew(post, ctx.now)
-    notify_changed(ctx.tx)
+    ctx.schedule_changed = True
     stored = await ctx.tx.settings.room(post.room_id)
     zone = ZoneInfo(room_settings.value("timezone", stored, ctx.config))
     until = (ctx.now + timedelta(days=ctx.config.shifts.post_expiry_days)).astimezone(zone)

@@ -50,7 +50,7 @@ from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
-from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_cached_validators
+from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class MatrixTransport:
         matrix.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(matrix.store_dir, 0o700)
         password = matrix.password.read()
-        install_cached_validators()
+        install_nio_tunings()
         client_config = AsyncClientConfig(
             store=BotCryptoStore,
             store_sync_tokens=False,

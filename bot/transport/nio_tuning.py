@@ -9,7 +9,7 @@ changing what it does.
 
 * nio validates every response and event against its JSON schemas with
   `Validator(schema, format_checker=Checker).validate(instance)`, building a new validator (and
-  its reference resolver) on each call. `install_cached_validators()` keeps one validator per
+  its reference resolver) on each call. `install_nio_tunings()` keeps one validator per
   schema and calls the same `validate`: the same checks, the same errors, the same defaults
   filled in. Validation stays on.
 
@@ -21,18 +21,68 @@ changing what it does.
 * nio decrypts every Megolm event in a sync, the bot's own replies included (one in two events
   in a busy room), though the transport never reads its own messages. `BotClient` leaves the
   bot's own encrypted events as they arrive, as nio leaves any event it cannot decrypt.
+
+Each change relies on how nio's functions work inside, so each is applied only on the nio versions
+it was tested against (`Tuning.tested_on`); on any other version nio's own behaviour is kept and
+`install_nio_tunings` says so in one log line. `fingerprints` are hashes of the source of the nio
+functions each change replaces or relies on; the unit tests compare them with the installed nio, so
+adding a version to `tested_on` without re-checking the change fails there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import logging
 import threading
+from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
+import nio.schemas
 from nio import AsyncClient, MegolmEvent
 from nio.store import DefaultStore
 from peewee import SqliteDatabase
 
+log = logging.getLogger(__name__)
+
 _MAX_CACHED_SCHEMAS = 512
+NIO_VERSION = version("matrix-nio")
+# nio's own validate_json, kept before install_nio_tunings() replaces it (and for the tests).
+NIO_VALIDATE_JSON = nio.schemas.validate_json
+
+
+def source_fingerprint(function: Any) -> str:
+    return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Tuning:
+    what: str
+    tested_on: tuple[str, ...]
+    # "module:qualified.name" of each nio function relied on -> source_fingerprint when tested
+    fingerprints: tuple[tuple[str, str], ...]
+
+    @property
+    def active(self) -> bool:
+        return NIO_VERSION in self.tested_on
+
+
+OWN_EVENTS_UNDECRYPTED = Tuning(
+    "the bot's own messages are not decrypted", ("0.26.0",),
+    (("nio:AsyncClient._handle_timeline_event", "39a7d42a63b4a0db"),))
+NEW_ENCRYPTED_ROOMS_ONLY = Tuning(
+    "only new encrypted rooms are written to the crypto store", ("0.26.0",),
+    (("nio.store:DefaultStore.save_encrypted_rooms", "f94f9dc641b11706"),
+     ("nio.store:DefaultStore.load_encrypted_rooms", "9a4bd3f5e0847904"),
+     ("nio.store:DefaultStore.delete_encrypted_room", "9f9f8e0213e3fc41")))
+CRYPTO_STORE_WAL = Tuning(
+    "the crypto store uses SQLite's WAL journal", ("0.26.0",),
+    (("nio.store:DefaultStore._create_database", "bee4dab712b7f424"),))
+CACHED_VALIDATORS = Tuning(
+    "one JSON schema validator per schema", ("0.26.0",),
+    (("nio.schemas:validate_json", "a6a13a5ecd2a20fc"),))
+TUNINGS = (OWN_EVENTS_UNDECRYPTED, NEW_ENCRYPTED_ROOMS_ONLY, CRYPTO_STORE_WAL, CACHED_VALIDATORS)
 
 
 class BotClient(AsyncClient):
@@ -40,7 +90,8 @@ class BotClient(AsyncClient):
 
     def _handle_timeline_event(self, event: Any, room_id: str, room: Any,
                                encrypted_rooms: set[str]) -> Any:
-        if isinstance(event, MegolmEvent) and event.sender == self.user_id:
+        if (OWN_EVENTS_UNDECRYPTED.active and isinstance(event, MegolmEvent)
+                and event.sender == self.user_id):
             # What nio does with a Megolm event it cannot decrypt (handle_event ignores it).
             event.room_id = room_id
             room.handle_event(event)
@@ -57,6 +108,8 @@ class BotCryptoStore(DefaultStore):
 
     def _create_database(self) -> SqliteDatabase:
         database = super()._create_database()
+        if not CRYPTO_STORE_WAL.active:
+            return database
         # nio's own pragmas (foreign keys, secure delete) stay; WAL is added, synchronous=FULL kept.
         database._pragmas = [*database._pragmas, ("journal_mode", "wal")]
         return database
@@ -67,6 +120,9 @@ class BotCryptoStore(DefaultStore):
         return rooms
 
     def save_encrypted_rooms(self, rooms: Any) -> None:
+        if not NEW_ENCRYPTED_ROOMS_ONLY.active:
+            super().save_encrypted_rooms(rooms)
+            return
         new = set(rooms) - self._stored_encrypted_rooms
         if not new:
             return  # nio's insert-or-ignore of these rows would change nothing
@@ -98,21 +154,24 @@ def cached_validate_json(instance: Any, schema: dict[str, Any]) -> None:
     validator.validate(instance)
 
 
-def install_cached_validators() -> None:
-    """Point every nio module that imported `validate_json` at the cached version."""
+def install_nio_tunings() -> None:
+    """Say which changes this nio version keeps off; point nio's modules at the cached validator."""
     global _installed
     import nio.crypto.olm_machine
     import nio.events.misc
     import nio.responses
-    import nio.schemas
 
     with _install_lock:
         if _installed:
             return
-        modules = (nio.schemas, nio.responses, nio.crypto.olm_machine, nio.events.misc)
-        original = nio.schemas.validate_json
-        for module in modules:
-            # Only replace nio's own function: a different one means nio changed; leave it be.
-            if getattr(module, "validate_json", None) is original:
-                module.validate_json = cached_validate_json
         _installed = True
+        skipped = [tuning.what for tuning in TUNINGS if not tuning.active]
+        if skipped:
+            log.warning("matrix-nio %s is not a version the bot's nio changes were tested on, so "
+                        "nio's own behaviour is kept for: %s", NIO_VERSION, "; ".join(skipped))
+        if not CACHED_VALIDATORS.active:
+            return
+        for module in (nio.schemas, nio.responses, nio.crypto.olm_machine, nio.events.misc):
+            # Only replace nio's own function: a different one means nio changed; leave it be.
+            if getattr(module, "validate_json", None) is NIO_VALIDATE_JSON:
+                module.validate_json = cached_validate_json

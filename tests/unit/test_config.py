@@ -59,7 +59,43 @@ def test_unknown_key_is_an_error_with_its_path(tmp_path):
     with pytest.raises(ConfigError) as error:
         load_config(_write(tmp_path, VALID + "\n[bot]\ntimezon = 'UTC'\n"))
     assert ("bot.timezon", ) == tuple(p[0] for p in error.value.problems)
-    assert "check the spelling" in str(error.value)
+    assert "did you mean `timezone`?" in str(error.value)
+
+
+@pytest.mark.parametrize("text, where, fix", [
+    (VALID + "\n[bot]\nmax_match = 2\n", "bot.max_match", "did you mean `max_matches`?"),
+    (VALID + "\n[shift]\ndigest_day = 'monday'\n", "shift", "did you mean `shifts`?"),
+    (VALID + 'devise_name = "b"\n', "matrix.devise_name",
+     "did you mean `device_name`?"),
+    (VALID + "\n[bot]\nwhatever = 1\n", "bot.whatever", "check the spelling"),
+])
+def test_a_mistyped_key_gets_did_you_mean(tmp_path, text, where, fix):
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text))
+    assert any(p[0] == where and fix in p[2] for p in error.value.problems), error.value.problems
+
+
+def test_a_secret_written_inline_is_explained_in_plain_words(tmp_path):
+    text = VALID.replace('password = { env = "MAB_TEST_PASSWORD" }', 'password = "hunter2"')
+    with pytest.raises(ConfigError) as error:
+        load_config(_write(tmp_path, text))
+    [(where, what, fix)] = error.value.problems
+    assert where == "matrix.password"
+    assert what == "must say where the secret is kept"
+    assert '{ file = "path/to/file" }' in fix and '{ env = "VARIABLE_NAME" }' in fix
+    assert "SecretSource" not in str(error.value) and "Input should be" not in str(error.value)
+    assert "hunter2" not in str(error.value)
+
+
+def test_check_config_reports_every_problem_at_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MAB_TEST_PASSWORD", raising=False)
+    text = VALID + '\n[bot]\ntimezone = "Mars/Olympus"\nmax_match = 2\n'
+    assert main(["check-config", str(_write(tmp_path, text))]) == 1
+    err = capsys.readouterr().err
+    # The wrong keys and both missing secrets, in one go.
+    for expected in ("bot.timezone", "unknown time zone", "bot.max_match", "max_matches",
+                     "MAB_TEST_PASSWORD", "is not set", "pass.txt", "cannot be read"):
+        assert expected in err, expected
 
 
 def test_check_config_prints_each_problem_with_hint_and_exits_1(tmp_path, capsys, monkeypatch):

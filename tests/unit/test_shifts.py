@@ -37,6 +37,28 @@ async def test_add_echoes_its_reading_of_the_time(pod, when, expected):
     assert "3 people needed" in body
 
 
+async def test_only_a_repeating_shift_offers_signing_up_for_every_date(pod):
+    once = await pod.reply_to(ALICE, "!shift add Food run saturday 10-13 need 2")
+    assert "`!signup S1`" in once and "all" not in once.split("Sign up", 1)[1]
+    repeating = await pod.reply_to(ALICE, "!shift add Food run every saturday 10-13 need 2")
+    assert "`!signup S2` (next date) or `!signup S2 all` (every date)" in repeating
+
+
+@pytest.mark.parametrize("alias", ["Etc/UTC", "etc/utc", "Etc/Universal"])
+async def test_utc_by_any_name_is_shown_as_utc(coord, alias):
+    await coord.say(COORD, f"!settings timezone {alias}")
+    assert "`timezone`: **UTC**" in await coord.reply_to(ALICE, "!settings")
+    body = await coord.reply_to(COORD, "!shift add Food run every saturday 10-13 need 2")
+    assert "10:00-13:00 UTC" in body and "Etc/" not in body
+
+
+def test_utc_aliases_in_the_config_read_as_utc():
+    from bot.config import BotSettings
+
+    assert BotSettings(timezone="Etc/UTC").timezone == "UTC"
+    assert BotSettings(timezone="Europe/Berlin").timezone == "Europe/Berlin"
+
+
 async def test_add_echo_uses_the_rooms_time_zone_and_place(coord):
     assert "Europe/Berlin" in await coord.reply_to(COORD, "!settings timezone europe/berlin")
     body = await coord.reply_to(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import importlib
+import logging
 from datetime import UTC, datetime
 from itertools import count
 from types import SimpleNamespace
@@ -10,12 +12,20 @@ from types import SimpleNamespace
 import pytest
 from jsonschema import ValidationError
 from nio import RoomMessageText
-from nio.schemas import Checker, Schemas, Validator
+from nio.schemas import Schemas
 
 from bot.config import BotConfig, MatrixConfig
 from bot.storage import Storage
+from bot.transport import nio_tuning
 from bot.transport.matrix import MatrixTransport
-from bot.transport.nio_tuning import BotCryptoStore, cached_validate_json, install_cached_validators
+from bot.transport.nio_tuning import (
+    NIO_VALIDATE_JSON,
+    TUNINGS,
+    BotCryptoStore,
+    cached_validate_json,
+    install_nio_tunings,
+    source_fingerprint,
+)
 
 BOT = "@bot:test"
 ALICE = "@alice:test"
@@ -140,11 +150,6 @@ _CASES = [
 ]
 
 
-def nio_validate_json(instance, schema):
-    """nio 0.26's own validate_json, verbatim: a new validator per call."""
-    Validator(schema, format_checker=Checker).validate(instance)
-
-
 @pytest.mark.parametrize(("schema", "instance"), _CASES)
 def test_cached_validation_matches_nio(schema, instance):
     def outcome(validate, instance):
@@ -155,7 +160,7 @@ def test_cached_validation_matches_nio(schema, instance):
             return ("invalid", exc.message, list(exc.absolute_path)), instance
         return ("valid",), instance  # with any defaults nio's validator filled in
 
-    expected = outcome(nio_validate_json, instance)
+    expected = outcome(NIO_VALIDATE_JSON, instance)  # nio's live function
     assert outcome(cached_validate_json, instance) == expected
     assert outcome(cached_validate_json, instance) == expected  # and again, from the cache
 
@@ -166,8 +171,8 @@ def test_install_points_nio_at_the_cached_validator():
     import nio.responses
     import nio.schemas
 
-    install_cached_validators()
-    install_cached_validators()  # idempotent
+    install_nio_tunings()
+    install_nio_tunings()  # idempotent
     for module in (nio.schemas, nio.responses, nio.crypto.olm_machine, nio.events.misc):
         assert module.validate_json is cached_validate_json
     bad = RoomMessageText.parse_event({**_EVENT, "content": {"msgtype": "m.text"}})
@@ -292,3 +297,112 @@ def test_crypto_store_uses_wal_and_keeps_nio_pragmas(tmp_path):
     # A store written in WAL mode opens as before with nio's own store class.
     plain = DefaultStore("@bot:test", "DEVICE", str(tmp_path), "key")
     assert plain.load_account() is not None
+
+
+# ---- nio: each change only on the nio versions it was tested on -----------------------------
+
+def _live(dotted: str):
+    module, _, qualname = dotted.partition(":")
+    target = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    # Once installed, nio.schemas names the cached validator; nio's own function is kept aside.
+    return NIO_VALIDATE_JSON if target is cached_validate_json else target
+
+
+@pytest.mark.parametrize("tuning", TUNINGS, ids=lambda t: t.what)
+def test_nio_functions_each_change_relies_on_are_as_tested(tuning):
+    if not tuning.active:
+        pytest.skip(f"off on matrix-nio {nio_tuning.NIO_VERSION}: {tuning.what}")
+    live = {name: source_fingerprint(_live(name)) for name, _ in tuning.fingerprints}
+    # A difference means nio changed this function: re-check the change before trusting it.
+    assert live == dict(tuning.fingerprints)
+
+
+def test_the_installed_nio_is_one_the_changes_were_tested_on():
+    # The lock file pins nio; if it moves, the changes must be re-checked and `tested_on` updated.
+    assert all(tuning.active for tuning in TUNINGS), nio_tuning.NIO_VERSION
+
+
+def test_on_an_untested_nio_every_change_is_off_with_one_log_line(tmp_path, monkeypatch, caplog):
+    import nio.crypto.olm_machine
+    import nio.events.misc
+    import nio.responses
+    from nio import AsyncClientConfig
+    from nio.crypto import OlmAccount
+    from nio.rooms import MatrixRoom
+    from nio.store import DefaultStore
+
+    from bot.transport.nio_tuning import BotClient
+
+    monkeypatch.setattr(nio_tuning, "NIO_VERSION", "0.99.0")
+    monkeypatch.setattr(nio_tuning, "_installed", False)
+    modules = (nio.schemas, nio.responses, nio.crypto.olm_machine, nio.events.misc)
+    for module in modules:
+        monkeypatch.setattr(module, "validate_json", NIO_VALIDATE_JSON)
+    with caplog.at_level(logging.WARNING, logger=nio_tuning.__name__):
+        install_nio_tunings()
+        install_nio_tunings()
+    assert len(caplog.records) == 1
+    message = caplog.records[0].getMessage()
+    assert "0.99.0" in message and all(tuning.what in message for tuning in TUNINGS)
+    assert all(module.validate_json is NIO_VALIDATE_JSON for module in modules)
+
+    store = BotCryptoStore("@bot:test", "DEVICE", str(tmp_path), "key")
+    store.save_account(OlmAccount())
+    writes = []
+    real = DefaultStore.save_encrypted_rooms
+    monkeypatch.setattr(DefaultStore, "save_encrypted_rooms",
+                        lambda self, rooms: (writes.append(set(rooms)), real(self, rooms)))
+    store.save_encrypted_rooms({"!a:test"})
+    store.save_encrypted_rooms({"!a:test"})
+    assert writes == [{"!a:test"}, {"!a:test"}]  # as nio does: every time
+    assert store.database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+    client = BotClient("http://127.0.0.1:1", BOT, store_path=str(tmp_path / "c"),
+                       config=AsyncClientConfig(encryption_enabled=True))
+    decrypted = []
+
+    class Olm:
+        def _decrypt_megolm_no_error(self, event, room_id=None):
+            decrypted.append(event.sender)
+
+    client.olm = Olm()
+    client.user_id = BOT
+    client._handle_timeline_event(_megolm(BOT), POD, MatrixRoom(POD, BOT, encrypted=True), set())
+    assert decrypted == [BOT]  # nio's own path: it tries to decrypt
+
+
+def _megolm(sender: str):
+    from nio import MegolmEvent
+
+    return MegolmEvent.from_dict({
+        "type": "m.room.encrypted", "event_id": f"$m{next(_ids)}", "sender": sender,
+        "origin_server_ts": 1, "content": {
+            "algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AAAA", "sender_key": "key",
+            "session_id": "session", "device_id": "DEVICE"}})
+
+
+def test_own_megolm_event_is_handled_as_nio_handles_one_it_cannot_decrypt(tmp_path):
+    """BotClient's shortcut against nio's live method, with decryption failing."""
+    from nio import AsyncClient, AsyncClientConfig
+    from nio.rooms import MatrixRoom
+
+    from bot.transport.nio_tuning import BotClient
+
+    class NoKeys:
+        def _decrypt_megolm_no_error(self, event, room_id=None):
+            return None
+
+    outcomes = []
+    for kind in (AsyncClient, BotClient):
+        client = kind("http://127.0.0.1:1", BOT, store_path=str(tmp_path / kind.__name__),
+                      config=AsyncClientConfig(encryption_enabled=True))
+        client.olm = NoKeys()
+        client.user_id = BOT
+        room = MatrixRoom(POD, BOT, encrypted=True)
+        event = _megolm(BOT)
+        returned = AsyncClient._handle_timeline_event(client, event, POD, room, set()) \
+            if kind is AsyncClient else client._handle_timeline_event(event, POD, room, set())
+        outcomes.append((returned, event.room_id, room.summary, sorted(room.users)))
+    assert outcomes[0] == outcomes[1]
