@@ -86,7 +86,7 @@ async def test_the_helper_may_mark_a_claimed_post_done_and_the_poster_is_told(po
     assert reply.body == "**#1** marked done. Thank you! @alice:test: @bob:test marked your need finished."
     assert ALICE in reply.mentions  # the poster is notified
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status is PostStatus.DONE
+        assert (await tx.posts.by_number(POD, 1)).status is PostStatus.DONE
 
 
 async def test_the_helper_may_not_cancel_the_poster_s_post(pod):
@@ -94,7 +94,7 @@ async def test_the_helper_may_not_cancel_the_poster_s_post(pod):
     await pod.say(BOB, "!claim 1")
     assert "Only the person who posted" in await pod.reply_to(BOB, "!cancel 1")
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status is PostStatus.CLAIMED
+        assert (await tx.posts.by_number(POD, 1)).status is PostStatus.CLAIMED
 
 
 async def test_only_poster_or_coordinator_may_cancel(pod):
