@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot import intake_rules as rules
 from bot import retention
 from bot.commands import command
-from bot.commands.intake import FLOW_FORGET, FLOWS, say
+from bot.commands.intake import FLOW_FORGET, FLOWS, _text, say
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, render
 from bot.models import PostStatus
-from bot.storage import Storage
+from bot.storage import Storage, Transaction
+from bot.store.privacy import ErasureRequest
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -63,23 +66,61 @@ FLOWS[FLOW_FORGET] = forget_flow
 
 
 async def forget(ctx: Context) -> None:
-    tx, person = ctx.tx, ctx.sender
+    """Record the request; `carry_out_erasures` erases and answers, off the event loop.
+
+    Erasure scans every table, so it must not run in this command's short transaction on the
+    loop (bot/storage.py). The request is committed with the command: after a restart it is
+    still carried out. The person's commands sent after the yes are not acted on.
+    """
+    await ctx.tx.privacy.end_intake(ctx.sender)
+    await ctx.tx.privacy.request_erasure(ctx.sender, ctx.room_id, ctx.event_id, ctx.now)
+    # Wakes the housekeeping task (and the scheduler: sign-ups and posts are about to go).
+    ctx.schedule_changed = True
+
+
+_ERASURES_PER_ROUND = 20  # requests carried out before housekeeping does its other work
+
+
+async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) -> int:
+    """Carry out waiting !forgetme requests, each in one bulk transaction with its answer (the
+    summary, the room notices and the redactions, all through the outbox); how many."""
+    done = 0
+    while done < _ERASURES_PER_ROUND:
+        now = clock()
+        async with storage.transaction(bulk=True) as tx:
+            request = await tx.privacy.next_erasure()
+            if request is None:
+                break
+            await tx.privacy.end_erasure(request.person)  # first: forgetting walks every table
+            await tx.delivery.enqueue(await _erase(tx, request, now), now)
+        done += 1
+    return done
+
+
+async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> list[Outgoing]:
+    person = request.person
     withdrawn = await tx.posts.list(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
-    counts = await tx.privacy.forget_person(person, ctx.now)
-    for post in withdrawn:
-        await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
+    counts = await tx.privacy.forget_person(person, now)
+    out = [Outgoing(render("**#{number}** was withdrawn.", number=post.number),
+                    room_id=post.room_id) for post in withdrawn]
     for post in reopened:
-        await ctx.send(post.room_id, "**#{number}** is open again.", number=post.number)
-    for sent in dict.fromkeys(to_redact):
-        ctx.outgoing.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
+        # Open again as of now: the scheduler looks at posts changed since its last run, so an
+        # expiry warning that came due while the post was claimed still goes out.
+        await tx.posts.set_status(post, PostStatus.OPEN, now)
+        out.append(Outgoing(render("**#{number}** is open again.", number=post.number),
+                            room_id=post.room_id))
+    out += [Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id)
+            for sent in dict.fromkeys(to_redact)]
     parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
     erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
-    await say(ctx, f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
-              f"{len(reopened)} request(s) you were helping with, and am deleting "
-              f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
+    summary = (f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
+               f"{len(reopened)} request(s) you were helping with, and am deleting "
+               f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
+    out.append(Outgoing(_text(summary), room_id=request.room_id, reply_to=request.reply_to))
+    return out
 
 
 async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
@@ -93,28 +134,40 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
 
 
 async def housekeeping(app: App, interval: float | None = None) -> None:
-    """Until cancelled: drop idle DM conversations (telling the person) and run retention.
+    """Until cancelled: carry out !forgetme requests (woken as soon as one is committed), drop
+    idle DM conversations (telling the person) and run retention.
 
-    Runs beside the scheduler; both steps are single transactions and safe to repeat.
+    Every step is its own transaction and safe to repeat; requests left by a restart are
+    carried out on the first round.
     """
     from bot.commands.intake import expire_idle
 
     timeout_s = app.config.privacy.intake_timeout_minutes * 60
     interval = interval or max(1.0, min(60.0, timeout_s / 4))
     last_sweep: datetime | None = None
-    await app.ready.wait()
-    while True:
-        now = app.clock()
-        try:
-            dropped = await expire_idle(app.storage, app.config, now)
-            if dropped:
-                log.info("dropped %d idle private conversation(s)", dropped)
-                app.wake_outbox()
-            if last_sweep is None or now - last_sweep >= retention.SWEEP_INTERVAL:
-                erased = await sweep(app.storage, app.config, now)
-                last_sweep = now
-                if erased:
-                    log.info("retention: erased details and people of %d closed post(s)", erased)
-        except Exception:
-            log.exception("privacy housekeeping failed; trying again later")
-        await asyncio.sleep(interval)
+    wake = asyncio.Event()
+    app.schedule_listeners.append(wake.set)
+    try:
+        await app.ready.wait()
+        while True:
+            wake.clear()
+            now = app.clock()
+            try:
+                if await carry_out_erasures(app.storage, app.clock):
+                    app.wake_outbox()
+                dropped = await expire_idle(app.storage, app.config, now)
+                if dropped:
+                    log.info("dropped %d idle private conversation(s)", dropped)
+                    app.wake_outbox()
+                if last_sweep is None or now - last_sweep >= retention.SWEEP_INTERVAL:
+                    erased = await sweep(app.storage, app.config, now)
+                    last_sweep = now
+                    if erased:
+                        log.info("retention: erased details and people of %d closed post(s)",
+                                 erased)
+            except Exception:
+                log.exception("privacy housekeeping failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+    finally:
+        app.schedule_listeners.remove(wake.set)

@@ -56,6 +56,16 @@ class Introduction:
     room_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """A confirmed !forgetme, waiting to be carried out (and answered in `room_id`)."""
+
+    person: str
+    room_id: str
+    reply_to: str
+    requested_at: datetime
+
+
 def _intake(row: sqlite3.Row) -> IntakeConversation:
     return IntakeConversation(row["user_id"], row["room_id"], row["flow"],
                               json.loads(row["state"]), parse_time(row["updated_at"]))
@@ -279,3 +289,28 @@ class PrivacyArea(Area):
                 [text] * len(columns))
             counts[name] = row[0]
         return counts
+
+    # ---- erasure requests: recorded by !forgetme, carried out by the housekeeping task -------
+
+    async def request_erasure(self, person: str, room_id: str, reply_to: str,
+                              now: datetime) -> None:
+        """Record the request, and blank the person's commands not handled yet (the inbox's
+        pending rows only), so that nothing they sent after it is acted on."""
+        await self._tx.execute(
+            "INSERT INTO erasures (person, room_id, reply_to, requested_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (person) DO UPDATE SET room_id = excluded.room_id, "
+            "reply_to = excluded.reply_to",
+            (person, room_id, reply_to, now_text(now)))
+        await self._tx.execute(
+            "UPDATE inbox SET sender = '', text = '' WHERE handled_at IS NULL AND sender = ?",
+            (person,))
+
+    async def next_erasure(self) -> ErasureRequest | None:
+        row = await self._tx.fetchone("SELECT * FROM erasures ORDER BY requested_at LIMIT 1")
+        if row is None:
+            return None
+        return ErasureRequest(row["person"], row["room_id"], row["reply_to"],
+                              parse_time(row["requested_at"]))
+
+    async def end_erasure(self, person: str) -> None:
+        await self._tx.execute("DELETE FROM erasures WHERE person = ?", (person,))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.app import App
+from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
 from bot.scheduler import Scheduler
@@ -114,6 +115,9 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
+            # A confirmed !forgetme is carried out here, as the bot's housekeeping task would.
+            if await carry_out_erasures(storage, app.clock):
+                await app.run_until_idle()
     finally:
         await scheduler.shutdown()
         await app.stop()

@@ -9,6 +9,7 @@ from itertools import count
 import pytest
 
 from bot.app import App
+from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
 from bot.storage import Storage
@@ -78,8 +79,15 @@ class Pod:
         before = len(self.transport.sent)
         event_id = f"$ev{next(self._events)}"
         await self.app.receive([Incoming(event_id, room, sender, text, direct, self.clock())])
-        await self.app.run_until_idle()
+        await self.settle()
         return self.transport.sent[before:]
+
+    async def settle(self) -> None:
+        """Handle what was received and deliver the replies; then carry out a confirmed
+        !forgetme and deliver its answer, as the bot's housekeeping task does at once."""
+        await self.app.run_until_idle()
+        if await carry_out_erasures(self.storage, self.clock):
+            await self.app.run_until_idle()
 
     async def reply_to(self, sender: str, text: str, **kwargs: object) -> str:
         """The body of the single reply to this message."""
