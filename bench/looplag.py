@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,8 @@ from bot.commands.privacy import housekeeping, sweep  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Incoming, Outgoing  # noqa: E402
 from bot.models import Category  # noqa: E402
-from bot.scheduler import Scheduler  # noqa: E402
 from bot.schedule_rules import ShiftWhen, occurrences_between  # noqa: E402
+from bot.scheduler import Scheduler  # noqa: E402
 from bot.shift_models import ALL_DATES, occurrence_key  # noqa: E402
 from bot.storage import Storage  # noqa: E402
 

@@ -171,9 +171,12 @@ class PostsArea(Area):
                                  ) -> list[tuple[Post, datetime]]:
         """Open posts changed after `since` (opened again, say) whose clock started by
         `basis_up_to`."""
+        # Few posts change between runs, but many have a clock that started long ago: the
+        # planner is told which index bounds the read.
         rows = await self._tx.fetchall(
-            f"SELECT * FROM posts WHERE status = 'open' AND updated_at > ? "  # noqa: S608
-            f"AND {_BASIS} <= ? ORDER BY id", (now_text(since), now_text(basis_up_to)),
+            "SELECT * FROM posts INDEXED BY posts_open_updated "  # noqa: S608 - fixed text
+            f"WHERE status = 'open' AND updated_at > ? AND {_BASIS} <= ?",
+            (now_text(since), now_text(basis_up_to)),
         )
         return [_with_basis(r) for r in rows]
 
