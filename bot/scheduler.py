@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+import time as clock
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from bot import room_settings
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from bot.storage import Transaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHIFT_DM = "shift_dm"
 SHIFT_ROOM = "shift_room"
@@ -423,17 +426,40 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     shifts = await tx.shifts.active_near(window_start, window_end)
     ids = [s.id for s in shifts]
     first, last_key = occurrence_key(window_start), occurrence_key(window_end)
-    # Posts already handled by the last run: only if that run was not later than the window.
-    since = None if last_run is None else min(last_run, window_start)
+    # Posts whose times came by the last run were handled by it (a clock set back: by now).
+    since = None if last_run is None else min(last_run, now)
     posts = await _posts_near(tx, now, since, cfg)
     need_rooms = await tx.posts.rooms_with_open_needs()
     rooms = {s.room_id for s in shifts} | set(need_rooms)
     return Snapshot(
         shifts=shifts, signups=await tx.shifts.signups_between(ids, first, last_key),
         cancelled=await tx.shifts.cancelled_between(ids, first, last_key), posts=posts,
-        need_rooms=need_rooms, room_settings={r: await tx.settings.room(r) for r in sorted(rooms)},
+        need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
         last_run=last_run,
     )
+
+
+_SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting other tasks run
+
+
+def _parts(snap: Snapshot) -> list[Snapshot]:
+    """The snapshot cut into independent parts (one per shift, then posts and digests), so that
+    the pure functions can run a part at a time between other tasks' turns."""
+    rest = replace(snap, shifts=[], posts=[], need_rooms=[])
+    return ([replace(rest, shifts=[shift]) for shift in snap.shifts]
+            + [replace(snap, shifts=[])])
+
+
+async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T]:
+    """`compute` on each part, yielding to the event loop every `_SLICE_SECONDS` or so."""
+    results = []
+    mark = clock.perf_counter()
+    for part in _parts(snap):
+        results.append(compute(part))
+        if clock.perf_counter() - mark > _SLICE_SECONDS:
+            await asyncio.sleep(0)
+            mark = clock.perf_counter()
+    return results
 
 
 class Scheduler:
@@ -455,7 +481,12 @@ class Scheduler:
             acted: list[Due] = []
             async with self.storage.transaction() as tx:
                 snap = await load_snapshot(tx, now, self.config)
-                for item in compute_due(snap, now, self.config):
+                due = await _in_slices(snap, lambda part: compute_due(part, now, self.config))
+                mark = clock.perf_counter()
+                for item in (item for items in due for item in items):
+                    if clock.perf_counter() - mark > _SLICE_SECONDS:
+                        await asyncio.sleep(0)  # rendering adds up; let others run meanwhile
+                        mark = clock.perf_counter()
                     outcome = item.action if item.action == "skip" else "sent"
                     if not await tx.shifts.record_scheduled(item.kind, item.ref, item.occurrence,
                                                      item.offset_key, item.person, outcome, now):
@@ -487,7 +518,7 @@ class Scheduler:
         now = now or self.app.clock()
         async with self.storage.transaction() as tx:
             snap = await load_snapshot(tx, now, self.config)
-        return next_wake(snap, now, self.config)
+        return min(await _in_slices(snap, lambda part: next_wake(part, now, self.config)))
 
     # ---- APScheduler wiring --------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,11 +31,18 @@ def _signup(row: sqlite3.Row) -> Signup:
                   present=bool(row["present"]))
 
 
+@functools.lru_cache(maxsize=4096)
+def _when(text: str) -> ShiftWhen:
+    """Parsed once per distinct text (ShiftWhen is frozen): the scheduler reads the same
+    shifts at every wake-up."""
+    return ShiftWhen.model_validate_json(text)
+
+
 def shift_from_row(row: sqlite3.Row) -> Shift:
     return Shift(
         id=row["id"], room_id=row["room_id"], number=row["number"], title=row["title"],
         place=row["place"], needed=row["needed"],
-        when=ShiftWhen.model_validate_json(row["when_json"]), active=bool(row["active"]),
+        when=_when(row["when_json"]), active=bool(row["active"]),
         created_by=row["created_by"], created_at=parse_time(row["created_at"]),
     )
 
