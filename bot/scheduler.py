@@ -423,22 +423,28 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     last_run = datetime.fromisoformat(last) if last else None
     window_start = _window_start(last_run, now, cfg)
     window_end = now + _horizon(cfg) + MAX_SLEEP + timedelta(seconds=1)
-    shifts = await tx.shifts.active_near(window_start, window_end)
-    ids = [s.id for s in shifts]
     first, last_key = occurrence_key(window_start), occurrence_key(window_end)
+    # Each step is a few milliseconds; other tasks get a turn between them.
+    shifts = await tx.shifts.active_near(window_start, window_end)
+    signups, cancelled = [], set()
+    for chunk in range(0, len(shifts), _SHIFTS_PER_READ):
+        await asyncio.sleep(0)
+        ids = [s.id for s in shifts[chunk:chunk + _SHIFTS_PER_READ]]
+        signups += await tx.shifts.signups_between(ids, first, last_key)
+        cancelled |= await tx.shifts.cancelled_between(ids, first, last_key)
+    await asyncio.sleep(0)
     # Posts whose times came by the last run were handled by it (a clock set back: by now).
     since = None if last_run is None else min(last_run, now)
     posts = await _posts_near(tx, now, since, cfg)
+    await asyncio.sleep(0)
     need_rooms = await tx.posts.rooms_with_open_needs()
     rooms = {s.room_id for s in shifts} | set(need_rooms)
-    return Snapshot(
-        shifts=shifts, signups=await tx.shifts.signups_between(ids, first, last_key),
-        cancelled=await tx.shifts.cancelled_between(ids, first, last_key), posts=posts,
-        need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
-        last_run=last_run,
-    )
+    return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
+                    need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
+                    last_run=last_run)
 
 
+_SHIFTS_PER_READ = 32  # sign-ups and cancellations read for this many shifts at a time
 _SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting other tasks run
 
 
