@@ -714,6 +714,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         await scheduler.shutdown()
         if housekeeping is not None:
             housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
         await app.stop()
         await transport.close()
         await storage.close()
