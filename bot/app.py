@@ -150,6 +150,8 @@ class App:
                 schedule_changed |= ctx is not None and ctx.schedule_changed and outcome == "ok"
                 if not more or (ctx is not None and ctx.acted_outside):
                     break
+                # A batch is many commands' work: let other tasks run between two of them.
+                await asyncio.sleep(0)
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
         self._outbox_wakeup.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -79,6 +80,7 @@ async def forget(ctx: Context) -> None:
 
 
 _ERASURES_PER_ROUND = 20  # requests carried out before housekeeping does its other work
+_SLICE_SECONDS = 0.002  # the longest an erasure renders its notices before yielding
 
 
 async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) -> int:
@@ -104,14 +106,20 @@ async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> lis
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
     counts = await tx.privacy.forget_person(person, now)
-    out = [Outgoing(render("**#{number}** was withdrawn.", number=post.number),
-                    room_id=post.room_id) for post in withdrawn]
-    for post in reopened:
-        # Open again as of now: the scheduler looks at posts changed since its last run, so an
-        # expiry warning that came due while the post was claimed still goes out.
-        await tx.posts.set_status(post, PostStatus.OPEN, now)
-        out.append(Outgoing(render("**#{number}** is open again.", number=post.number),
+    out = []
+    mark = time.perf_counter()
+    notes = [(post, "was withdrawn") for post in withdrawn]
+    notes += [(post, "is open again") for post in reopened]
+    for post, note in notes:
+        if note == "is open again":
+            # Open again as of now: the scheduler looks at posts changed since its last run, so
+            # an expiry warning that came due while the post was claimed still goes out.
+            await tx.posts.set_status(post, PostStatus.OPEN, now)
+        out.append(Outgoing(render("**#{number}** {note}.", number=post.number, note=note),
                             room_id=post.room_id))
+        if time.perf_counter() - mark > _SLICE_SECONDS:
+            await asyncio.sleep(0)  # a notice per post adds up; let other tasks run meanwhile
+            mark = time.perf_counter()
     out += [Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id)
             for sent in dict.fromkeys(to_redact)]
     parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
