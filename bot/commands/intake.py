@@ -14,6 +14,7 @@ from datetime import datetime
 
 from bot import intake_rules as rules
 from bot import room_settings
+from bot.actions import FOLLOWUPS, Followup
 from bot.commands import DIRECT_HOOKS, REDACTION_HOOKS, Arg, UsageError, command
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
@@ -21,7 +22,8 @@ from bot.formatting import Code, Mention, Rendered, join, render
 from bot.matching import find_matches
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
-from bot.storage import Storage
+from bot.storage import Storage, Transaction
+from bot.store.actions import Action
 
 FLOW_INTAKE = "intake"
 FLOW_FORGET = "forget"
@@ -259,26 +261,78 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
     coordinator = await _intro_coordinator(ctx, post, invitees)
     if coordinator is not None:
         invitees.append(coordinator)
-    room_id = await ctx.create_private_room(f"Mutual aid #{post.number}", invitees)
-    await ctx.tx.delivery.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
-    await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now, room_id=room_id)
+    # The room is made after this command is committed (never inside its transaction); the
+    # introduction goes on in `_introduction_room_made` once it exists.
+    await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now)
     await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro.helper)
+    await ctx.request_room(
+        key=f"intro:{intro.id}", name=f"Mutual aid #{post.number}", invitees=invitees,
+        then=THEN_INTRODUCTION, purpose=f"the private room for #{post.number}",
+        pod_room=post.room_id, data={"intro_id": intro.id, "coordinator": coordinator})
+    for other in posts[1:]:
+        if other[1].id == post.id:
+            await ctx.tx.privacy.set_introduction(other[0].id, "declined", ctx.now)
+    await say(ctx, f"Thank you! I am making a new private room for you both for #{post.number} "
+              f"and will tell you here when the invite is on its way.")
+
+
+THEN_INTRODUCTION = "introduction"
+
+
+async def _introduction_wanted(tx: Transaction, action: Action) -> bool:
+    """Still wanted unless the introduction was erased (`!forgetme`) or ended meanwhile."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    return intro is not None and intro.status == "accepted" and intro.room_id is None
+
+
+async def _introduction_room_made(tx: Transaction, action: Action, room_id: str, now: datetime,
+                                  config: BotConfig) -> list[Outgoing]:
+    """The room exists: record it and introduce the two there (in the step's transaction)."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    post = await tx.posts.by_id(intro.post_id) if intro is not None else None
+    await tx.delivery.note_once(room_id, NOTE_PRIVATE_ROOM, now)
+    if intro is None or post is None or post.author is None:
+        return []  # erased meanwhile: nobody to introduce
+    await tx.privacy.set_introduction(intro.id, "accepted", now, room_id=room_id)
+    coordinator = action.params["data"].get("coordinator")
     extra = " {coordinator} from the pod's coordinators is here too." if coordinator else ""
-    await ctx.send(room_id, render(
+    details = render(
         "Hello {requester} and {helper}! This private room is just for request **#{number}** "
         "({category}, {urgency})." + extra + "\n\nDetails: {details}\n\nPlease arrange things "
         "here. When it is done, {requester} can send {done} here.",
         requester=Mention(post.author), helper=Mention(intro.helper), number=post.number,
         category=post.category.value, urgency=post.urgency.label, details=post.text,
         coordinator=Mention(coordinator) if coordinator else "",
-        done=Code(f"{ctx.config.command_prefix}done {post.number}"),
-    ))
-    await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
-    for other in posts[1:]:
-        if other[1].id == post.id:
-            await ctx.tx.privacy.set_introduction(other[0]["id"], "declined", ctx.now)
-    await say(ctx, f"I have invited you both to a new private room for #{post.number}. "
-              f"Accept the invite to meet them there.")
+        done=Code(f"{config.command_prefix}done {post.number}"),
+    )
+    return [
+        Outgoing(details, room_id=room_id),
+        Outgoing(render("**#{number}** is being handled.", number=post.number),
+                 room_id=post.room_id),
+        Outgoing(_text(f"I have invited you both to a new private room for #{post.number}. "
+                       f"Accept the invite to meet them there."), user_id=post.author),
+    ]
+
+
+async def _introduction_failed(tx: Transaction, action: Action, reason: str, now: datetime,
+                               config: BotConfig) -> list[Outgoing]:
+    """The room could not be made: the request is open again, and both are told."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    post = await tx.posts.by_id(intro.post_id) if intro is not None else None
+    if intro is None or post is None:
+        return []
+    await tx.privacy.set_introduction(intro.id, "failed", now)
+    if post.status is PostStatus.CLAIMED and post.claimed_by == intro.helper:
+        await tx.posts.unclaim(post, now)
+    told = [Outgoing(_text(
+        f"Sorry: I could not make the private room for #{post.number} ({reason}), so you "
+        f"have not been introduced. The request is open again; the pod's coordinators can see "
+        f"this in !status."), user_id=person) for person in (post.author, intro.helper) if person]
+    return told
+
+
+FOLLOWUPS[THEN_INTRODUCTION] = Followup(
+    done=_introduction_room_made, failed=_introduction_failed, wanted=_introduction_wanted)
 
 
 async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> str | None:

@@ -203,4 +203,24 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX outbox_dead ON outbox (id) WHERE dead_at IS NOT NULL;
         CREATE INDEX posts_claimed_by ON posts (claimed_by) WHERE claimed_by IS NOT NULL;
 """),
+    # Network steps (creating a room) are recorded before they are made and finished after, so
+    # no transaction waits on the network and a crash between the two repeats nothing.
+    Migration("actions: network steps with intent, outcome and tag", """
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            first_failure_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX actions_pending_key ON actions (key) WHERE status = 'pending';
+        CREATE INDEX actions_key ON actions (key, id);
+"""),
 ]

@@ -103,6 +103,9 @@ class PrivacyArea(Area):
         )
         return cursor.lastrowid
 
+    async def introduction(self, intro_id: int) -> Introduction | None:
+        return await self._tx.fetch_by("introductions", _introduction, id=intro_id)
+
     async def asked_introductions(self, requester: str | None = None,
                                   post_id: int | None = None) -> list[Introduction]:
         """Introductions waiting for the requester's answer, oldest first."""

@@ -32,6 +32,7 @@ from nio import (
     RedactionEvent,
     RoomCreateEvent,
     RoomCreateResponse,
+    RoomInviteResponse,
     RoomMessagesResponse,
     RoomMessageText,
     RoomRedactResponse,
@@ -44,10 +45,12 @@ from nio import (
 )
 from nio.crypto import ENCRYPTION_ENABLED  # noqa: F401 - fails early if the e2e extra is missing
 
+from bot.actions import TAG_EVENT, request_dm_room, tag_mark
 from bot.app import App, DeliveryError
 from bot.config import BotConfig, MatrixConfig
 from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
+from bot.messages import RoomRequest
 from bot.scheduler import Scheduler
 from bot.storage import Storage, create_private_file
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
@@ -141,11 +144,13 @@ class MatrixTransport:
         self._undecryptable: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sync_failures = 0
         self.last_good_sync: float | None = None
-        self._pending_marks: dict[str, str] = {}
         self._privileged_creators: dict[str, set[str]] = {}
         # Rooms the bot created, with their invitees, until a sync shows them complete.
         self._being_created: dict[str, set[str]] = {}
         self._next_sync = asyncio.Event()
+        # When the newest stored sync's request began (time.monotonic()): what it shows is at
+        # least as new as anything done before then.
+        self._synced_from = float("-inf")
         # room id -> when the bot joined it (ms), as in the "joined:<room>" meta rows. Only this
         # transport writes those rows, so it keeps them here instead of reading them every sync.
         self._joined_ms: dict[str, int] = {}
@@ -247,6 +252,7 @@ class MatrixTransport:
         metrics = self.app.metrics
         while not self._stopping.is_set():
             metrics.sync_requests.inc()
+            sync_started = time.monotonic()
             try:
                 response = await self.client.sync(
                     timeout=self._sync_timeout_ms(first_start),
@@ -272,6 +278,7 @@ class MatrixTransport:
                     continue
                 token = response.next_batch
                 first_start = False
+                self._synced_from = sync_started
                 self._next_sync.set()
                 self._next_sync = asyncio.Event()
                 self.last_good_sync = time.time()
@@ -322,6 +329,7 @@ class MatrixTransport:
         for room_id, info in response.rooms.join.items():
             events = list(info.timeline.events)
             self._note_creators(room_id, [*info.state, *events])
+            self._note_tags(room_id, [*info.state, *events], marks)
             if events:
                 marks[f"seen:{room_id}"] = str(max(e.server_timestamp for e in events))
             if skip_commands:
@@ -330,8 +338,6 @@ class MatrixTransport:
                 events = await self._backfill(room_id, info.timeline.prev_batch) + events
             items += await self._commands_from(room_id, events)
         items += await self._retry_undecryptable()
-        marks.update(self._pending_marks)
-        self._pending_marks.clear()
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
         if client.outgoing_to_device_messages:
@@ -563,35 +569,84 @@ class MatrixTransport:
         return content
 
     async def _dm_room(self, user_id: str) -> str:
+        """The person's direct chat; if there is none yet, a step makes it (bot/actions.py) and
+        this message waits, backing off only its own destination, until it exists."""
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
-        if room_id is not None and room_id in self.client.rooms:
-            return room_id
-        room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
-        joined = self._note_joined(room_id)
-        async with self.storage.transaction() as tx:
-            await tx.delivery.set_dm_room(user_id, room_id)
-            await tx.delivery.set_meta(f"joined:{room_id}", joined)
+            if room_id is not None and room_id in self.client.rooms:
+                return room_id
+            if not self.first_sync_done.is_set():
+                raise DeliveryError("not caught up with the homeserver yet")
+            step = await request_dm_room(tx, user_id, self.app.clock())
+        self.app.steps.wake()
+        raise DeliveryError(f"waiting for a direct chat with them to be made (step {step.id})")
+
+    # ---- rooms the bot makes (steps: bot/actions.py) ---------------------------------------
+
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        room_id = existing or await self._create_room(request)
+        if existing is not None:
+            # Made by an earlier attempt (found by its tag): whoever is not in it yet is invited.
+            await self._invite_missing(existing, request.invitees)
+        self._being_created[room_id] = set(request.invitees)
         return room_id
 
-    async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:
-        response = await self.client.room_create(
-            name=name, is_direct=is_direct, invite=invitees, federate=True,
-            initial_state=[{"type": "m.room.encryption", "state_key": "",
-                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
-            preset=None,
-        )
+    async def _create_room(self, request: RoomRequest) -> str:
+        try:
+            response = await self.client.room_create(
+                name=request.name, is_direct=request.is_direct, invite=list(request.invitees),
+                federate=True, preset=None,
+                initial_state=[
+                    {"type": "m.room.encryption", "state_key": "",
+                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                    {"type": TAG_EVENT, "state_key": "", "content": {"tag": request.tag}},
+                ],
+            )
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(f"creating a room: {type(exc).__name__}") from exc
         if not isinstance(response, RoomCreateResponse):
-            raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}")
-        self._being_created[response.room_id] = set(invitees)
+            raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}",
+                                permanent=_is_refusal(response))
         return response.room_id
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        # Called by handlers inside a storage transaction: the "joined" mark is written with the
-        # next sync's marks instead of opening a second (deadlocking) transaction here.
-        room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
-        self._pending_marks[f"joined:{room_id}"] = self._note_joined(room_id)
-        return room_id
+    async def _invite_missing(self, room_id: str, invitees: tuple[str, ...]) -> None:
+        room = self.client.rooms.get(room_id)
+        present = set(room.users) if room is not None else set()
+        for user_id in invitees:
+            if user_id in present:
+                continue
+            try:
+                response = await self.client.room_invite(room_id, user_id)
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                raise DeliveryError(f"inviting into a room: {type(exc).__name__}") from exc
+            if not isinstance(response, RoomInviteResponse):
+                raise DeliveryError(f"could not invite: {getattr(response, 'message', response)}",
+                                    permanent=_is_refusal(response))
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._synced_from < moment:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryError("no sync with the homeserver since the last attempt")
+            try:
+                await asyncio.wait_for(self._next_sync.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _note_tags(self, room_id: str, events: list[Any], marks: dict[str, str]) -> None:
+        """A room the bot made for a step carries the step's tag: recorded with the sync, so a
+        step whose outcome was never committed finds its room instead of making another."""
+        for event in events:
+            source = getattr(event, "source", None) or {}
+            tag = (source.get("content") or {}).get("tag")
+            if (source.get("type") != TAG_EVENT or source.get("sender") != self.matrix.user_id
+                    or not isinstance(tag, str)):
+                continue
+            marks[tag_mark(tag)] = room_id
+            # The bot joined the room when it made it: nothing before that is a command for it.
+            self._joined_ms[room_id] = event.server_timestamp
+            marks[f"joined:{room_id}"] = str(event.server_timestamp)
 
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
@@ -655,6 +710,12 @@ class MatrixTransport:
 
 
 SECRET_VALUES: set[str] = set()
+# Refusals a retry cannot change (forbidden, no such user or room, a malformed request).
+_REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
+
+
+def _is_refusal(response: object) -> bool:
+    return getattr(response, "status_code", None) in _REFUSALS
 
 
 def _chmod_private(path: Path) -> None:
