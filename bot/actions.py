@@ -137,8 +137,8 @@ class StepRunner:
         self._running: set[int] = set()
         # Failing steps: action id -> (failures in a row, monotonic time of the next try).
         self._failing: dict[int, tuple[int, float]] = {}
-        # Monotonic time of this process's last attempt per step: before trying again, a sync
-        # begun after it must be in, so that a room the attempt made after all is seen.
+        # Monotonic time of this process's last attempt to create a step's room: before trying
+        # again, a sync begun after it must be in, so that a room it made after all is seen.
         self._attempted: dict[int, float] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -244,7 +244,10 @@ class StepRunner:
         request = RoomRequest(current.tag, params["name"], tuple(params["invitees"]),
                               is_direct=bool(params["is_direct"]))
         _test_crash_point("before-create-room")
-        self._attempted[current.id] = time.monotonic()
+        if existing is None:  # this attempt may make the room even if it reports a failure
+            self._attempted[current.id] = time.monotonic()
+        else:
+            self._attempted.pop(current.id, None)
         try:
             room_id = await app.transport.make_room(request, existing)
         except DeliveryError as exc:

@@ -36,12 +36,14 @@ class BotProcess:
     def database(self) -> Path:
         return self.workdir / "mutual-aid-bot.db"
 
-    async def start(self, timeout: float = 60) -> None:
-        """Start and wait until the bot has finished its first sync."""
+    async def start(self, timeout: float = 60, test_env: dict[str, str] | None = None) -> None:
+        """Start and wait until the bot has finished its first sync. `test_env` sets test-only
+        variables (MAB_TEST_*), which are otherwise never passed on."""
         assert self.process is None or self.process.returncode is not None
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - handed to the child, tiny
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAB_TEST")}
+        env.update(test_env or {})
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", "--config", str(self.config_path),
             stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=self.workdir, env=env,
