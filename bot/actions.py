@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import BotConfig
 from bot.messages import DeliveryError, Outgoing, RoomRequest
-from bot.store.actions import DONE, FAILED, PENDING, Action
+from bot.store.actions import DONE, FAILED, PENDING, Action, dm_key
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -95,10 +95,6 @@ async def request_room(tx: Transaction, *, key: str, name: str | None, invitees:
 # ---- direct chats ---------------------------------------------------------------------------
 
 THEN_DM = "dm"
-
-
-def dm_key(user_id: str) -> str:
-    return f"dm:{user_id}"
 
 
 async def request_dm_room(tx: Transaction, user_id: str, now: datetime) -> Action:

@@ -14,6 +14,11 @@ from bot.store.base import Area, now_text, parse_time
 PENDING, DONE, FAILED = "pending", "done", "failed"
 
 
+def dm_key(user_id: str) -> str:
+    """The key of the step that makes a person's direct chat."""
+    return f"dm:{user_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
     id: int

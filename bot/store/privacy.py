@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.models import PostStatus
+from bot.store.actions import dm_key
 from bot.store.base import Area, now_text, parse_time, placeholders
 from bot.store.delivery import SentMessage
 
@@ -147,6 +148,8 @@ class PrivacyArea(Area):
         )
         # Who sent which command and who was mentioned: kept only as long as the posts are.
         await self._tx.execute(
+            "DELETE FROM actions WHERE status != 'pending' AND updated_at < ?", (cutoff,))
+        await self._tx.execute(
             "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
         await self._tx.execute(
             "UPDATE inbox SET sender = '' WHERE handled_at IS NOT NULL AND handled_at < ?",
@@ -229,6 +232,10 @@ class PrivacyArea(Area):
         cursor = await self._tx.execute(
             "DELETE FROM introductions WHERE requester = ? OR helper = ?", (user_id, user_id))
         add("introductions", cursor.rowcount)
+        # Rooms no longer to be made for them (a pending introduction's step finds it erased).
+        cursor = await self._tx.execute(
+            "DELETE FROM actions WHERE key = ?", (dm_key(user_id),))
+        add("actions", cursor.rowcount)
         for table, n in (await self._forget_everywhere(user_id)).items():
             add(table, n)
         return counts

@@ -573,7 +573,11 @@ class MatrixTransport:
         this message waits, backing off only its own destination, until it exists."""
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
-            if room_id is not None and room_id in self.client.rooms:
+            # A room just made may not have reached a sync yet (_wait_for_room waits for it);
+            # one the bot is no longer in, once caught up, is replaced.
+            if room_id is not None and (room_id in self.client.rooms
+                                        or room_id in self._being_created
+                                        or not self.first_sync_done.is_set()):
                 return room_id
             if not self.first_sync_done.is_set():
                 raise DeliveryError("not caught up with the homeserver yet")

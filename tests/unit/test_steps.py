@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 
 import bot.actions
+from bot.actions import request_dm_room
 from bot.app import App
+from bot.commands.privacy import sweep
 from bot.messages import DeliveryError
 
 from .conftest import ALICE, BOB, CAROL, POD, SECRET, Pod
@@ -148,3 +150,21 @@ async def test_a_room_step_for_someone_erased_meanwhile_makes_no_room(pod_rooms)
     assert pod.transport.private_rooms == []
     async with pod.storage.transaction() as tx:
         assert await tx.actions.pending() == []
+
+
+async def test_steps_name_people_only_as_long_as_their_posts_are_kept(pod_rooms):
+    pod = pod_rooms
+    await consent(pod)
+    async with pod.storage.transaction() as tx:
+        await request_dm_room(tx, CAROL, pod.clock())  # a direct chat still to be made
+    await pod.say(ALICE, "!done 1", room=ROOM)
+    await pod.say(CAROL, "!forgetme", room="!dm-carol:test", direct=True)
+    await pod.say(CAROL, "yes", room="!dm-carol:test", direct=True)
+    async with pod.storage.transaction() as tx:
+        assert await tx.actions.pending() == []  # nothing is made for someone forgotten
+        assert (await tx.privacy.table_rows_mentioning(ALICE))["actions"] == 1  # the intro
+    pod.clock.advance(days=31)
+    await sweep(pod.storage, pod.app.config, pod.clock())
+    async with pod.storage.transaction() as tx:
+        assert (await tx.privacy.table_rows_mentioning(ALICE)).get("actions") == 0
+        assert await tx.fetchall("SELECT * FROM actions") == []

@@ -15,8 +15,11 @@ from nio import Event, RoomMessageText
 from nio.schemas import Schemas
 
 from bot.actions import TAG_EVENT, tag_mark
+from bot.app import App
 from bot.config import BotConfig, MatrixConfig
+from bot.messages import DeliveryError
 from bot.storage import Storage
+from bot.store.actions import dm_key
 from bot.transport import nio_tuning
 from bot.transport.matrix import MatrixTransport
 from bot.transport.nio_tuning import (
@@ -409,3 +412,24 @@ def test_own_megolm_event_is_handled_as_nio_handles_one_it_cannot_decrypt(tmp_pa
             if kind is AsyncClient else client._handle_timeline_event(event, POD, room, set())
         outcomes.append((returned, event.room_id, room.summary, sorted(room.users)))
     assert outcomes[0] == outcomes[1]
+
+
+async def test_a_dm_to_someone_without_a_dm_room_asks_for_one_room_step_and_waits(
+        tmp_path, monkeypatch):
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        transport = _transport(storage, monkeypatch, [POD])
+        transport.app = App(storage, transport.config, transport)
+        transport.first_sync_done.set()
+        for _ in range(3):  # each retry of the message finds the same step
+            with pytest.raises(DeliveryError, match="waiting for a direct chat"):
+                await transport._dm_room(ALICE)
+        async with storage.transaction() as tx:
+            (step,) = await tx.actions.pending()
+            assert step.key == dm_key(ALICE) and step.params["invitees"] == [ALICE]
+            await tx.delivery.set_dm_room(ALICE, DM)
+        # Made but not yet seen in a sync: waited for, never replaced by another.
+        transport._being_created[DM] = {ALICE}
+        assert await transport._dm_room(ALICE) == DM
+    finally:
+        await storage.close()
