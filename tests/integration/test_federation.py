@@ -145,6 +145,10 @@ async def test_a_dm_to_a_person_whose_homeserver_is_down_does_not_hold_up_the_po
     # Making Bob's DM room fails (Synapse makes the room, then cannot invite him) and is tried
     # again, inviting him into that same room: never a second room.
     failures = f"(dm:{bob.user_id}) failed"
+    await bot.wait_for_log(failures, 60)
+    started = time.monotonic()  # while the step retries, the pod's replies keep their pace
+    listing = await ask(alice, room, "!needs", bot, timeout=10)
+    print(f"\na reply while Bob's DM room step was failing: {time.monotonic() - started:.2f}s")
     for _ in range(600):  # up to 60 s
         if bot.log_text().count(failures) >= 2:
             break
