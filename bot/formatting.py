@@ -19,8 +19,15 @@ import markdown as markdown_lib
 _WORD_JOINER = "\u2060"
 _ROOM_PING = re.compile(r"@(room)\b", re.IGNORECASE)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-# Bidi overrides and other invisible controls could disguise what a reply says; drop them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# Every form of line break becomes "\n" before anything else looks at the text: the markdown
+# renderer treats "\r" (and the escaper did not) as a line break, so one left in place could end a
+# code span or start a heading.
+_LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+# Other C0 and C1 controls, bidi overrides and isolates could disguise what a reply says; drop them.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+# Indentation at a line start could open a code block; "=" under a line makes it a heading and,
+# unlike "-", markdown has no backslash escape for it.
+_LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
 
 
 def _markdown() -> markdown_lib.Markdown:
@@ -37,15 +44,21 @@ _MD = _markdown()
 
 
 def clean(text: str) -> str:
-    """Typed text as it may appear in a reply: controls removed, @room disarmed."""
+    """Typed text as it may appear in a reply: the one normalisation every value goes through.
+
+    Line breaks of every kind become "\n" and tabs a space; other controls are removed; @room is
+    disarmed.
+    """
     if text.isascii() and text.isprintable() and "@" not in text:
         return text  # most values (numbers, words, commands): nothing to remove
-    return _ROOM_PING.sub("@" + _WORD_JOINER + r"\1", _CONTROL.sub("", text))
+    text = _CONTROL.sub("", _LINE_BREAKS.sub("\n", text)).replace("\t", " ")
+    return _ROOM_PING.sub("@" + _WORD_JOINER + r"\1", text)
 
 
 def escape_md(text: str) -> str:
-    escaped = _MD_SPECIAL.sub(r"\\\1", clean(text))
-    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "  \n")
+    escaped = _MD_SPECIAL.sub(r"\\\1", _LINE_INDENT.sub("", clean(text)))
+    escaped = escaped.replace("&", "&amp;").replace("<", "&lt;").replace("=", "&#61;")
+    return escaped.replace("\n", "  \n")
 
 
 @dataclass(frozen=True)

@@ -176,6 +176,15 @@ NASTY = [
     ("NUL glued to the command word", "!need\x00", "Did you mean `!need`", None),
     ("SQL in a post reference", "!claim 1; DELETE FROM posts", "Give the post number", None),
     ("huge post number", "!claim 99999999999999999999", "Give the post number", None),
+    # Line breaks of every kind are normalised once, before escaping and markdown.
+    ("carriage returns end a code span", "!x\r\r[pwn](https://ev.il/a)", "I don't know", None),
+    ("carriage return makes a heading", "!need bread\r===", "Noted need", "bread\r==="),
+    ("line separators around a link", "!need a\u2028\u2028[x](https://ev.il/a)", "Noted need",
+     "a\u2028\u2028[x](https://ev.il/a)"),
+    ("NEL and form feed", "!need a\x85\x85![i](https://ev.il/i.png)\x0c===", "Noted need",
+     "a\x85\x85![i](https://ev.il/i.png)\x0c==="),
+    ("indented code block after a blank line", "!need a\r\n\r\n    code", "Noted need",
+     "a\r\n\r\n    code"),
 ]
 
 
@@ -192,7 +201,7 @@ async def test_nasty_input(pod, name, text, expected, stored):
         assert replies[0].message.mentions == ()
         assert len(body) <= MAX_REPLY_BODY
         # Nothing typed becomes markup, a link, a pill or a terminal escape in the reply.
-        for forbidden in ("<script", "<img", "<a ", "\x00", "\x1b", BIDI):
+        for forbidden in ("<script", "<img", "<a ", "<h1", "<h2", "<pre", "\x00", "\x1b", BIDI):
             assert forbidden not in html
         for forbidden in ("\x00", "\x1b", BIDI):
             assert forbidden not in body
