@@ -28,6 +28,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066
 # Indentation at a line start could open a code block; "=" under a line makes it a heading and,
 # unlike "-", markdown has no backslash escape for it.
 _LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+# The longest value a reply shows (the longest a post's text may be). python-markdown's work grows
+# faster than its input on escaped characters and line breaks, so the cut keeps every reply's
+# rendering bounded whatever was typed.
+MAX_VALUE_CHARS = 2000
 
 
 def _markdown() -> markdown_lib.Markdown:
@@ -46,9 +50,11 @@ _MD = _markdown()
 def clean(text: str) -> str:
     """Typed text as it may appear in a reply: the one normalisation every value goes through.
 
-    Line breaks of every kind become "\n" and tabs a space; other controls are removed; @room is
-    disarmed.
+    At most MAX_VALUE_CHARS characters; line breaks of every kind become "\n" and tabs a space;
+    other controls are removed; @room is disarmed.
     """
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[:MAX_VALUE_CHARS - 1] + "…"
     if text.isascii() and text.isprintable() and "@" not in text:
         return text  # most values (numbers, words, commands): nothing to remove
     text = _CONTROL.sub("", _LINE_BREAKS.sub("\n", text)).replace("\t", " ")

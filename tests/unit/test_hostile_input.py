@@ -297,3 +297,38 @@ async def test_events_from_before_the_join_own_and_notices_are_not_commands(tmp_
         assert [(i.sender, i.text) for i in items] == [("@alice:test", "!need groceries")]
     finally:
         await storage.close()
+
+
+# ---- out-of-range numbers and dates, in every command that could read one ----------------------
+
+OUT_OF_RANGE = ["9999-12-31", "0001-01-01", "31 dec 9999", "99999999999999999999", "-5", "0",
+                "1" * 5000, "²", "٣", "١٢", "𝟙", "1e9", "3.5", "9999", "S999999", "R999999",
+                "#99999999999", "need 99999", "need -1", "need ²", "every 99999 days 10-12",
+                "in 99999 weeks 10:00", "99:99", "10-13 for 99999h"]
+
+
+def _grid() -> list[str]:
+    """Each command word and each of its examples cut after each word, then an out-of-range value."""
+    from bot.commands import load_commands
+
+    heads: set[str] = set()
+    for cmd in load_commands().commands.values():
+        heads.add(cmd.name)
+        for example in cmd.examples:
+            words = example.split()
+            heads.update(" ".join(words[:n]) for n in range(1, len(words)))
+    return sorted(heads)
+
+
+@pytest.mark.parametrize("head", _grid())
+def test_out_of_range_numbers_and_dates_get_usage_not_an_apology(harness, head):
+    harness.transport.power_levels[ALICE] = 100  # coordinators reach the edit and cancel paths
+    harness.transport.rooms[ROOM] = [ALICE]
+    if not harness.query("SELECT 1 FROM shifts WHERE room_id = ? AND number = 1", (ROOM,)):
+        harness.say("!shift add Food run every saturday 10-13 need 3")
+    harness.query("UPDATE shifts SET active = 1 WHERE room_id = ? AND number = 1", (ROOM,))
+    for value in OUT_OF_RANGE:
+        for direct in (False, True):
+            event_id, sent = harness.dispatch(f"!{head} {value}", direct=direct)  # must not raise
+            for reply in replies_to(event_id, sent):
+                assert reply.message.body != SORRY, (head, value)
