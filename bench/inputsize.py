@@ -40,24 +40,27 @@ DM = "!inputsize-dm:localhost"
 COORDINATOR = "@coordinator:localhost"
 MEMBER = "@member:localhost"
 SIZE = 48 * 1024
+# Each message is also timed at a quarter of the size: linear work grows about 4x from there to
+# SIZE, quadratic work 16x. Rows that grow more than GROWTH_LIMIT are flagged.
+SMALL = SIZE // 4
+GROWTH_LIMIT = 8.0
 TARGET_MS = 50.0
 
-
-def _fill(unit: str) -> str:
-    return (unit * (SIZE // len(unit) + 1))[:SIZE]
-
-
 SHAPES = {
-    "short words": _fill("ab "),
-    "one long word": _fill("a"),
-    "digits": _fill("7"),
-    "numbers": _fill("12 "),
-    "newlines": _fill("a\n"),
-    "mentions": _fill("@a:b "),
-    "markdown": _fill("*_[]`#>!(|~"),
-    "dates": _fill("2026-11-28 "),
-    "non-ASCII digits": _fill("²٣ "),
+    "short words": "ab ",
+    "one long word": "a",
+    "digits": "7",
+    "numbers": "12 ",
+    "newlines": "a\n",
+    "mentions": "@a:b ",
+    "markdown": "*_[]`#>!(|~",
+    "dates": "2026-11-28 ",
+    "non-ASCII digits": "²٣ ",
 }
+
+
+def message(prefix: str, unit: str, size: int) -> str:
+    return (prefix + unit * (size // len(unit) + 1))[:size]
 
 
 class SeededTransport:
@@ -139,19 +142,22 @@ async def run(repeat: int) -> list[dict[str, Any]]:
         rows = []
         try:
             for prefix, direct in prefixes():
-                for shape, filler in SHAPES.items():
-                    text = (prefix + filler)[:SIZE]
-                    times = []
-                    outcome = ""
-                    for _ in range(repeat):
-                        if not prefix:  # open the conversation first, then answer with the filler
-                            await bench.handle("hello", DM, True)
-                        seconds, outcome = await bench.handle(text, DM if direct else ROOM, direct)
-                        times.append(seconds * 1000)
+                for shape, unit in SHAPES.items():
+                    timed = {}
+                    for size in (SMALL, SIZE):
+                        times = []
+                        for _ in range(repeat):
+                            if not prefix:  # open the conversation, then answer with the filler
+                                await bench.handle("hello", DM, True)
+                            seconds, outcome = await bench.handle(
+                                message(prefix, unit, size), DM if direct else ROOM, direct)
+                            times.append(seconds * 1000)
+                        timed[size] = statistics.median(times)
                     rows.append({"command": prefix.strip() or "(private request answer)",
                                  "where": "dm" if direct else "room", "shape": shape,
-                                 "ms": round(statistics.median(times), 2),
-                                 "max_ms": round(max(times), 2), "outcome": outcome})
+                                 "ms": round(timed[SIZE], 2), "ms_quarter_size": round(timed[SMALL], 2),
+                                 "growth": round(timed[SIZE] / max(timed[SMALL], 0.05), 1),
+                                 "outcome": outcome})
         finally:
             await app.stop()
             await storage.close()
@@ -165,11 +171,19 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(run(args.repeat))
     rows.sort(key=lambda r: r["ms"], reverse=True)
-    print(f"{len(rows)} command/shape pairs, {SIZE:,}-character messages, median of {args.repeat}")
-    print(f"{'command':<44} {'where':<5} {'shape':<17} {'ms':>8} {'max ms':>8}  outcome")
+    print(f"{len(rows)} command/shape pairs, {SIZE:,}-character messages (and {SMALL:,} for the "
+          f"growth), median of {args.repeat}")
+    print(f"{'command':<44} {'where':<5} {'shape':<17} {'ms':>8} {'1/4 size':>9} {'growth':>7}"
+          "  outcome")
     for row in rows[:args.show]:
         print(f"{row['command'][:44]:<44} {row['where']:<5} {row['shape']:<17} "
-              f"{row['ms']:>8.2f} {row['max_ms']:>8.2f}  {row['outcome']}")
+              f"{row['ms']:>8.2f} {row['ms_quarter_size']:>9.2f} {row['growth']:>6.1f}x"
+              f"  {row['outcome']}")
+    # Growth only means something above timer noise.
+    superlinear = [r for r in rows if r["growth"] > GROWTH_LIMIT and r["ms"] >= 2]
+    for row in superlinear:
+        print(f"SUPERLINEAR ({row['growth']}x for 4x the input): {row['command']} "
+              f"({row['where']}, {row['shape']})")
     errors = [r for r in rows if r["outcome"].startswith("error")]
     for row in errors:
         print(f"ERROR (the person would get the apology): {row['command']} ({row['where']}, "
@@ -180,6 +194,7 @@ def main() -> None:
           f"{slowest['ms']:.2f} ms; target <= {TARGET_MS:.0f} ms: {met}")
     write_results("inputsize", {"machine": machine(), "size_chars": SIZE, "repeat": args.repeat,
                                 "target_ms": TARGET_MS, "slowest": slowest, "errors": len(errors),
+                                "superlinear": len(superlinear),
                                 "rows": rows})
 
 
