@@ -169,13 +169,10 @@ async def test_commands_from_before_the_bot_joined_are_not_acted_on(person_facto
 
 
 async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_factory, bot):
-    import json
-
     await bot.stop()
-    session = bot.workdir / "store" / "session.json"
-    data = json.loads(session.read_text())
+    data = bot.saved_session()
     data["access_token"] = "syt_revoked_" + "x" * 20
-    session.write_text(json.dumps(data))
+    bot.save_session(data)
     with pytest.raises(RuntimeError, match="bot exited with 3"):
         await bot.start()
     assert "no longer accepts the saved access token" in bot.log_text()
