@@ -255,8 +255,27 @@ async def shift_command(ctx: Context, rest: str) -> None:
         raise UsageError("Say what to do: add, edit or cancel.")
 
 
+async def _member_may_add(ctx: Context) -> bool:
+    """Coordinators always; other members while the room has fewer open shifts added by members
+    than the configured cap (every shift brings reminders and alerts: nobody may flood a pod)."""
+    if is_coordinator(ctx):
+        return True
+    cap = ctx.config.shifts.member_open_shifts_per_room
+    by_members = [s for s in await ctx.storage.list_shifts(ctx.room_id)
+                  if not is_coordinator(ctx, s.created_by) and occurrences(s.when, ctx.now, 1)]
+    if len(by_members) < cap:
+        return True
+    await ctx.reply("This room already has {n} open shifts added by members who aren't "
+                    "coordinators, the most it allows. A coordinator can add this one, or cancel "
+                    "one that is no longer needed (see {shifts}).",
+                    n=len(by_members), shifts=Code(f"{ctx.config.command_prefix}shifts all"))
+    return False
+
+
 async def _shift_add(ctx: Context, args: str) -> None:
     p = ctx.config.command_prefix
+    if not await _member_may_add(ctx):
+        return
     tz = await room_tz(ctx)
     try:
         title, when_text, place, needed = split_shift_args(args)
