@@ -179,6 +179,23 @@ async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_
     assert "syt_revoked_" not in bot.log_text()
 
 
+async def test_a_wrong_store_passphrase_stops_the_bot_with_a_clear_message(person_factory, bot):
+    await bot.stop()
+    token = bot.saved_session()["access_token"]
+    passphrase_file = bot.workdir / "store-passphrase.txt"
+    right = passphrase_file.read_text()
+    passphrase_file.write_text("not-the-passphrase\n")
+    try:
+        with pytest.raises(RuntimeError, match="bot exited with 3"):
+            await bot.start()
+        log = bot.log_text()
+        assert "store passphrase (matrix.store_passphrase) is not the one" in log
+        assert "not-the-passphrase" not in log and token not in log
+    finally:
+        passphrase_file.write_text(right)
+    await bot.start()  # the right passphrase still opens everything
+
+
 async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory, bot):
     room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
     dm = await bob.create_room("", invite=[bot.user_id], is_direct=True)
