@@ -5,8 +5,10 @@ light harness that is built once and reused across examples, so 10,000 examples 
 `MAB_HYPOTHESIS_EXAMPLES` sets the count for the main property (default 10,000); the others use a
 tenth of it.
 
-Also here: a named table of nasty inputs with the outcome each must have, and the Matrix
-transport's event filtering for malformed or unusual events.
+Also here: a named table of nasty inputs with the outcome each must have, a grid of out-of-range
+numbers and dates after every command and every prefix of its examples, and the Matrix
+transport's event filtering for malformed or unusual events. The markup property over every
+command is in test_reply_markup.py.
 """
 
 from __future__ import annotations
@@ -185,6 +187,14 @@ NASTY = [
      "a\x85\x85![i](https://ev.il/i.png)\x0c==="),
     ("indented code block after a blank line", "!need a\r\n\r\n    code", "Noted need",
      "a\r\n\r\n    code"),
+    # Numbers in other scripts, and messages whose handling once grew faster than their size
+    # (bench/inputsize.py times these shapes for every command).
+    ("superscript digit as a post number", "!claim ²", "There is no post #2", None),
+    ("Arabic-Indic post number", "!claim ١٢", "Give the post number", None),
+    ("32,000 short words after !signup", "!signup " + "ab " * 32_000, "I can't find a shift",
+     None),
+    ("48 KiB of markdown characters as a setting", "!settings " + "*_[" * 16_384,
+     "There is no setting", None),
 ]
 
 
