@@ -101,13 +101,14 @@ class Bench:
     async def handle(self, text: str, room: str, direct: bool) -> tuple[float, str]:
         """Seconds the handler held the loop for `text`, and its outcome ("error": it raised,
         and the person would get the generic apology)."""
-        ctx = Context(sender=COORDINATOR, room_id=room, is_direct=direct, text=text,
-                      event_id=f"$bench{next(self.ids)}", now=self.now, storage=self.storage,
-                      config=self.app.config, transport=self.app.transport)
+        event_id = f"$bench{next(self.ids)}"
         started = time.perf_counter()
         outcome = "error"
         try:
-            async with self.storage.transaction():
+            async with self.storage.transaction() as tx:
+                ctx = Context(sender=COORDINATOR, room_id=room, is_direct=direct, text=text,
+                              event_id=event_id, now=self.now, tx=tx, config=self.app.config,
+                              transport=self.app.transport)
                 await dispatch(ctx)
             outcome = f"{len(ctx.outgoing)} sent"
         except Exception as exc:  # reported in the table, not raised: the next rows still run

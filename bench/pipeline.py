@@ -141,16 +141,16 @@ async def one_size(open_posts: int, args: argparse.Namespace, workdir: Path) -> 
     # The match query on its own, for posts of every kind and category.
     timings = []
     async with storage.transaction() as tx:
-        sample = await tx.list_posts(ROOM, limit=200)
+        sample = await tx.posts.list(ROOM, limit=200)
     for _ in range(3):
         for post in sample:
             t0 = time.perf_counter()
             async with storage.transaction() as tx:
-                await tx.match_candidates(post, BotConfig().bot.max_matches)
+                await tx.posts.match_candidates(post, BotConfig().bot.max_matches)
             timings.append((time.perf_counter() - t0) * 1000)
     async with storage.transaction() as tx:
-        total_posts = len(await tx.list_posts(ROOM, kind=PostKind.NEED, limit=10**7)) + len(
-            await tx.list_posts(ROOM, kind=PostKind.OFFER, limit=10**7))
+        total_posts = len(await tx.posts.list(ROOM, kind=PostKind.NEED, limit=10**7)) + len(
+            await tx.posts.list(ROOM, kind=PostKind.OFFER, limit=10**7))
     await app.stop()
     await storage.close()
     return {

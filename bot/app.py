@@ -13,15 +13,20 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from bot.commands import REGISTRY, dispatch, load_commands, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing, Transport
 from bot.formatting import render
+from bot.messages import DeliveryError
 from bot.metrics import Metrics
-from bot.storage import Storage
+from bot.storage import Storage, Transaction
+from bot.store.delivery import OutboxItem
+
+__all__ = ["App", "DeliveryError", "utc_now"]
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +37,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class DeliveryError(Exception):
-    """A message could not be delivered. `permanent` ones are dropped after logging."""
-
-    def __init__(self, reason: str, *, permanent: bool = False) -> None:
-        super().__init__(reason)
-        self.permanent = permanent
+def fmt_hours(delta: timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
-_OUTBOX_BATCH = 50
+_DESTINATION_BATCH = 20  # messages to one destination marked sent per transaction
+_PARALLEL_DESTINATIONS = 8  # destinations being sent to at once
 _HANDLE_BATCH = 32  # commands per transaction when several are waiting in a room
 
 SORRY = ("Sorry, something went wrong on my side while handling that. It has been logged; "
@@ -61,7 +64,14 @@ class App:
         self._scan_needed = True
         self._outbox_wakeup = asyncio.Event()
         self._outbox_task: asyncio.Task[None] | None = None
+        # Destinations being drained, and failing ones: (failures in a row, monotonic retry time).
+        self._draining: set[str] = set()
+        self._failing: dict[str, tuple[int, float]] = {}
+        self._send_slots = asyncio.Semaphore(_PARALLEL_DESTINATIONS)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.started_at = time.time()
         self._accepting = True
+        self._stopped = False
         # Set once the transport has caught up (Matrix: first sync done; console/tests: at once).
         # Scheduled sends wait for it, so nothing goes out from a stale view of the rooms.
         self.ready = asyncio.Event()
@@ -77,11 +87,11 @@ class App:
         if not self._accepting:
             return 0
         async with self.storage.transaction() as tx:
-            added = await tx.add_to_inbox(items) if items else 0
+            added = await tx.delivery.add_to_inbox(items) if items else 0
             for key, value in (marks or {}).items():
-                await tx.set_meta(key, value)
+                await tx.delivery.set_meta(key, value)
             if sync_token is not None:
-                await tx.set_meta("sync_token", sync_token)
+                await tx.delivery.set_meta("sync_token", sync_token)
         if added:
             # The rooms are known: no scan of the inbox for rooms with pending rows.
             for room_id in dict.fromkeys(item.room_id for item in items):
@@ -92,7 +102,7 @@ class App:
     async def start_pending_workers(self) -> None:
         self._scan_needed = False
         async with self.storage.transaction() as tx:
-            rooms = await tx.pending_rooms()
+            rooms = await tx.delivery.pending_rooms()
         for room_id in rooms:
             self._room_dirty.add(room_id)
             self._ensure_worker(room_id)
@@ -130,7 +140,7 @@ class App:
         more = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
-                item, more = await tx.next_pending_and_more(room_id)
+                item, more = await tx.delivery.next_pending_and_more(room_id)
                 if item is None:
                     break
                 started = time.monotonic()
@@ -143,22 +153,22 @@ class App:
         self._outbox_wakeup.set()
         return more
 
-    async def _handle(self, tx: Storage, item: Incoming) -> tuple[str, int, bool]:
+    async def _handle(self, tx: Transaction, item: Incoming) -> tuple[str, int, bool]:
         now = self.clock()
         if not item.sender:
             # Erased by a `!forgetme` handled before it: that person asked to be forgotten.
-            await tx.mark_handled(item.event_id, now)
+            await tx.delivery.mark_handled(item.event_id, now)
             return "erased", 0, False
         ctx = Context(
             sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
-            event_id=item.event_id, now=now, storage=self.storage, config=self.config,
-            transport=self.transport,
+            event_id=item.event_id, now=now, tx=tx, config=self.config,
+            transport=self.transport, runtime=self,
         )
         try:
             async with tx.savepoint():
                 await dispatch(ctx)
-                await tx.mark_handled(item.event_id, now)
-                await tx.enqueue(ctx.outgoing, now)
+                await tx.delivery.mark_handled(item.event_id, now)
+                await tx.delivery.enqueue(ctx.outgoing, now)
             return "ok", len(ctx.outgoing), ctx.acted_outside
         except Exception as exc:
             # Never the text: it may be private. Nor the exception's message or a formatted
@@ -169,8 +179,8 @@ class App:
             log.error("handler for %s failed for event %s in %s: %s at %s",
                       self._command_name(item.text), item.event_id, item.room_id,
                       type(exc).__name__, where)
-            await tx.mark_handled(item.event_id, now)
-            await tx.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
+            await tx.delivery.mark_handled(item.event_id, now)
+            await tx.delivery.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
                                        reply_to=item.event_id)], now)
             return "error", 1, ctx.acted_outside
 
@@ -192,64 +202,143 @@ class App:
         cmd = REGISTRY.by_word.get(parsed[0])
         return cmd.name if cmd is not None else "unknown"
 
+    def sync_age(self) -> float:
+        return self.metrics.sync_age()
+
     def too_old(self, item: Incoming) -> bool:
         max_age = timedelta(hours=self.config.matrix.max_command_age_hours if self.config.matrix else 24)
         return self.clock() - item.timestamp > max_age
 
     # ---- delivery -------------------------------------------------------------------------
+    #
+    # Order is kept per destination (a room, or a person's DM), never across them: each
+    # destination is drained by its own worker, a few at a time, and one that fails backs off
+    # alone while the others keep flowing. A message that can never be delivered, or that kept
+    # failing for `delivery.give_up_after_hours`, becomes a dead letter (metrics and !status).
+
+    def _may_try(self, destination: str) -> bool:
+        failing = self._failing.get(destination)
+        return failing is None or failing[1] <= time.monotonic()
 
     async def deliver_pending(self) -> int:
-        """Deliver queued messages in order; returns how many were delivered or dropped."""
-        delivered = 0
+        """Deliver what is waiting, destinations side by side, until only failing ones are
+        left; returns how many messages were delivered or given up."""
+        total = 0
         while True:
-            writes_before = self.storage.outbox_writes
             async with self.storage.transaction() as tx:
-                batch = await tx.pending_outbox(_OUTBOX_BATCH)
-            if not batch:
-                return delivered
-            # Marked sent once per batch, not per message: one commit instead of fifty. If the
-            # bot dies before the mark, the resend reuses each message's transaction id and the
-            # homeserver drops the duplicate.
-            done: list[tuple[int, str | None]] = []
-            try:
-                for item in batch:
-                    try:
-                        event_id = await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")
-                    except DeliveryError as exc:
-                        self.metrics.delivery_failures.inc()
-                        if not exc.permanent:
-                            raise
-                        log.warning("dropping outbox message %d: %s", item.id, exc)
-                        event_id = None
-                    done.append((item.id, event_id))
-            finally:
-                if done:
+                destinations = await tx.delivery.pending_destinations()
+            ready = [d for d in destinations if self._may_try(d) and d not in self._draining]
+            if not ready:
+                return total
+            counts = await asyncio.gather(*(self._drain(d) for d in ready))
+            total += sum(counts)
+            if not any(counts):
+                return total
+
+    async def _drain(self, destination: str) -> int:
+        """Send a destination's waiting messages in order until none are left or one fails."""
+        if destination in self._draining:
+            return 0
+        self._draining.add(destination)
+        finished = 0
+        try:
+            async with self._send_slots:
+                while self._may_try(destination):
                     async with self.storage.transaction() as tx:
-                        await tx.mark_sent(done, self.clock())
-                    self.metrics.deliveries.inc(len(done))
-                    delivered += len(done)
-            if len(batch) < _OUTBOX_BATCH and self.storage.outbox_writes == writes_before:
-                # A short batch, and nothing was queued since it was read: the outbox is empty,
-                # no need for another look to find that out.
-                return delivered
+                        batch = await tx.delivery.pending_for(destination, _DESTINATION_BATCH)
+                    if not batch:
+                        break
+                    sent, stopped = await self._send_in_order(batch)
+                    finished += sent
+                    if stopped:
+                        break
+        finally:
+            self._draining.discard(destination)
+            self._outbox_wakeup.set()  # a look for what arrived meanwhile
+        return finished
+
+    async def _send_in_order(self, batch: list[OutboxItem]) -> tuple[int, bool]:
+        """Deliver a destination's batch in order; (how many ended, whether a failure stopped it).
+
+        Marked once per batch: if the bot dies before the mark, the resend reuses each message's
+        transaction id and the homeserver drops the duplicate.
+        """
+        done: list[tuple[int, str | None]] = []
+        dead: list[tuple[int, str]] = []
+        failed: OutboxItem | None = None
+        error: DeliveryError | None = None
+        for item in batch:
+            try:
+                done.append((item.id, await self.transport.deliver(item.out, txn_id=f"mab-{item.id}")))
+                continue
+            except DeliveryError as exc:
+                self.metrics.delivery_failures.inc()
+                error = exc
+            now = self.clock()
+            give_up = timedelta(hours=self.config.delivery.give_up_after_hours)
+            if error.permanent or now - (item.first_failure_at or now) >= give_up:
+                dead.append((item.id, str(error) if error.permanent
+                             else f"still failing after {fmt_hours(give_up)}: {error}"))
+                continue
+            failed = item
+            break
+        now = self.clock()
+        async with self.storage.transaction() as tx:
+            await tx.delivery.mark_sent(done, now)
+            for outbox_id, reason in dead:
+                await tx.delivery.mark_dead(outbox_id, reason, now)
+            if failed is not None:
+                await tx.delivery.note_failure(failed.id, now)
+        self.metrics.deliveries.inc(len(done))
+        for outbox_id, reason in dead:
+            self.metrics.dead_letters.inc()
+            log.warning("gave up outbox message %d to %s: %s", outbox_id, batch[0].out.destination,
+                        reason)
+        destination = batch[0].out.destination
+        if failed is not None:
+            failures = self._failing.get(destination, (0, 0.0))[0] + 1
+            delay = error.retry_after or min(2.0 ** (failures - 1),
+                                             self.config.delivery.max_backoff_seconds)
+            self._failing[destination] = (failures, time.monotonic() + delay)
+            log.warning("delivery to %s failed (%s); trying it again in %.0f s", destination,
+                        error, delay)
+        else:
+            self._failing.pop(destination, None)
+        return len(done) + len(dead), failed is not None
+
+    def _next_retry_in(self) -> float | None:
+        if not self._failing:
+            return None
+        return max(0.0, min(due for _, due in self._failing.values()) - time.monotonic())
 
     async def _outbox_loop(self) -> None:
-        backoff = 1.0
         while True:
-            await self._outbox_wakeup.wait()
+            try:
+                await asyncio.wait_for(self._outbox_wakeup.wait(), self._next_retry_in())
+            except TimeoutError:
+                pass
             self._outbox_wakeup.clear()
             try:
-                await self.deliver_pending()
-                backoff = 1.0
-            except DeliveryError as exc:
-                log.warning("delivery failed (%s); retrying in %.0f s", exc, backoff)
-                # A wake-up (new reply, or the transport seeing the server back) cuts the wait.
-                try:
-                    await asyncio.wait_for(self._outbox_wakeup.wait(), backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, 60.0)
+                async with self.storage.transaction() as tx:
+                    destinations = await tx.delivery.pending_destinations()
+            except Exception:
+                log.exception("could not read the outbox; trying again in a moment")
+                await asyncio.sleep(1.0)
                 self._outbox_wakeup.set()
+                continue
+            for destination in destinations:
+                if self._may_try(destination) and destination not in self._draining:
+                    self._spawn(self._drain(destination), f"deliver {destination}")
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def start(self) -> None:
         """Start background delivery and resume commands left in the inbox."""
@@ -273,16 +362,27 @@ class App:
             await self.deliver_pending()
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """Stop taking commands, let in-flight handlers finish (bounded), flush the outbox."""
+        """Stop taking commands, let in-flight handlers finish (bounded), flush the outbox, and
+        leave no task of ours running. A second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._accepting = False
         workers = [w for w in self._room_workers.values() if not w.done()]
         if workers:
             _, pending = await asyncio.wait(workers, timeout=timeout)
             for task in pending:
                 task.cancel()
-        if self._outbox_task is not None:
-            self._outbox_task.cancel()
-            try:
-                await asyncio.wait_for(self.deliver_pending(), timeout=timeout)
-            except (DeliveryError, TimeoutError, asyncio.CancelledError) as exc:
-                log.warning("stopping with undelivered replies (%s); they go out on next start", exc)
+            await asyncio.gather(*pending, return_exceptions=True)
+        delivering = self._outbox_task is not None
+        background = [t for t in (self._outbox_task, *self._tasks) if t is not None]
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        self._outbox_task = None
+        if not delivering:
+            return
+        try:
+            await asyncio.wait_for(self.deliver_pending(), timeout=timeout)
+        except TimeoutError:
+            log.warning("stopping with undelivered replies; they go out on next start")

@@ -118,6 +118,13 @@ class BotSettings(Section):
         return value.upper()
 
 
+class DeliveryConfig(Section):
+    """How long a destination that keeps failing is retried before its messages are given up."""
+
+    give_up_after_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    max_backoff_seconds: float = Field(default=300.0, ge=1, le=3600)
+
+
 class MetricsConfig(Section):
     """Optional Prometheus endpoint (`/metrics`) and health check (`/healthz`)."""
 
@@ -184,6 +191,7 @@ class BotConfig(Section):
     shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
 
     @property
     def command_prefix(self) -> str:

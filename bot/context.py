@@ -12,47 +12,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from bot.formatting import Rendered, render
+from bot.formatting import render
+from bot.messages import Attachment, Incoming, Outgoing, Rendered
 
 if TYPE_CHECKING:
     from bot.config import BotConfig
-    from bot.storage import Storage
+    from bot.storage import Transaction
 
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    mimetype: str
-    data: bytes
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One message to deliver: to a room, or privately to a person (room_id None)."""
-
-    message: Rendered
-    room_id: str | None = None
-    user_id: str | None = None
-    reply_to: str | None = None
-    attachment: Attachment | None = None
-    redacts: str | None = None  # not a message: redact the bot's own event with this id in room_id
-
+__all__ = ["REDACTION_PREFIX", "Attachment", "Context", "Incoming", "Outgoing", "Transport"]
 
 # An Incoming whose text starts with this is not a message: the sender redacted the event whose id
 # follows. Transports never pass a typed message starting with a NUL character.
 REDACTION_PREFIX = "\x00redacted "
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A command-looking message as a transport saw it."""
-
-    event_id: str
-    room_id: str
-    sender: str
-    text: str
-    is_direct: bool
-    timestamp: datetime
 
 
 class Transport(Protocol):
@@ -72,6 +43,16 @@ class Transport(Protocol):
         ...
 
 
+class Runtime(Protocol):
+    """What commands may know about the running bot (for !status)."""
+
+    started_at: float  # Unix time
+
+    def sync_age(self) -> float:
+        """Seconds since the transport last caught up with its network (-1: not yet)."""
+        ...
+
+
 @dataclass
 class Context:
     sender: str
@@ -80,9 +61,10 @@ class Context:
     text: str
     event_id: str
     now: datetime
-    storage: Storage
+    tx: Transaction  # the transaction the command runs in
     config: BotConfig
     transport: Transport
+    runtime: Runtime | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
     # Set when the handler changed something outside the database (created a room): its
     # transaction is committed straight after it, so a crash cannot make it run again.

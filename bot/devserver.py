@@ -13,6 +13,14 @@ shared-secret admin API. Nothing here is used by the bot in production.
 
 A reused work directory keeps its port, secrets, signing key and database.
 
+`Synapse(..., federation=True)` also serves the federation API over TLS on a second loopback
+port and names the server `localhost:<that port>`, so two such servers federate with each other
+on 127.0.0.1 with no DNS, SRV or .well-known: a server name with an explicit port is reached at
+exactly that host and port. Each server has its own self-signed certificate and does not verify
+the other's (`federation_verify_certificates: false`), so no CA has to be shared between work
+directories; events are still signed with each server's signing key and checked. Synapse blocks
+loopback addresses for federation by default, so 127.0.0.0/8 and ::1 are allowed explicitly.
+
 Safety nets so that no homeserver outlives us: `stop()` kills the whole process group, an
 `atexit` hook does the same for anything still running at interpreter exit, and on Linux the
 child asks the kernel for SIGTERM if its parent dies (covers a SIGKILLed test run).
@@ -27,6 +35,7 @@ import atexit
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import secrets
@@ -34,6 +43,7 @@ import signal
 import socket
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -48,6 +58,8 @@ CONFIG_FILE = "homeserver.yaml"
 LOG_CONFIG_FILE = "log_config.yaml"
 LOG_FILE = "homeserver.log"
 SIGNING_KEY_FILE = "signing.key"
+TLS_CERT_FILE = "federation.crt"
+TLS_KEY_FILE = "federation.key"
 ADMIN_LOCALPART = "mab-devserver-admin"
 
 # Effectively unlimited; `rate_limited=False` applies this to every limiter.
@@ -118,10 +130,14 @@ def synapse_python() -> str:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_port(avoid: int | None = None) -> int:
+    for _ in range(10):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port != avoid:
+            return port
+    raise SynapseError(f"the kernel kept offering port {avoid}, which is taken")
 
 
 def _port_is_free(port: int) -> bool:
@@ -134,6 +150,50 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _self_signed_certificate(hostname: str) -> tuple[bytes, bytes]:
+    """A certificate and private key (PEM) for the federation listener of a loopback server."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        # Long-lived because a reused work directory keeps it; nothing ever verifies it.
+        .not_valid_after(now + timedelta(days=3650))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(hostname), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+async def _answers(http: aiohttp.ClientSession, url: str) -> bool:
+    # ssl=False: the federation listener's certificate is self-signed; this only asks "is it up".
+    try:
+        async with http.get(url, ssl=False) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 def _tail(path: Path, lines: int = 60) -> str:
@@ -212,16 +272,26 @@ class Synapse:
         *,
         port: int | None = None,
         rate_limited: bool = False,
-        server_name: str = "localhost",
+        server_name: str | None = None,
+        federation: bool = False,
     ) -> None:
+        """`server_name` defaults to "localhost"; a federating server is always named
+        `localhost:<federation port>` (chosen once per work directory), so it takes none."""
+        if federation and server_name is not None:
+            raise ValueError("a federating devserver is named localhost:<federation port>")
         self.workdir = Path(workdir).resolve()
         self.python = str(python)
         self.rate_limited = rate_limited
+        self.federation = federation
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self._state = self._load_or_create_state(port=port, server_name=server_name)
+        self._state = self._load_or_create_state(
+            port=port, server_name=server_name or "localhost", federation=federation
+        )
         self.server_name: str = self._state["server_name"]
         self.port: int = self._state["port"]
         self.base_url: str = f"http://127.0.0.1:{self.port}"
+        # None when the server does not federate.
+        self.federation_port: int | None = self._state.get("federation_port")
         self._proc: asyncio.subprocess.Process | None = None
         self._log_handle: Any = None
 
@@ -237,10 +307,20 @@ class Synapse:
 
     # -- persistent state: port and secrets survive a reused workdir ----------------------------
 
-    def _load_or_create_state(self, *, port: int | None, server_name: str) -> dict[str, Any]:
+    def _load_or_create_state(
+        self, *, port: int | None, server_name: str, federation: bool
+    ) -> dict[str, Any]:
         path = self.workdir / STATE_FILE
         if path.exists():
             state = json.loads(path.read_text())
+            if federation != ("federation_port" in state):
+                kind = "a federating" if "federation_port" in state else "a non-federating"
+                raise ValueError(
+                    f"{self.workdir} holds {kind} homeserver ({state['server_name']!r}); "
+                    f"cannot reuse it with federation={federation} (use another workdir)"
+                )
+            if federation:
+                server_name = state["server_name"]
             if state["server_name"] != server_name:
                 raise ValueError(
                     f"{self.workdir} holds a homeserver for {state['server_name']!r}; "
@@ -258,6 +338,9 @@ class Synapse:
             "form_secret": secrets.token_urlsafe(32),
             "admin": None,
         }
+        if federation:
+            state["federation_port"] = _free_port(avoid=state["port"])
+            state["server_name"] = f"localhost:{state['federation_port']}"
         self._save_state(state)
         return state
 
@@ -296,10 +379,32 @@ class Synapse:
             "rc_profile": u,
         }
 
+    def _federation_config(self) -> dict[str, Any]:
+        wd = self.workdir
+        return {
+            "listeners": [
+                {
+                    "port": self.federation_port,
+                    "bind_addresses": ["127.0.0.1"],
+                    "type": "http",
+                    "tls": True,
+                    "x_forwarded": False,
+                    # "federation" also serves the signing keys (/_matrix/key/v2/server), which
+                    # the other server fetches directly since trusted_key_servers is empty.
+                    "resources": [{"names": ["federation"], "compress": False}],
+                }
+            ],
+            "tls_certificate_path": str(wd / TLS_CERT_FILE),
+            "tls_private_key_path": str(wd / TLS_KEY_FILE),
+            "federation_verify_certificates": False,
+            # Synapse refuses to federate with loopback addresses unless allowed here.
+            "ip_range_whitelist": ["127.0.0.0/8", "::1/128"],
+        }
+
     def _config(self) -> dict[str, Any]:
         wd = self.workdir
         s = self._state
-        return {
+        config = {
             "server_name": self.server_name,
             "public_baseurl": self.base_url + "/",
             "pid_file": str(wd / "homeserver.pid"),
@@ -332,6 +437,11 @@ class Synapse:
             "max_upload_size": "50M",
             **self._rate_limits(),
         }
+        if self.federation:
+            federation = self._federation_config()
+            config["listeners"] += federation.pop("listeners")
+            config.update(federation)
+        return config
 
     def _log_config(self) -> dict[str, Any]:
         root_level = os.environ.get("MAB_SYNAPSE_LOG_LEVEL", "WARNING").upper()
@@ -367,6 +477,11 @@ class Synapse:
     def _write_config(self) -> None:
         # JSON is YAML, so no YAML library is needed on this side.
         (self.workdir / "media_store").mkdir(exist_ok=True)
+        tls_files = (self.workdir / TLS_CERT_FILE, self.workdir / TLS_KEY_FILE)
+        if self.federation and not all(path.exists() for path in tls_files):
+            certificate, key = _self_signed_certificate("localhost")
+            _write_if_changed(self.workdir / TLS_CERT_FILE, certificate.decode(), mode=0o644)
+            _write_if_changed(self.workdir / TLS_KEY_FILE, key.decode())
         _write_if_changed(
             self.workdir / LOG_CONFIG_FILE, json.dumps(self._log_config(), indent=2) + "\n"
         )
@@ -427,6 +542,12 @@ class Synapse:
                 f"port {self.port} on 127.0.0.1 is busy; is an old Synapse from {self.workdir} "
                 f"still running (see {self.workdir / 'homeserver.pid'})? Stop it or pick a port."
             )
+        if self.federation_port is not None and not _port_is_free(self.federation_port):
+            # Not "pick a port": the federation port is part of the server's name.
+            raise SynapseError(
+                f"federation port {self.federation_port} on 127.0.0.1 is busy; is an old Synapse "
+                f"from {self.workdir} still running? Stop it, or use a fresh work dir."
+            )
         await self._generate_keys(max(1.0, deadline - time.monotonic()))
 
         self._log_handle = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - closed in stop()
@@ -455,7 +576,11 @@ class Synapse:
 
     async def _wait_ready(self, deadline: float) -> None:
         assert self._proc is not None
-        url = f"{self.base_url}/_matrix/client/versions"
+        pending = [f"{self.base_url}/_matrix/client/versions"]
+        if self.federation_port is not None:
+            pending.append(
+                f"https://127.0.0.1:{self.federation_port}/_matrix/federation/v1/version"
+            )
         probe_timeout = aiohttp.ClientTimeout(total=2)
         async with aiohttp.ClientSession(timeout=probe_timeout) as http:
             while True:
@@ -464,15 +589,13 @@ class Synapse:
                         f"Synapse exited with code {self._proc.returncode} during start-up; "
                         f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
                     )
-                try:
-                    async with http.get(url) as resp:
-                        if resp.status == 200:
-                            return
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
+                pending = [url for url in pending if not await _answers(http, url)]
+                if not pending:
+                    return
                 if time.monotonic() >= deadline:
                     raise SynapseError(
-                        f"Synapse did not answer {url} in time; log tail ({self.log_path}):\n"
+                        f"Synapse did not answer {pending[0]} in time; log tail "
+                        f"({self.log_path}):\n"
                         f"{_tail(self.log_path)}"
                     )
                 await asyncio.sleep(0.1)

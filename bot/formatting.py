@@ -10,10 +10,12 @@ import functools
 import html as html_lib
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import markdown as markdown_lib
+
+from bot.messages import Rendered
 
 # Word joiner: keeps "@room" readable but stops clients from treating it as a room-wide ping.
 _WORD_JOINER = "\u2060"
@@ -84,13 +86,6 @@ class Code:
         # Inside a code span markdown is inert and HTML is escaped by the renderer; only a
         # backtick could end the span early.
         return "`" + clean(self.text).replace("`", "'").replace("\n", " ") + "`"
-
-
-@dataclass(frozen=True)
-class Rendered:
-    body: str
-    html: str
-    mentions: tuple[str, ...] = field(default=())
 
 
 def _matrix_to(user_id: str) -> str:

@@ -42,6 +42,9 @@ class Metrics:
         self.deliveries = Counter("mab_messages_delivered", "Outbox messages delivered", registry=r)
         self.delivery_failures = Counter("mab_delivery_failures",
                                          "Delivery attempts that failed (retried later)", registry=r)
+        self.dead_letters = Counter("mab_dead_letters",
+                                    "Messages given up as undeliverable (listed by !status)",
+                                    registry=r)
         self.last_good_sync: float | None = None
         Gauge("mab_last_good_sync_timestamp_seconds", "Unix time of the last successful sync",
               registry=r).set_function(lambda: self.last_good_sync or 0.0)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
     from bot.app import App
-    from bot.storage import Storage
+    from bot.storage import Storage, Transaction
 
 log = logging.getLogger(__name__)
 
@@ -383,15 +383,15 @@ def notify_changed(storage: Storage) -> None:
         scheduler.changed()
 
 
-async def load_snapshot(tx: Storage) -> Snapshot:
-    shifts = await tx.list_shifts()
+async def load_snapshot(tx: Transaction) -> Snapshot:
+    shifts = await tx.shifts.list()
     ids = [s.id for s in shifts]
-    posts = await tx.posts_with_renewal()
+    posts = await tx.posts.with_renewal()
     rooms = {s.room_id for s in shifts} | {p.room_id for p, _ in posts}
-    last = await tx.get_meta("scheduler_last_run")
+    last = await tx.delivery.get_meta("scheduler_last_run")
     return Snapshot(
-        shifts=shifts, signups=await tx.signups(ids), cancelled=await tx.cancelled_occurrences(ids),
-        posts=posts, room_settings={r: await tx.get_room_settings(r) for r in sorted(rooms)},
+        shifts=shifts, signups=await tx.shifts.signups(ids), cancelled=await tx.shifts.cancelled_occurrences(ids),
+        posts=posts, room_settings={r: await tx.settings.room(r) for r in sorted(rooms)},
         last_run=datetime.fromisoformat(last) if last else None,
     )
 
@@ -417,7 +417,7 @@ class Scheduler:
                 snap = await load_snapshot(tx)
                 for item in compute_due(snap, now, self.config):
                     outcome = item.action if item.action == "skip" else "sent"
-                    if not await tx.record_scheduled(item.kind, item.ref, item.occurrence,
+                    if not await tx.shifts.record_scheduled(item.kind, item.ref, item.occurrence,
                                                      item.offset_key, item.person, outcome, now):
                         continue
                     acted.append(item)
@@ -429,13 +429,13 @@ class Scheduler:
                         continue
                     needs = None
                     if item.kind == DIGEST:
-                        needs = [p for p in await tx.list_posts(item.room_id, kind=PostKind.NEED)
+                        needs = [p for p in await tx.posts.list(item.room_id, kind=PostKind.NEED)
                                  if not p.private]
                     if item.kind == EXPIRED and item.post is not None:
-                        await tx.set_post_status(item.post, PostStatus.EXPIRED, now)
-                    await tx.enqueue(messages_for(item, now, self.config, needs), now)
+                        await tx.posts.set_status(item.post, PostStatus.EXPIRED, now)
+                    await tx.delivery.enqueue(messages_for(item, now, self.config, needs), now)
                     log.info("scheduled %s for %s %s sent", item.kind, item.ref, item.occurrence)
-                await tx.set_meta("scheduler_last_run", now.astimezone(UTC).isoformat())
+                await tx.delivery.set_meta("scheduler_last_run", now.astimezone(UTC).isoformat())
             self.runs += 1
         if acted:
             self.app.wake_outbox()

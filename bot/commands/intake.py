@@ -56,12 +56,12 @@ async def say(ctx: Context, text: str) -> None:
 
 async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     """Every direct message passes here before commands; True if it was handled here."""
-    storage = ctx.storage
-    if await storage.introduction_post_id(ctx.room_id) is not None:
+    tx = ctx.tx
+    if await tx.privacy.introduction_post_id(ctx.room_id) is not None:
         return False  # a small introduction room, not a DM
-    if await storage.get_dm_room(ctx.sender) is None:
-        await storage.set_dm_room(ctx.sender, ctx.room_id)
-    await storage.note_once(ctx.room_id, NOTE_PRIVATE_ROOM, ctx.now)
+    if await tx.delivery.get_dm_room(ctx.sender) is None:
+        await tx.delivery.set_dm_room(ctx.sender, ctx.room_id)
+    await tx.delivery.note_once(ctx.room_id, NOTE_PRIVATE_ROOM, ctx.now)
     word, rest = parsed if parsed else (None, "")
     if word == "need":  # in a DM a need is always private: (re)start the conversation
         await begin(ctx, rest)
@@ -70,18 +70,18 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         await ctx.reply("Offers are posted in your pod room: send {example} there.",
                         example=Code(f"{ctx.config.command_prefix}offer {rest or 'ride to the clinic'}"))
         return True
-    conversation = await storage.get_intake(ctx.sender)
+    conversation = await tx.privacy.intake(ctx.sender)
     if conversation is not None:
-        _room, flow, state, updated_at = conversation
+        flow, state, updated_at = conversation.flow, conversation.state, conversation.updated_at
         if rules.timed_out(updated_at, ctx.now, ctx.config.privacy.intake_timeout_minutes):
-            await storage.end_intake(ctx.sender)
+            await tx.privacy.end_intake(ctx.sender)
             await say(ctx, timeout_message(ctx.config))
             if parsed is None or (word in ("cancel", "stop") and not rest):
                 return True
         elif parsed is None or (word in ("cancel", "stop") and not rest):
             handler = FLOWS.get(flow)
             if handler is None:
-                await storage.end_intake(ctx.sender)
+                await tx.privacy.end_intake(ctx.sender)
                 return False
             await handler(ctx, state, ctx.text if parsed is None else "stop")
             return True
@@ -93,7 +93,7 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     if parsed is not None:
         return False
     answer = _consent_answer(ctx.text)
-    if answer is not None and await storage.asked_introductions(requester=ctx.sender):
+    if answer is not None and await tx.privacy.asked_introductions(requester=ctx.sender):
         await answer_consent(ctx, *answer)
         return True
     # A first message that names a category ("groceries please") answers the first question.
@@ -128,11 +128,11 @@ async def pods_for(ctx: Context) -> list[tuple[str, str]]:
     """Pod rooms the person shares with the bot: not DMs, not introduction rooms."""
     pods = []
     for room_id, name in ctx.transport.rooms_with(ctx.sender):
-        if room_id == ctx.room_id or await ctx.storage.dm_partner(room_id) is not None:
+        if room_id == ctx.room_id or await ctx.tx.delivery.dm_partner(room_id) is not None:
             continue
-        if await ctx.storage.introduction_post_id(room_id) is not None:
+        if await ctx.tx.privacy.introduction_post_id(room_id) is not None:
             continue
-        if await ctx.storage.has_note(room_id, NOTE_PRIVATE_ROOM):
+        if await ctx.tx.delivery.has_note(room_id, NOTE_PRIVATE_ROOM):
             continue
         pods.append((room_id, name))
     return pods
@@ -148,7 +148,7 @@ async def begin(ctx: Context, rest: str, category: Category | None = None) -> No
         if parsed is not None:
             category, details = parsed.category, parsed.text
     turn = rules.start(await pods_for(ctx), category, details)
-    await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
+    await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
                                   turn.state.model_dump(mode="json"), ctx.now)
     await say(ctx, turn.prompt)
 
@@ -157,11 +157,11 @@ async def intake_flow(ctx: Context, state: dict, text: str) -> None:
     current = rules.IntakeState.model_validate(state)
     turn = rules.advance(current, text)
     if turn.outcome is rules.Outcome.ASK:
-        await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
+        await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
                                       turn.state.model_dump(mode="json"), ctx.now)
         await say(ctx, turn.prompt)
         return
-    await ctx.storage.end_intake(ctx.sender)
+    await ctx.tx.privacy.end_intake(ctx.sender)
     if turn.outcome is rules.Outcome.CONFIRMED:
         await post_private(ctx, turn.state)
     else:
@@ -191,7 +191,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         return
     parsed = ParsedPost(category=state.category, urgency=state.urgency,
                         what=state.category.value, text=state.details or "")
-    post = await ctx.storage.create_post(
+    post = await ctx.tx.posts.create(
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
         private=True, anonymous=state.anonymous, details_shown=state.details_shown,
     )
@@ -201,7 +201,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         "about you is shared before you say yes. To withdraw it, send {cancel} here.",
         number=post.number, cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"),
     )
-    for match in find_matches(post, await ctx.storage.match_candidates(post, 1), 1):
+    for match in find_matches(post, await ctx.tx.posts.match_candidates(post, 1), 1):
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 
@@ -209,7 +209,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
 
 
 async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None = None) -> None:
-    await ctx.storage.add_introduction(post, helper, ctx.now)
+    await ctx.tx.privacy.add_introduction(post.id, post.author, helper, ctx.now)
     how = (f"offers {offer.category.value} (#{offer.number}: {offer.text}), which may help with"
            if offer else "offered to help with")
     await ctx.dm(post.author, _text(
@@ -222,7 +222,7 @@ async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None 
 
 async def claim_private(ctx: Context, post: Post) -> None:
     """`!claim` on a private request: ask the requester before anything is shared."""
-    if await ctx.storage.asked_introductions(post_id=post.id):
+    if await ctx.tx.privacy.asked_introductions(post_id=post.id):
         await ctx.reply("Someone has already offered to help with **#{number}**; I am waiting "
                         "for an answer. Thank you!", number=post.number)
         return
@@ -234,8 +234,8 @@ async def claim_private(ctx: Context, post: Post) -> None:
 
 
 async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
-    asked = await ctx.storage.asked_introductions(requester=ctx.sender)
-    posts = [(intro, await ctx.storage.get_post_by_id(intro["post_id"])) for intro in asked]
+    asked = await ctx.tx.privacy.asked_introductions(requester=ctx.sender)
+    posts = [(intro, await ctx.tx.posts.by_id(intro.post_id)) for intro in asked]
     if number is not None:
         posts = [(i, p) for i, p in posts if p.number == number]
     if not posts:
@@ -244,31 +244,31 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
         return
     intro, post = posts[0]
     if not yes:
-        await ctx.storage.set_introduction(intro["id"], "declined", ctx.now)
-        await ctx.dm(intro["helper"], _text(
+        await ctx.tx.privacy.set_introduction(intro.id, "declined", ctx.now)
+        await ctx.dm(intro.helper, _text(
             f"Thank you for offering to help with #{post.number}. The person preferred not to go "
             f"ahead this time."))
         await say(ctx, f"OK, I declined that offer for #{post.number}; nothing about you was "
                   f"shared. Your request stays open.")
         return
     if post.status is not PostStatus.OPEN:
-        await ctx.storage.set_introduction(intro["id"], "declined", ctx.now)
+        await ctx.tx.privacy.set_introduction(intro.id, "declined", ctx.now)
         await say(ctx, f"#{post.number} is already {post.status.value}, so I did not introduce you.")
         return
-    invitees = [post.author, intro["helper"]]
+    invitees = [post.author, intro.helper]
     coordinator = await _intro_coordinator(ctx, post, invitees)
     if coordinator is not None:
         invitees.append(coordinator)
     room_id = await ctx.create_private_room(f"Mutual aid #{post.number}", invitees)
-    await ctx.storage.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
-    await ctx.storage.set_introduction(intro["id"], "accepted", ctx.now, room_id=room_id)
-    await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro["helper"])
+    await ctx.tx.delivery.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
+    await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now, room_id=room_id)
+    await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro.helper)
     extra = " {coordinator} from the pod's coordinators is here too." if coordinator else ""
     await ctx.send(room_id, render(
         "Hello {requester} and {helper}! This private room is just for request **#{number}** "
         "({category}, {urgency})." + extra + "\n\nDetails: {details}\n\nPlease arrange things "
         "here. When it is done, {requester} can send {done} here.",
-        requester=Mention(post.author), helper=Mention(intro["helper"]), number=post.number,
+        requester=Mention(post.author), helper=Mention(intro.helper), number=post.number,
         category=post.category.value, urgency=post.urgency.label, details=post.text,
         coordinator=Mention(coordinator) if coordinator else "",
         done=Code(f"{ctx.config.command_prefix}done {post.number}"),
@@ -276,13 +276,13 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
     await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
     for other in posts[1:]:
         if other[1].id == post.id:
-            await ctx.storage.set_introduction(other[0]["id"], "declined", ctx.now)
+            await ctx.tx.privacy.set_introduction(other[0]["id"], "declined", ctx.now)
     await say(ctx, f"I have invited you both to a new private room for #{post.number}. "
               f"Accept the invite to meet them there.")
 
 
 async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> str | None:
-    stored = await ctx.storage.get_room_settings(post.room_id)
+    stored = await ctx.tx.settings.room(post.room_id)
     if not room_settings.is_on(room_settings.value(SETTING_INTRO_COORDINATOR, stored, ctx.config)):
         return None
     me = ctx.config.matrix.user_id if ctx.config.matrix else None
@@ -299,13 +299,13 @@ async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> s
 
 
 async def on_redaction(ctx: Context, redacted_event_id: str) -> None:
-    post = await ctx.storage.get_post_by_event(ctx.room_id, redacted_event_id)
+    post = await ctx.tx.posts.by_event(ctx.room_id, redacted_event_id)
     if post is None or post.author != ctx.sender:
         return
-    for room_id, event_id in await ctx.storage.bot_replies_to(redacted_event_id):
-        ctx.outgoing.append(Outgoing(render(""), room_id=room_id, redacts=event_id))
+    for sent in await ctx.tx.delivery.bot_replies_to(redacted_event_id):
+        ctx.outgoing.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
     if post.status in (PostStatus.OPEN, PostStatus.CLAIMED):
-        await ctx.storage.set_post_status(post, PostStatus.CANCELLED, ctx.now)
+        await ctx.tx.posts.set_status(post, PostStatus.CANCELLED, ctx.now)
         await ctx.send(ctx.room_id, "**#{number}** was withdrawn: its message was deleted.",
                        number=post.number)
 
@@ -346,10 +346,10 @@ async def expire_idle(storage: Storage, config: BotConfig, now: datetime) -> int
     """
     cutoff = rules.idle_cutoff(now, config.privacy.intake_timeout_minutes)
     async with storage.transaction() as tx:
-        idle = await tx.idle_intakes(cutoff)
+        idle = await tx.privacy.idle_intakes(cutoff)
         out = []
-        for user_id, room_id, _flow in idle:
-            await tx.end_intake(user_id)
-            out.append(Outgoing(_text(timeout_message(config)), room_id=room_id))
-        await tx.enqueue(out, now)
+        for conversation in idle:
+            await tx.privacy.end_intake(conversation.user_id)
+            out.append(Outgoing(_text(timeout_message(config)), room_id=conversation.room_id))
+        await tx.delivery.enqueue(out, now)
     return len(idle)

@@ -31,7 +31,7 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         parsed = parse_post(rest)
     except ParseError as exc:
         raise UsageError(str(exc)) from None
-    post = await ctx.storage.create_post(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
+    post = await ctx.tx.posts.create(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
                                          event_id=ctx.event_id)
     prefix = ctx.config.command_prefix
     template = ("Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
@@ -43,11 +43,11 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
     )
     limit = ctx.config.bot.max_matches
     announced = []
-    for match in find_matches(post, await ctx.storage.match_candidates(post, limit), limit):
+    for match in find_matches(post, await ctx.tx.posts.match_candidates(post, limit), limit):
         need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
         if need.private:
             # Never name the requester or show private details: ask them in their DM instead.
-            if not await ctx.storage.asked_introductions(post_id=need.id):
+            if not await ctx.tx.privacy.asked_introductions(post_id=need.id):
                 await intake.ask_consent(ctx, need, offer.author, offer=offer)
             continue
         announced.append(match.other)
@@ -84,7 +84,7 @@ async def _list(ctx: Context, kind: PostKind, rest: str) -> None:
         if category is None:
             raise UsageError("I don't know that category. Try food, transport, childcare, housing, "
                              "medical, tools, skills, money or other.")
-    posts = await ctx.storage.list_posts(ctx.room_id, kind=kind, category=category,
+    posts = await ctx.tx.posts.list(ctx.room_id, kind=kind, category=category,
                                          limit=_LIST_LIMIT + 1)
     plural = kind.value + "s"
     if not posts:
@@ -113,7 +113,7 @@ async def offers(ctx: Context, rest: str) -> None:
 
 @command("mine", help="Your own open and claimed posts here.", examples=("mine",))
 async def mine(ctx: Context, rest: str) -> None:
-    posts = await ctx.storage.list_posts(
+    posts = await ctx.tx.posts.list(
         ctx.room_id, author=ctx.sender, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
         limit=_LIST_LIMIT,
     )
@@ -128,15 +128,15 @@ async def _find(ctx: Context, rest: str) -> Post:
     number = parse_post_ref(rest.split()[0]) if rest else None
     if number is None:
         raise UsageError("Give the post number, like #7.")
-    post = await ctx.storage.get_post(ctx.room_id, number)
+    post = await ctx.tx.posts.by_number(ctx.room_id, number)
     if post is None:
         # In a DM or an introduction room: the person's own (private) request by its number.
-        intro_post = await ctx.storage.introduction_post_id(ctx.room_id)
+        intro_post = await ctx.tx.privacy.introduction_post_id(ctx.room_id)
         if intro_post is not None:
-            candidate = await ctx.storage.get_post_by_id(intro_post)
+            candidate = await ctx.tx.posts.by_id(intro_post)
             post = candidate if candidate.number == number else None
         elif ctx.is_direct:
-            post = await ctx.storage.find_own_post(ctx.sender, number)
+            post = await ctx.tx.posts.find_own(ctx.sender, number)
     if post is None:
         raise UsageError(f"There is no post #{number} in this room.")
     return post
@@ -162,7 +162,7 @@ async def claim(ctx: Context, rest: str) -> None:
     if post.private:
         await intake.claim_private(ctx, post)
         return
-    post = await ctx.storage.set_post_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=ctx.sender)
+    post = await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=ctx.sender)
     verb = "will help with" if post.kind is PostKind.NEED else "would like"
     await ctx.reply(
         "**#{number}** is claimed. {author}: {claimer} {verb} your {kind} ({text}). "
@@ -184,7 +184,7 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
         await ctx.reply("**#{number}** is already {status}.", number=post.number,
                         status=post.status.value)
         return
-    await ctx.storage.set_post_status(post, status, ctx.now)
+    await ctx.tx.posts.set_status(post, status, ctx.now)
     message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
     await ctx.reply("**#{number}** {message}", number=post.number, message=message)
     if post.room_id != ctx.room_id:  # closed from a DM or an introduction room

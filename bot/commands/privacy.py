@@ -47,13 +47,13 @@ async def forgetme(ctx: Context, rest: str) -> None:
         await ctx.reply("Please send {command} to me in a direct message; I will ask you to "
                         "confirm there.", command=Code(f"{ctx.config.command_prefix}forgetme"))
         return
-    await ctx.storage.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
+    await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
     await say(ctx, CONFIRM)
 
 
 async def forget_flow(ctx: Context, state: dict, text: str) -> None:
     if not rules.is_yes(text):
-        await ctx.storage.end_intake(ctx.sender)
+        await ctx.tx.privacy.end_intake(ctx.sender)
         await say(ctx, "OK, nothing was erased.")
         return
     await forget(ctx)
@@ -63,18 +63,18 @@ FLOWS[FLOW_FORGET] = forget_flow
 
 
 async def forget(ctx: Context) -> None:
-    storage, person = ctx.storage, ctx.sender
-    withdrawn = await storage.list_posts(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
-                                         limit=10_000)
-    reopened = await storage.posts_claimed_by(person)
-    to_redact = await storage.bot_messages_about(person)
-    counts = await storage.forget_person(person, ctx.now)
+    tx, person = ctx.tx, ctx.sender
+    withdrawn = await tx.posts.list(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
+                                    limit=10_000)
+    reopened = await tx.posts.claimed_by(person)
+    to_redact = await tx.privacy.bot_messages_about(person)
+    counts = await tx.privacy.forget_person(person, ctx.now)
     for post in withdrawn:
         await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
     for post in reopened:
         await ctx.send(post.room_id, "**#{number}** is open again.", number=post.number)
-    for room_id, event_id in dict.fromkeys(to_redact):
-        ctx.outgoing.append(Outgoing(render(""), room_id=room_id, redacts=event_id))
+    for sent in dict.fromkeys(to_redact):
+        ctx.outgoing.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
     parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
     erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
     await say(ctx, f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
@@ -88,8 +88,8 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
     Pure decision in `bot.retention`; call from a periodic job (hourly is plenty).
     """
     # Scans every closed post: on the database thread, so the event loop keeps serving.
-    async with storage.transaction(long=True) as tx:
-        return await tx.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
+    async with storage.transaction(bulk=True) as tx:
+        return await tx.privacy.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
 
 
 async def housekeeping(app: App, interval: float | None = None) -> None:

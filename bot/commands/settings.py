@@ -24,7 +24,7 @@ async def settings(ctx: Context, rest: str) -> None:
         return
     key, _, value = rest.strip().partition(" ")
     key, value = key.lower(), value.strip()
-    stored = await ctx.storage.get_room_settings(ctx.room_id)
+    stored = await ctx.tx.settings.room(ctx.room_id)
     if not key:
         lines = [render("**Settings for this room**")]
         for name, (current, is_default) in room_settings.effective(stored, ctx.config).items():
@@ -49,15 +49,15 @@ async def settings(ctx: Context, rest: str) -> None:
     if not await require_coordinator(ctx, "change settings"):
         return
     if value.lower() in _RESET:
-        await ctx.storage.set_room_setting(ctx.room_id, setting.key, None)
+        await ctx.tx.settings.set(ctx.room_id, setting.key, None)
         new = setting.default(ctx.config)
     else:
         try:
             new = setting.validate(value)
         except room_settings.SettingError as exc:
             raise UsageError(str(exc)) from None
-        await ctx.storage.set_room_setting(ctx.room_id, setting.key, new)
+        await ctx.tx.settings.set(ctx.room_id, setting.key, new)
     from bot.scheduler import notify_changed
 
-    notify_changed(ctx.storage)
+    notify_changed(ctx.tx)
     await ctx.reply("{key} is now **{value}** for this room.", key=Code(setting.key), value=new)

@@ -39,7 +39,7 @@ _ICS_DAYS = 92
 
 
 async def room_tz(ctx: Context) -> str:
-    stored = await ctx.storage.get_room_settings(ctx.room_id)
+    stored = await ctx.tx.settings.room(ctx.room_id)
     return room_settings.value("timezone", stored, ctx.config)
 
 
@@ -123,11 +123,11 @@ async def _resolve_shift(ctx: Context, rest: str) -> tuple[Shift, str]:
         raise UsageError("Which shift? Give its number like S1 (see !shifts) or its title.")
     m = _REF.match(words[0])
     if m:
-        shift = await ctx.storage.get_shift(ctx.room_id, int(m.group(1)))
+        shift = await ctx.tx.shifts.by_number(ctx.room_id, int(m.group(1)))
         if shift is None or not shift.active:
             raise UsageError(f"There is no shift S{int(m.group(1))} in this room. See !shifts.")
         return shift, " ".join(words[1:])
-    shifts = await ctx.storage.list_shifts(ctx.room_id)
+    shifts = await ctx.tx.shifts.list(ctx.room_id)
     # A title is at most a few words, so only that many leading words can name one: the work
     # stays linear in the message, however many words follow.
     longest = max((len(s.title.split()) for s in shifts), default=0)
@@ -148,7 +148,7 @@ async def _resolve_shift(ctx: Context, rest: str) -> tuple[Shift, str]:
 
 
 async def _cancelled(ctx: Context, shifts: list[Shift]) -> set[tuple[int, str]]:
-    return await ctx.storage.cancelled_occurrences([s.id for s in shifts])
+    return await ctx.tx.shifts.cancelled_occurrences([s.id for s in shifts])
 
 
 def _upcoming(shift: Shift, now: datetime, cancelled: set[tuple[int, str]], count: int = 1,
@@ -175,7 +175,7 @@ async def _occurrence(ctx: Context, shift: Shift, text: str, *, allow_past: bool
     zone = shift.when.zone
     if not text.strip() or text.strip().lower() == "next":
         if person is not None:
-            signups = await ctx.storage.signups([shift.id])
+            signups = await ctx.tx.shifts.signups([shift.id])
             for start in _upcoming(shift, ctx.now, cancelled, 60):
                 if person in roster(shift.id, occurrence_key(start), signups):
                     return start
@@ -261,7 +261,7 @@ async def _member_may_add(ctx: Context) -> bool:
     if is_coordinator(ctx):
         return True
     cap = ctx.config.shifts.member_open_shifts_per_room
-    by_members = [s for s in await ctx.storage.list_shifts(ctx.room_id)
+    by_members = [s for s in await ctx.tx.shifts.list(ctx.room_id)
                   if not is_coordinator(ctx, s.created_by) and occurrences(s.when, ctx.now, 1)]
     if len(by_members) < cap:
         return True
@@ -284,9 +284,9 @@ async def _shift_add(ctx: Context, args: str) -> None:
         await ctx.reply("{reason}\nI can read things like: {examples}",
                         reason=exc.reason, examples=_examples(p))
         return
-    shift = await ctx.storage.create_shift(ctx.room_id, shorten(title, 80), place, needed or 1, when,
+    shift = await ctx.tx.shifts.create(ctx.room_id, shorten(title, 80), place, needed or 1, when,
                                            ctx.sender, ctx.now)
-    notify_changed(ctx.storage)
+    notify_changed(ctx.tx)
     await ctx.reply(join([
         echo(shift, ctx.now, "Added shift "),
         render("Sign up with {next} (next date) or {all} (every date).",
@@ -303,7 +303,7 @@ async def _shift_edit(ctx: Context, args: str) -> None:
     if not value:
         raise UsageError("Say what to change: title, when, place or need, and the new value.")
     if field_name == "title":
-        shift = await ctx.storage.update_shift(shift, ctx.now, title=shorten(value, 80))
+        shift = await ctx.tx.shifts.update(shift, ctx.now, title=shorten(value, 80))
     elif field_name in ("when", "time"):
         try:
             when = parse_when(value, ctx.now, shift.when.tz)
@@ -311,16 +311,16 @@ async def _shift_edit(ctx: Context, args: str) -> None:
             await ctx.reply("{reason}\nI can read things like: {examples}",
                             reason=exc.reason, examples=_examples(ctx.config.command_prefix))
             return
-        shift = await ctx.storage.update_shift(shift, ctx.now, when=when)
+        shift = await ctx.tx.shifts.update(shift, ctx.now, when=when)
     elif field_name in ("place", "at", "where"):
-        shift = await ctx.storage.update_shift(shift, ctx.now, place=shorten(value, 80))
+        shift = await ctx.tx.shifts.update(shift, ctx.now, place=shorten(value, 80))
     elif field_name in ("need", "needed", "people"):
         if not _HEAD_COUNT.fullmatch(value) or not 1 <= int(value) <= 999:
             raise UsageError("need takes a number of people from 1 to 999.")
-        shift = await ctx.storage.update_shift(shift, ctx.now, needed=int(value))
+        shift = await ctx.tx.shifts.update(shift, ctx.now, needed=int(value))
     else:
         raise UsageError("I can change title, when, place or need.")
-    notify_changed(ctx.storage)
+    notify_changed(ctx.tx)
     await ctx.reply(echo(shift, ctx.now, "Updated "))
 
 
@@ -328,21 +328,21 @@ async def _shift_cancel(ctx: Context, args: str) -> None:
     if not await require_coordinator(ctx, "cancel a shift"):
         return
     shift, rest = await _resolve_shift(ctx, args)
-    signups = await ctx.storage.signups([shift.id])
+    signups = await ctx.tx.shifts.signups([shift.id])
     if rest.strip() and rest.strip().lower() not in ("all", "every", "series"):
         start = await _occurrence(ctx, shift, rest)
         key = occurrence_key(start)
-        await ctx.storage.cancel_occurrence(shift.id, key, ctx.now)
+        await ctx.tx.shifts.cancel_occurrence(shift.id, key, ctx.now)
         people = roster(shift.id, key, signups)
-        notify_changed(ctx.storage)
+        notify_changed(ctx.tx)
         await _announce_cancel(ctx, shift, f"on {_when_text(shift, start)} is cancelled", people)
         return
-    await ctx.storage.update_shift(shift, ctx.now, active=False)
+    await ctx.tx.shifts.update(shift, ctx.now, active=False)
     people: list[str] = []
     for s in signups:
         if s.present and s.person not in people:
             people.append(s.person)
-    notify_changed(ctx.storage)
+    notify_changed(ctx.tx)
     await _announce_cancel(ctx, shift, "is cancelled (all dates)", people)
 
 
@@ -373,12 +373,12 @@ async def shifts_command(ctx: Context, rest: str) -> None:
     if word not in _WINDOWS:
         raise UsageError("Say week, month, all or ics.")
     p = ctx.config.command_prefix
-    shifts = await ctx.storage.list_shifts(ctx.room_id)
+    shifts = await ctx.tx.shifts.list(ctx.room_id)
     if not shifts:
         await ctx.reply("No shifts here yet. Add one: {example}",
                         example=Code(f"{p}shift add Food run every saturday 10-13 need 3"))
         return
-    signups = await ctx.storage.signups([s.id for s in shifts])
+    signups = await ctx.tx.shifts.signups([s.id for s in shifts])
     cancelled = await _cancelled(ctx, shifts)
     rows = _rows(shifts, signups, cancelled, ctx.now, ctx.now + _WINDOWS[word])
     lines = [render("**Shifts, coming {span}**", span="week" if word == "week" else
@@ -416,8 +416,8 @@ def _line(shift: Shift, start: datetime, people: list[str]) -> Rendered:
 
 
 async def _shifts_ics(ctx: Context) -> None:
-    shifts = await ctx.storage.list_shifts(ctx.room_id)
-    signups = await ctx.storage.signups([s.id for s in shifts])
+    shifts = await ctx.tx.shifts.list(ctx.room_id)
+    signups = await ctx.tx.shifts.signups([s.id for s in shifts])
     cancelled = await _cancelled(ctx, shifts)
     rows = _rows(shifts, signups, cancelled, ctx.now, ctx.now + timedelta(days=_ICS_DAYS))
     data = build_ics(rows, ctx.now, ctx.room_id)
@@ -458,8 +458,8 @@ async def signup(ctx: Context, rest: str) -> None:
         return
     shift, date_text = await _resolve_shift(ctx, rest)
     if date_text.strip().lower() in ("all", "every", "always"):
-        await ctx.storage.set_signup(shift.id, ALL_DATES, ctx.sender, True, ctx.now)
-        notify_changed(ctx.storage)
+        await ctx.tx.shifts.set_signup(shift.id, ALL_DATES, ctx.sender, True, ctx.now)
+        notify_changed(ctx.tx)
         cancelled = await _cancelled(ctx, [shift])
         nxt = _upcoming(shift, ctx.now, cancelled)
         await ctx.reply("You're on **{label} {title}** for every date{next}. Thank you!",
@@ -468,14 +468,14 @@ async def signup(ctx: Context, rest: str) -> None:
         return
     start = await _occurrence(ctx, shift, date_text)
     key = occurrence_key(start)
-    signups = await ctx.storage.signups([shift.id])
+    signups = await ctx.tx.shifts.signups([shift.id])
     if ctx.sender in roster(shift.id, key, signups):
         await ctx.reply("You're already on **{label} {title}** {when}.", label=shift.label,
                         title=shift.title, when=_when_text(shift, start))
         return
-    await ctx.storage.set_signup(shift.id, key, ctx.sender, True, ctx.now)
-    notify_changed(ctx.storage)
-    people = roster(shift.id, key, await ctx.storage.signups([shift.id]))
+    await ctx.tx.shifts.set_signup(shift.id, key, ctx.sender, True, ctx.now)
+    notify_changed(ctx.tx)
+    people = roster(shift.id, key, await ctx.tx.shifts.signups([shift.id]))
     await ctx.reply("You're on **{label} {title}** {when}. {have} of {need} signed up. Thank you!",
                     label=shift.label, title=shift.title, when=_when_text(shift, start),
                     have=len(people), need=shift.needed)
@@ -488,15 +488,15 @@ async def withdraw(ctx: Context, rest: str) -> None:
     if not await _in_room(ctx):
         return
     shift, date_text = await _resolve_shift(ctx, rest)
-    signups = await ctx.storage.signups([shift.id])
+    signups = await ctx.tx.shifts.signups([shift.id])
     standing = any(s.occurrence == ALL_DATES and s.person == ctx.sender and s.present
                    for s in signups)
     if date_text.strip().lower() in ("all", "every") or (standing and not date_text.strip()):
         removed = 0
         for s in signups:
             if s.person == ctx.sender and s.present:
-                removed += await ctx.storage.remove_signup(shift.id, s.occurrence, ctx.sender)
-        notify_changed(ctx.storage)
+                removed += await ctx.tx.shifts.remove_signup(shift.id, s.occurrence, ctx.sender)
+        notify_changed(ctx.tx)
         if not removed:
             await ctx.reply("You weren't signed up for {label}.", label=shift.label)
             return
@@ -510,8 +510,8 @@ async def withdraw(ctx: Context, rest: str) -> None:
                         when=_when_text(shift, start))
         return
     await _take_off(ctx, shift, key, ctx.sender, signups)
-    notify_changed(ctx.storage)
-    left = shift.needed - len(roster(shift.id, key, await ctx.storage.signups([shift.id])))
+    notify_changed(ctx.tx)
+    left = shift.needed - len(roster(shift.id, key, await ctx.tx.shifts.signups([shift.id])))
     await ctx.reply("You're off **{label} {title}** {when}.{left}", label=shift.label,
                     title=shift.title, when=_when_text(shift, start),
                     left=f" It now needs {left} more." if left > 0 else "")
@@ -520,9 +520,9 @@ async def withdraw(ctx: Context, rest: str) -> None:
 async def _take_off(ctx: Context, shift: Shift, key: str, person: str, signups: list[Signup]) -> None:
     standing = any(s.occurrence == ALL_DATES and s.person == person and s.present for s in signups)
     if standing:
-        await ctx.storage.set_signup(shift.id, key, person, False, ctx.now)
+        await ctx.tx.shifts.set_signup(shift.id, key, person, False, ctx.now)
     else:
-        await ctx.storage.remove_signup(shift.id, key, person)
+        await ctx.tx.shifts.remove_signup(shift.id, key, person)
 
 
 # ---- !standin / !cover ----------------------------------------------------------------------
@@ -537,13 +537,13 @@ async def standin(ctx: Context, rest: str) -> None:
     shift, date_text = await _resolve_shift(ctx, rest)
     start = await _occurrence(ctx, shift, date_text, person=ctx.sender if not date_text else None)
     key = occurrence_key(start)
-    if ctx.sender not in roster(shift.id, key, await ctx.storage.signups([shift.id])):
+    if ctx.sender not in roster(shift.id, key, await ctx.tx.shifts.signups([shift.id])):
         await ctx.reply("You aren't on **{label}** {when}, so there is nothing to hand over.",
                         label=shift.label, when=_when_text(shift, start))
         return
-    request = await ctx.storage.open_standin_for(shift.id, key, ctx.sender)
+    request = await ctx.tx.shifts.open_standin_for(shift.id, key, ctx.sender)
     if request is None:
-        request = await ctx.storage.create_standin(shift, key, ctx.sender, ctx.now)
+        request = await ctx.tx.shifts.create_standin(shift, key, ctx.sender, ctx.now)
     await ctx.reply(
         "{who} needs a stand-in for **{label} {title}** {when}{place}. Can you take it? Send {cover}",
         who=ctx.sender, label=shift.label, title=shift.title, when=_when_text(shift, start),
@@ -556,7 +556,7 @@ async def _find_request(ctx: Context, rest: str) -> StandinRequest:
     m = re.match(r"^[rR#]?(\d{1,6})$", rest.split()[0]) if rest.split() else None
     if m is None:
         raise UsageError("Give the stand-in request number, like R2.")
-    request = await ctx.storage.get_standin(ctx.room_id, int(m.group(1)))
+    request = await ctx.tx.shifts.standin(ctx.room_id, int(m.group(1)))
     if request is None:
         raise UsageError(f"There is no stand-in request R{int(m.group(1))} here.")
     return request
@@ -568,7 +568,7 @@ async def cover(ctx: Context, rest: str) -> None:
     if not await _in_room(ctx):
         return
     request = await _find_request(ctx, rest)
-    shift = await ctx.storage.get_shift_by_id(request.shift_id)
+    shift = await ctx.tx.shifts.by_id(request.shift_id)
     start = datetime.fromisoformat(request.occurrence)
     if request.status != "open":
         await ctx.reply("R{number} is already {status}.", number=request.number,
@@ -581,19 +581,19 @@ async def cover(ctx: Context, rest: str) -> None:
         return
     cancelled = (shift.id, request.occurrence) in await _cancelled(ctx, [shift])
     if not shift.active or cancelled or start <= ctx.now:
-        await ctx.storage.set_standin_status(request, "closed", ctx.now)
+        await ctx.tx.shifts.set_standin_status(request, "closed", ctx.now)
         await ctx.reply("R{number} is no longer needed: that shift date has passed or was cancelled.",
                         number=request.number)
         return
-    signups = await ctx.storage.signups([shift.id])
+    signups = await ctx.tx.shifts.signups([shift.id])
     if ctx.sender in roster(shift.id, request.occurrence, signups):
         await ctx.reply("You're already on **{label}** {when}.", label=shift.label,
                         when=_when_text(shift, start))
         return
     await _take_off(ctx, shift, request.occurrence, request.requester, signups)
-    await ctx.storage.set_signup(shift.id, request.occurrence, ctx.sender, True, ctx.now)
-    await ctx.storage.set_standin_status(request, "covered", ctx.now, covered_by=ctx.sender)
-    notify_changed(ctx.storage)
+    await ctx.tx.shifts.set_signup(shift.id, request.occurrence, ctx.sender, True, ctx.now)
+    await ctx.tx.shifts.set_standin_status(request, "covered", ctx.now, covered_by=ctx.sender)
+    notify_changed(ctx.tx)
     await ctx.reply("Thank you, {coverer}! You're on **{label} {title}** {when} in place of {who}.",
                     coverer=ctx.sender, label=shift.label, title=shift.title,
                     when=_when_text(shift, start), who=request.requester)
@@ -619,8 +619,8 @@ async def noshow(ctx: Context, rest: str) -> None:
     if not date_text.strip():
         raise UsageError("Which date? e.g. 2026-11-21")
     start = await _occurrence(ctx, shift, date_text, allow_past=True)
-    await ctx.storage.record_noshow(shift.id, occurrence_key(start), person, ctx.sender, ctx.now)
-    total = await ctx.storage.noshow_count(ctx.room_id, person)
+    await ctx.tx.shifts.record_noshow(shift.id, occurrence_key(start), person, ctx.sender, ctx.now)
+    total = await ctx.tx.shifts.noshow_count(ctx.room_id, person)
     await ctx.reply("Noted: {person} didn't come to **{label}** {when} ({total} no-show{s} "
                     "recorded here).", person=person, label=shift.label,
                     when=_when_text(shift, start), total=total, s="" if total == 1 else "s")
@@ -637,7 +637,7 @@ async def renew(ctx: Context, rest: str) -> None:
         raise UsageError("Give the post number, like #12.")
     post: Post | None
     if ctx.is_direct:
-        mine = [p for p in await ctx.storage.list_posts(
+        mine = [p for p in await ctx.tx.posts.list(
                     author=ctx.sender, statuses=(PostStatus.OPEN, PostStatus.EXPIRED), limit=500)
                 if p.number == number]
         if len(mine) > 1:
@@ -647,7 +647,7 @@ async def renew(ctx: Context, rest: str) -> None:
             return
         post = mine[0] if mine else None
     else:
-        post = await ctx.storage.get_post(ctx.room_id, number)
+        post = await ctx.tx.posts.by_number(ctx.room_id, number)
     if post is None:
         raise UsageError(f"There is no post #{number} of yours here.")
     if post.author != ctx.sender and not is_coordinator(ctx):
@@ -658,9 +658,9 @@ async def renew(ctx: Context, rest: str) -> None:
         await ctx.reply("**#{number}** is {status}; only open or expired posts can be renewed.",
                         number=post.number, status=post.status.value)
         return
-    post = await ctx.storage.renew_post(post, ctx.now)
-    notify_changed(ctx.storage)
-    stored = await ctx.storage.get_room_settings(post.room_id)
+    post = await ctx.tx.posts.renew(post, ctx.now)
+    notify_changed(ctx.tx)
+    stored = await ctx.tx.settings.room(post.room_id)
     zone = ZoneInfo(room_settings.value("timezone", stored, ctx.config))
     until = (ctx.now + timedelta(days=ctx.config.shifts.post_expiry_days)).astimezone(zone)
     await ctx.reply("**#{number}** renewed: it stays listed until {until}.", number=post.number,

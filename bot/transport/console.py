@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count
 
 from bot.app import App
 from bot.config import BotConfig
@@ -38,7 +38,6 @@ class ConsoleTransport:
     write: Callable[[str], None]
     power_levels: dict[str, int] = field(default_factory=dict)
     people: set[str] = field(default_factory=set)
-    _ids: count = field(default_factory=lambda: count(1))
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         if out.redacts is not None:
@@ -50,7 +49,7 @@ class ConsoleTransport:
         if out.attachment is not None:
             text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
         self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
-        return f"$console{next(self._ids)}"
+        return unique_id("$console-out")
 
     def power_level(self, room_id: str, user_id: str) -> int:
         return self.power_levels.get(user_id, 0)
@@ -62,9 +61,15 @@ class ConsoleTransport:
         return [(POD_ROOM, "the pod")] if user_id in self.people else []
 
     async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        room_id = f"!private{next(self._ids)}:{SERVER}"
+        room_id = f"{unique_id('!private')}:{SERVER}"
         self.write(f"[created private room {name!r} for {', '.join(invitees)}]")
         return room_id
+
+
+def unique_id(prefix: str) -> str:
+    """Ids unique across runs: the database remembers every event it handled, so an id that
+    came back on the next run would be taken for an old command and ignored."""
+    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 def dm_room(user: str) -> str:
@@ -82,7 +87,6 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     scheduler.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
-    events = count(1)
     write(HELP)
     try:
         while True:
@@ -107,7 +111,7 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
                 write(f"[{person} is now a coordinator]")
                 continue
             room = dm_room(person) if direct else POD_ROOM
-            await app.receive([Incoming(f"$console-in{next(events)}", room, person, line, direct,
+            await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
     finally:

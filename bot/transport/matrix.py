@@ -246,7 +246,7 @@ class MatrixTransport:
         """Sync until stopped. Errors back off exponentially; bad credentials raise."""
         assert self.client is not None and self.app is not None
         async with self.storage.transaction() as tx:
-            token = await tx.get_meta("sync_token")
+            token = await tx.delivery.get_meta("sync_token")
         first_start = token is None
         failures = 0
         metrics = self.app.metrics
@@ -356,7 +356,7 @@ class MatrixTransport:
     async def _backfill(self, room_id: str, prev_batch: str | None) -> list[Any]:
         """Events a `limited` timeline left out, back to what we have already seen."""
         async with self.storage.transaction() as tx:
-            seen = int(await tx.get_meta(f"seen:{room_id}") or 0)
+            seen = int(await tx.delivery.get_meta(f"seen:{room_id}") or 0)
             joined = await self._joined(tx, room_id)
         floor = max(seen, joined, self._oldest_allowed_ms())
         collected: list[Any] = []
@@ -384,7 +384,7 @@ class MatrixTransport:
     async def _joined(self, tx: Storage, room_id: str) -> int:
         joined = self._joined_ms.get(room_id)
         if joined is None:
-            stored = int(await tx.get_meta(f"joined:{room_id}") or 0)
+            stored = int(await tx.delivery.get_meta(f"joined:{room_id}") or 0)
             # A mark written meanwhile (a room created while this read waited) is newer: keep it.
             joined = self._joined_ms.setdefault(room_id, stored)
         return joined
@@ -405,7 +405,7 @@ class MatrixTransport:
         async with self.storage.transaction() as tx:
             joined = await self._joined(tx, room_id)
             # Not cached: handlers and !forgetme change dm_rooms too.
-            dm_partner = await tx.dm_partner(room_id)
+            dm_partner = await tx.delivery.dm_partner(room_id)
         oldest = max(joined, self._oldest_allowed_ms())
         items = []
         for event in events:
@@ -467,19 +467,19 @@ class MatrixTransport:
 
     async def _tell_unreadable(self, room_id: str, event: MegolmEvent) -> None:
         async with self.storage.transaction() as tx:
-            first = await tx.note_once(room_id, f"unreadable:{event.sender}:{event.session_id}",
+            first = await tx.delivery.note_once(room_id, f"unreadable:{event.sender}:{event.session_id}",
                                        self.app.clock())
             if first:
-                await tx.enqueue([Outgoing(render(UNREADABLE_NOTE), room_id=room_id,
+                await tx.delivery.enqueue([Outgoing(render(UNREADABLE_NOTE), room_id=room_id,
                                            reply_to=event.event_id)], self.app.clock())
         if first:
             self.app.wake_outbox()
 
     async def _warn_unencrypted(self, room_id: str) -> None:
         async with self.storage.transaction() as tx:
-            first = await tx.note_once(room_id, UNENCRYPTED_NOTE, self.app.clock())
+            first = await tx.delivery.note_once(room_id, UNENCRYPTED_NOTE, self.app.clock())
             if first:
-                await tx.enqueue([Outgoing(render(UNENCRYPTED_WARNING), room_id=room_id)],
+                await tx.delivery.enqueue([Outgoing(render(UNENCRYPTED_WARNING), room_id=room_id)],
                                  self.app.clock())
         if first:
             self.app.wake_outbox()
@@ -494,11 +494,11 @@ class MatrixTransport:
             return
         joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
-            await tx.set_meta(f"joined:{room_id}", joined)
+            await tx.delivery.set_meta(f"joined:{room_id}", joined)
             # A direct chat is one the inviter marked as such (is_direct on the invite), never
             # guessed from the member count: a small pod room is not a private conversation.
             if invite.content.get("is_direct") is True:
-                await tx.set_dm_room(inviter, room_id)
+                await tx.delivery.set_dm_room(inviter, room_id)
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
             log.warning("joining %s failed: %s", room_id, response.message)
@@ -569,14 +569,14 @@ class MatrixTransport:
 
     async def _dm_room(self, user_id: str) -> str:
         async with self.storage.transaction() as tx:
-            room_id = await tx.get_dm_room(user_id)
+            room_id = await tx.delivery.get_dm_room(user_id)
         if room_id is not None and room_id in self.client.rooms:
             return room_id
         room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
         joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
-            await tx.set_dm_room(user_id, room_id)
-            await tx.set_meta(f"joined:{room_id}", joined)
+            await tx.delivery.set_dm_room(user_id, room_id)
+            await tx.delivery.set_meta(f"joined:{room_id}", joined)
         return room_id
 
     async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:

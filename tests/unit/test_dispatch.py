@@ -23,7 +23,7 @@ async def test_first_word_is_matched_exactly(pod):
     body = await pod.reply_to(ALICE, "!needy groceries")
     assert "I don't know `!needy`" in body
     async with pod.storage.transaction() as tx:
-        assert await tx.list_posts(POD) == []
+        assert await tx.posts.list(POD) == []
 
 
 async def test_help_lists_every_command_and_explains_one(pod):
@@ -48,7 +48,7 @@ async def test_a_failing_handler_rolls_back_apologises_and_the_bot_goes_on(pod, 
     body = await pod.reply_to(ALICE, "!need groceries")
     assert "something went wrong" in body
     async with pod.storage.transaction() as tx:
-        assert await tx.list_posts(POD) == []  # the half-done post was rolled back
+        assert await tx.posts.list(POD) == []  # the half-done post was rolled back
     monkeypatch.undo()
     assert "#1" in await pod.reply_to(ALICE, "!need groceries")
 

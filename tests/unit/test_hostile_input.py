@@ -67,21 +67,20 @@ class Harness:
         """The handler step alone, as App.handle runs it (one storage transaction), without the
         inbox and outbox around it: about a quarter of the trips to the database thread."""
         event_id = f"$hostile{next(self._ids)}"
-        ctx = Context(sender=sender, room_id=room, is_direct=direct, text=text,
-                      event_id=event_id, now=self.clock(), storage=self.storage,
-                      config=self.app.config, transport=self.transport)
-
-        async def run() -> None:
-            async with self.storage.transaction():
+        async def run() -> list[Outgoing]:
+            async with self.storage.transaction() as tx:
+                ctx = Context(sender=sender, room_id=room, is_direct=direct, text=text,
+                              event_id=event_id, now=self.clock(), tx=tx,
+                              config=self.app.config, transport=self.transport)
                 await dispatch(ctx)  # must not raise, whatever the text
+                return ctx.outgoing
 
-        self.loop.run_until_complete(run())
-        return event_id, ctx.outgoing
+        return event_id, self.loop.run_until_complete(run())
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         async def run() -> list[tuple]:
             async with self.storage.transaction() as tx:
-                return [tuple(r) for r in await tx._fetchall(sql, params)]
+                return [tuple(r) for r in await tx.fetchall(sql, params)]
 
         return self.loop.run_until_complete(run())
 
@@ -216,7 +215,7 @@ async def test_nasty_input(pod, name, text, expected, stored):
         for forbidden in ("\x00", "\x1b", BIDI):
             assert forbidden not in body
     async with pod.storage.transaction() as tx:
-        texts = [p.text for p in await tx.list_posts()]
+        texts = [p.text for p in await tx.posts.list()]
     assert texts == ([stored] if stored is not None else [])
 
 
@@ -289,7 +288,7 @@ async def test_events_from_before_the_join_own_and_notices_are_not_commands(tmp_
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         joined = now_ms - 60_000
         async with storage.transaction() as tx:
-            await tx.set_meta(f"joined:{ROOM}", str(joined))
+            await tx.delivery.set_meta(f"joined:{ROOM}", str(joined))
 
         def event(cls, sender, ts, body="!need groceries", msgtype="m.text"):
             return cls.parse_event({"type": "m.room.message", "event_id": f"${sender}{ts}{msgtype}",

@@ -80,8 +80,8 @@ async def test_dm_intake_posts_only_a_redacted_notice(pod_rooms):
     listing = await pod.reply_to(BOB, "!needs")
     assert SECRET not in listing and "details private" in listing and ALICE not in listing
     async with pod.storage.transaction() as tx:
-        post = await tx.get_post(POD, 1)
-        assert await tx.get_intake(ALICE) is None
+        post = await tx.posts.by_number(POD, 1)
+        assert await tx.privacy.intake(ALICE) is None
     assert post.private and post.anonymous and post.text == SECRET
 
 
@@ -100,8 +100,8 @@ async def test_abort_and_cancel_at_any_step(pod_rooms):
     replies = await intake(pod, "hello", "!cancel")
     assert "Nothing was posted" in replies[-1][0]
     async with pod.storage.transaction() as tx:
-        assert await tx.get_intake(ALICE) is None
-        assert await tx.list_posts(POD) == []
+        assert await tx.privacy.intake(ALICE) is None
+        assert await tx.posts.list(POD) == []
     assert pod_bodies(pod) == []
 
 
@@ -126,7 +126,7 @@ async def test_idle_conversation_times_out(pod_rooms):
     replies = await dm(pod, "bread")
     assert "dropped our unfinished conversation after 30 minutes" in replies[0]
     async with pod.storage.transaction() as tx:
-        assert await tx.get_intake(ALICE) is None
+        assert await tx.privacy.intake(ALICE) is None
 
 
 async def test_idle_conversations_expire_from_a_periodic_job(pod_rooms):
@@ -172,7 +172,7 @@ async def test_declining_keeps_the_request_open(pod_rooms):
     assert pod.transport.private_rooms == []
     assert BOB in [o.user_id for o in pod.transport.sent]
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status.value == "open"
+        assert (await tx.posts.by_number(POD, 1)).status.value == "open"
 
 
 async def test_intro_includes_a_coordinator_when_configured(pod_rooms):
@@ -207,16 +207,16 @@ async def test_redacting_the_need_message_cancels_the_post(pod_rooms):
     pod = pod_rooms
     await pod.say(ALICE, "!need groceries")
     async with pod.storage.transaction() as tx:
-        post = await tx.get_post(POD, 1)
+        post = await tx.posts.by_number(POD, 1)
     sent = await pod.say(ALICE, REDACTION_PREFIX + post.event_id)
     assert "#1** was withdrawn" in sent[-1].message.body
     assert pod.transport.redactions == [(POD, "$sent1")]  # the bot's "Noted" reply goes too
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status.value == "cancelled"
+        assert (await tx.posts.by_number(POD, 1)).status.value == "cancelled"
     # someone else's redaction of it changes nothing (and is handled once)
     await pod.say(ALICE, "!need bread")
     async with pod.storage.transaction() as tx:
-        other = await tx.get_post(POD, 2)
+        other = await tx.posts.by_number(POD, 2)
     assert await pod.say(BOB, REDACTION_PREFIX + other.event_id) == []
 
 
@@ -255,4 +255,4 @@ async def test_need_in_a_dm_never_makes_a_public_post(pod_rooms):
     assert "private request for food" in replies[0]
     assert "Offers are posted in your pod room" in (await dm(pod, "!offer a drill"))[0]
     async with pod.storage.transaction() as tx:
-        assert await tx.list_posts(DM) == []
+        assert await tx.posts.list(DM) == []

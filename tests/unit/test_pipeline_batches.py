@@ -46,7 +46,7 @@ async def test_a_failing_command_in_a_batch_is_undone_alone(pod, monkeypatch):
     # The failed command's half-made post was undone; the number it took was given back.
     assert "Noted offer **#2**" in replies[ids[2]] and "@alice:test needs **#1**" in replies[ids[2]]
     async with pod.storage.transaction() as tx:
-        assert [(p.number, p.text) for p in await tx.list_posts(POD, limit=10)] == [
+        assert [(p.number, p.text) for p in await tx.posts.list(POD, limit=10)] == [
             (1, "groceries"), (2, "soup")]
     # Run again (a restart): nothing is handled twice.
     await pod.app.start_pending_workers()
@@ -80,10 +80,10 @@ async def test_storage_waits_for_another_writer_without_blocking_the_loop(tmp_pa
     asyncio.get_running_loop().call_later(0.5, other.execute, "ROLLBACK")
 
     async with storage.transaction() as tx:
-        await tx.set_meta("written", "after the lock")
+        await tx.delivery.set_meta("written", "after the lock")
     assert ticks >= 20  # the loop kept running while the transaction waited
     async with storage.transaction() as tx:
-        assert await tx.get_meta("written") == "after the lock"
+        assert await tx.delivery.get_meta("written") == "after the lock"
     ticking.cancel()
     other.close()
     await storage.close()
@@ -96,10 +96,10 @@ async def test_storage_gives_up_on_a_lock_held_too_long(tmp_path, monkeypatch):
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         async with storage.transaction() as tx:
-            await tx.set_meta("never", "written")
+            await tx.delivery.set_meta("never", "written")
     other.execute("ROLLBACK")
     async with storage.transaction() as tx:
-        assert await tx.get_meta("never") is None
+        assert await tx.delivery.get_meta("never") is None
     other.close()
     await storage.close()
 

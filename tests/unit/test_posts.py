@@ -9,7 +9,7 @@ async def test_need_is_stored_with_category_urgency_and_short_id(pod):
     body = await pod.reply_to(ALICE, "!need groceries for a family of 4, urgent")
     assert "#1" in body and "food" in body and "urgent" in body
     async with pod.storage.transaction() as tx:
-        post = await tx.get_post(POD, 1)
+        post = await tx.posts.by_number(POD, 1)
     assert post.author == ALICE
     assert post.text == "groceries for a family of 4, urgent"
     assert post.status is PostStatus.OPEN
@@ -67,12 +67,12 @@ async def test_claim_then_done_changes_status_and_tells_both(pod):
     sent = await pod.say(BOB, "!claim #1")
     assert set(sent[0].message.mentions) == {ALICE, BOB}
     async with pod.storage.transaction() as tx:
-        post = await tx.get_post(POD, 1)
+        post = await tx.posts.by_number(POD, 1)
     assert post.status is PostStatus.CLAIMED and post.claimed_by == BOB
     assert "already claimed" in await pod.reply_to(CAROL, "!claim 1")
     assert "done" in await pod.reply_to(ALICE, "!done 1")
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status is PostStatus.DONE
+        assert (await tx.posts.by_number(POD, 1)).status is PostStatus.DONE
 
 
 async def test_only_poster_or_coordinator_may_cancel(pod):

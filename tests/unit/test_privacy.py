@@ -22,7 +22,7 @@ async def dm(pod, text, sender=ALICE, room=DM):
 
 async def mentioning(pod, text):
     async with pod.storage.transaction() as tx:
-        return {t: n for t, n in (await tx.table_rows_mentioning(text)).items() if n}
+        return {t: n for t, n in (await tx.privacy.table_rows_mentioning(text)).items() if n}
 
 
 # ---- !forgetme ----------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ async def test_forgetme_erases_every_row_naming_the_person(pod_rooms):
     assert "**#1** was withdrawn." in pod_notes and "**#2** is open again." in pod_notes
     assert len(pod.transport.redactions) >= 4
     async with pod.storage.transaction() as tx:
-        posts = {p.number: p for p in await tx.list_posts(
+        posts = {p.number: p for p in await tx.posts.list(
             POD, statuses=tuple(PostStatus), limit=10)}
     assert posts[1].status is PostStatus.CANCELLED and posts[1].text == "" and posts[1].author == ""
     assert posts[2].status is PostStatus.OPEN and posts[2].claimed_by is None
@@ -61,9 +61,9 @@ async def test_forgetme_erases_every_row_naming_the_person(pod_rooms):
 async def test_forgetme_walks_tables_it_does_not_know(pod_rooms):
     pod = pod_rooms
     async with pod.storage.transaction() as tx:
-        await tx._execute("CREATE TABLE future_things (id INTEGER PRIMARY KEY, who TEXT NOT NULL, "
+        await tx.execute("CREATE TABLE future_things (id INTEGER PRIMARY KEY, who TEXT NOT NULL, "
                           "note TEXT)")
-        await tx._execute("INSERT INTO future_things (who, note) VALUES (?, ?), (?, ?)",
+        await tx.execute("INSERT INTO future_things (who, note) VALUES (?, ?), (?, ?)",
                           (ALICE, "x", BOB, f"asked {ALICE} about it"))
     await dm(pod, "!forgetme")
     await dm(pod, "yes")
@@ -77,7 +77,7 @@ async def test_forgetme_needs_confirmation_and_a_dm(pod_rooms):
     await dm(pod, "!forgetme")
     assert "nothing was erased" in (await dm(pod, "no"))[0]
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).author == ALICE
+        assert (await tx.posts.by_number(POD, 1)).author == ALICE
 
 
 # ---- retention ----------------------------------------------------------------------------------
@@ -104,8 +104,8 @@ async def test_retention_erases_details_after_the_period(pod_rooms):
     assert await sweep(pod.storage, pod.app.config, pod.clock()) == 1
     assert await mentioning(pod, SECRET) == {}
     async with pod.storage.transaction() as tx:
-        done = await tx.get_post(POD, 1)
-        still = await tx.get_post(POD, 2)
+        done = await tx.posts.by_number(POD, 1)
+        still = await tx.posts.by_number(POD, 2)
     assert (done.status, done.category.value, done.text, done.author, done.claimed_by) == (
         PostStatus.DONE, "medical", "", "", None)
     assert still.author == ALICE and still.text == "bread"
@@ -132,7 +132,7 @@ async def test_require_coordinator_helper(pod_rooms):
 
     def ctx(sender, direct=False):
         return Context(sender=sender, room_id=POD, is_direct=direct, text="", event_id="$x",
-                       now=pod.clock(), storage=pod.storage, config=pod.app.config,
+                       now=pod.clock(), tx=None, config=pod.app.config,
                        transport=pod.transport)
 
     refused = ctx(BOB)

@@ -120,8 +120,8 @@ async def test_reminders_are_sent_exactly_once_across_a_restart(rig):
     await rig.restart()
     assert await rig.run(due_at + timedelta(minutes=2)) == []
     async with rig.pod.storage.transaction() as tx:
-        records = await tx.scheduled_records()
-    keys = [(r["kind"], r["offset_key"], r["person"]) for r in records]
+        records = await tx.shifts.scheduled_records()
+    keys = [(r.kind, r.offset_key, r.person) for r in records]
     assert sorted(keys) == sorted([("shift_room", "7200", ""), ("shift_dm", "7200", ALICE)])
 
 
@@ -147,7 +147,7 @@ async def test_a_reminder_missed_by_more_than_the_grace_is_skipped_and_logged(ri
     assert sent == []
     assert any("skipped shift_dm" in r.getMessage() for r in caplog.records)
     async with rig.pod.storage.transaction() as tx:
-        outcomes = {(r["kind"], r["offset_key"]): r["outcome"] for r in await tx.scheduled_records()}
+        outcomes = {(r.kind, r.offset_key): r.outcome for r in await tx.shifts.scheduled_records()}
     assert outcomes[("shift_dm", "7200")] == "skip" and outcomes[("shift_dm", "86400")] == "sent"
     assert await rig.run(datetime(2026, 11, 28, 9, 31, tzinfo=UTC)) == []
 
@@ -188,11 +188,11 @@ async def test_post_expiry_warning_renewal_and_expiry(rig):
     [expired] = dms(sent, ALICE)
     assert "has expired" in expired
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status is PostStatus.EXPIRED
+        assert (await tx.posts.by_number(POD, 1)).status is PostStatus.EXPIRED
     assert "No open needs" in await pod.reply_to(BOB, "!needs")
     assert "renewed" in await pod.reply_to(ALICE, "!renew 1")
     async with pod.storage.transaction() as tx:
-        assert (await tx.get_post(POD, 1)).status is PostStatus.OPEN
+        assert (await tx.posts.by_number(POD, 1)).status is PostStatus.OPEN
 
 
 async def test_only_the_poster_or_a_coordinator_may_renew(rig):

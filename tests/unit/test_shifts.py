@@ -49,7 +49,7 @@ async def test_unreadable_time_gets_examples(pod):
     body = await pod.reply_to(ALICE, "!shift add Van run whenever you like")
     assert "I can read things like" in body and "every saturday 10-13" in body
     async with pod.storage.transaction() as tx:
-        assert await tx.list_shifts(POD) == []
+        assert await tx.shifts.list(POD) == []
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -128,7 +128,7 @@ async def test_settings_list_change_and_reset(coord):
     assert "**off**" in body and "(default)" not in body
     assert "**on**" in await coord.reply_to(COORD, "!settings digest default")
     async with coord.storage.transaction() as tx:
-        assert "digest" not in await tx.get_room_settings(POD)
+        assert "digest" not in await tx.settings.room(POD)
 
 
 async def test_ics_attachment_parses_with_the_expected_events(pod):

@@ -53,18 +53,18 @@ async def test_dm_status_follows_forgetme_and_new_dm_rooms(tmp_path, monkeypatch
     try:
         transport = _transport(storage, monkeypatch, [POD, DM])
         async with storage.transaction() as tx:
-            await tx.set_dm_room(ALICE, DM)
+            await tx.delivery.set_dm_room(ALICE, DM)
         assert await _seen(transport, DM, _text(ALICE, "hello")) == [("hello", True)]
         assert await _seen(transport, POD, _text(ALICE, "hello")) == []
 
-        async with storage.transaction(long=True) as tx:  # what !forgetme does
-            await tx.forget_person(ALICE, datetime.now(UTC))
+        async with storage.transaction(bulk=True) as tx:  # what !forgetme does
+            await tx.privacy.forget_person(ALICE, datetime.now(UTC))
         # No longer a DM: plain text is not a command there, and commands are not direct.
         assert await _seen(transport, DM, _text(ALICE, "hello")) == []
         assert await _seen(transport, DM, _text(ALICE, "!help")) == [("!help", False)]
 
         async with storage.transaction() as tx:  # a new direct chat, in the other room
-            await tx.set_dm_room(ALICE, POD)
+            await tx.delivery.set_dm_room(ALICE, POD)
         assert await _seen(transport, POD, _text(ALICE, "hello")) == [("hello", True)]
         assert await _seen(transport, DM, _text(ALICE, "hello")) == []
     finally:
@@ -79,7 +79,7 @@ async def test_join_mark_is_read_once_and_updated_by_the_transport(tmp_path, mon
         transport = _transport(storage, monkeypatch, [POD])
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
         async with storage.transaction() as tx:
-            await tx.set_meta(f"joined:{POD}", str(now_ms - 60_000))
+            await tx.delivery.set_meta(f"joined:{POD}", str(now_ms - 60_000))
         before_join = _text(ALICE, "!help", now_ms - 120_000)
         after_join = _text(ALICE, "!help", now_ms - 30_000)
         assert await _seen(transport, POD, before_join) == []
@@ -99,7 +99,7 @@ async def test_join_mark_is_read_once_and_updated_by_the_transport(tmp_path, mon
         assert joins == [POD]
         assert await _seen(transport, POD, _text(ALICE, "!help", now_ms - 30_000)) == []
         async with storage.transaction() as tx:
-            stored = int(await tx.get_meta(f"joined:{POD}"))
+            stored = int(await tx.delivery.get_meta(f"joined:{POD}"))
         assert stored == transport._joined_ms[POD] >= now_ms
     finally:
         await storage.close()

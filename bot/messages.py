@@ -1,0 +1,70 @@
+"""Plain message types shared by transports, the app, handlers and storage.
+
+They live here, below everything that uses them, so that storage never imports the command or
+context layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A message ready to send: plain body, HTML, and who it deliberately mentions."""
+
+    body: str
+    html: str
+    mentions: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    mimetype: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to deliver: to a room, or privately to a person (room_id None)."""
+
+    message: Rendered
+    room_id: str | None = None
+    user_id: str | None = None
+    reply_to: str | None = None
+    attachment: Attachment | None = None
+    redacts: str | None = None  # not a message: redact the bot's own event with this id in room_id
+
+    @property
+    def destination(self) -> str:
+        """What delivery keeps in order and backs off as one: the room, or the person."""
+        return self.room_id if self.room_id is not None else f"person:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A command-looking message as a transport saw it."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    text: str
+    is_direct: bool
+    timestamp: datetime
+
+
+class DeliveryError(Exception):
+    """A message could not be delivered.
+
+    `permanent`: it never will be (the bot is not in the room, the room or person is gone, it is
+    forbidden); it becomes a dead letter at once. Otherwise delivery to that destination backs
+    off, for `retry_after` seconds when the network said how long, and tries again.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False,
+                 retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.permanent = permanent
+        self.retry_after = retry_after

@@ -1,0 +1,206 @@
+"""The schema's history. Ordered: index + 1 is the version a step brings the database to.
+Append, never edit: a database made by an older release replays the steps it has not seen.
+
+Each step is a script of plain statements; `bot.storage` runs a step and its version row in one
+transaction, so a step that fails leaves the database exactly at the version before it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    script: str
+
+    def statements(self) -> list[str]:
+        """The script split into statements (`executescript` would commit between them)."""
+        statements, pending = [], ""
+        for line in self.script.splitlines(keepends=True):
+            pending += line
+            if sqlite3.complete_statement(pending):
+                statements.append(pending.strip())
+                pending = ""
+        if pending.strip():
+            raise ValueError(f"migration {self.name!r} ends with an incomplete statement")
+        return statements
+
+
+MIGRATIONS: list[Migration] = [
+    Migration("initial: inbox, outbox, posts, DM rooms", """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE inbox (
+            event_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            text TEXT NOT NULL,
+            is_direct INTEGER NOT NULL,
+            ts TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            handled_at TEXT
+        );
+        CREATE INDEX inbox_pending ON inbox (room_id, seq) WHERE handled_at IS NULL;
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT,
+            user_id TEXT,
+            body TEXT NOT NULL,
+            html TEXT NOT NULL,
+            mentions TEXT NOT NULL,
+            reply_to TEXT,
+            attachment_name TEXT,
+            attachment_type TEXT,
+            attachment_data BLOB,
+            created_at TEXT NOT NULL,
+            sent_at TEXT,
+            event_id TEXT,
+            CHECK ((room_id IS NULL) <> (user_id IS NULL))
+        );
+        CREATE INDEX outbox_pending ON outbox (id) WHERE sent_at IS NULL;
+        CREATE TABLE room_counters (room_id TEXT PRIMARY KEY, last_number INTEGER NOT NULL);
+        CREATE TABLE posts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('need', 'offer')),
+            author TEXT,
+            category TEXT NOT NULL,
+            urgency INTEGER NOT NULL,
+            text TEXT,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            claimed_by TEXT,
+            private INTEGER NOT NULL DEFAULT 0,
+            anonymous INTEGER NOT NULL DEFAULT 0,
+            UNIQUE (room_id, number)
+        );
+        CREATE INDEX posts_open ON posts (room_id, kind, category, status, urgency DESC, created_at);
+        CREATE INDEX posts_author ON posts (author, status);
+        CREATE TABLE dm_rooms (user_id TEXT PRIMARY KEY, room_id TEXT NOT NULL);
+        CREATE TABLE room_notes (
+            room_id TEXT NOT NULL,
+            note TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (room_id, note)
+        );
+
+"""),
+    Migration("shifts, sign-ups, stand-ins, room settings, scheduled sends", """
+        CREATE TABLE room_settings (
+            room_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (room_id, key)
+        );
+        CREATE TABLE shifts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            place TEXT,
+            needed INTEGER NOT NULL,
+            when_json TEXT NOT NULL,
+            active INTEGER NOT NULL DEFAULT 1,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (room_id, number)
+        );
+        CREATE TABLE shift_cancelled (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence)
+        );
+        CREATE TABLE shift_signups (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            person TEXT NOT NULL,
+            present INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence, person)
+        );
+        CREATE TABLE standin_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            status TEXT NOT NULL,
+            covered_by TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (room_id, number)
+        );
+        CREATE TABLE noshows (
+            shift_id INTEGER NOT NULL REFERENCES shifts (id),
+            occurrence TEXT NOT NULL,
+            person TEXT NOT NULL,
+            recorded_by TEXT NOT NULL,
+            at TEXT NOT NULL,
+            PRIMARY KEY (shift_id, occurrence, person)
+        );
+        CREATE TABLE sent_reminders (
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            occurrence TEXT NOT NULL,
+            offset_key TEXT NOT NULL,
+            person TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (kind, ref, occurrence, offset_key, person)
+        );
+        ALTER TABLE posts ADD COLUMN renewed_at TEXT;
+
+"""),
+    Migration("private intake, introductions, retention marks", """
+        ALTER TABLE posts ADD COLUMN event_id TEXT;
+        ALTER TABLE posts ADD COLUMN details_shown INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE posts ADD COLUMN erased_at TEXT;
+        CREATE INDEX posts_event ON posts (event_id) WHERE event_id IS NOT NULL;
+        ALTER TABLE outbox ADD COLUMN redacts TEXT;
+        CREATE TABLE intake (
+            user_id TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            flow TEXT NOT NULL,
+            state TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE introductions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            post_id INTEGER NOT NULL REFERENCES posts (id),
+            requester TEXT NOT NULL,
+            helper TEXT NOT NULL,
+            status TEXT NOT NULL,
+            room_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX introductions_requester ON introductions (requester, status);
+
+"""),
+    # Without it every inbox insert scans all of the inbox's history for the next number.
+    Migration("inbox sequence index", """
+        CREATE INDEX inbox_seq ON inbox (seq);
+"""),
+    # Delivery keeps order per destination (a room, or a person's DM) and backs a failing one
+    # off alone; what cannot be delivered ends as a dead letter with its reason.
+    Migration("outbox by destination, failures and dead letters", """
+        ALTER TABLE outbox ADD COLUMN destination TEXT;
+        UPDATE outbox SET destination = COALESCE(room_id, 'person:' || user_id);
+        ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE outbox ADD COLUMN first_failure_at TEXT;
+        ALTER TABLE outbox ADD COLUMN dead_at TEXT;
+        ALTER TABLE outbox ADD COLUMN dead_reason TEXT;
+        DROP INDEX outbox_pending;
+        CREATE INDEX outbox_pending ON outbox (destination, id)
+            WHERE sent_at IS NULL AND dead_at IS NULL;
+        CREATE INDEX outbox_dead ON outbox (id) WHERE dead_at IS NOT NULL;
+        CREATE INDEX posts_claimed_by ON posts (claimed_by) WHERE claimed_by IS NOT NULL;
+"""),
+]

@@ -1,0 +1,281 @@
+"""Privacy: private intake conversations, introductions, retention and erasure."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.models import PostStatus
+from bot.store.base import Area, now_text, parse_time, placeholders
+from bot.store.delivery import SentMessage
+
+# What may stand right after a Matrix user id inside a longer id (`@bob:example.org.uk`,
+# `@bob:example.org:8448`): an occurrence followed by one of these is someone else.
+_ID_CONTINUES = r"[A-Za-z0-9._=/+\-:\[\]]"
+_ID_PRECEDES = r"[A-Za-z0-9._=/+\-]"
+
+
+def _id_pattern(user_id: str) -> re.Pattern[str]:
+    return re.compile(f"(?<!{_ID_PRECEDES}){re.escape(user_id)}(?!{_ID_CONTINUES})")
+
+
+def names_person(text: object, user_id: str) -> bool:
+    """Whether `text` contains `user_id` as a whole id (not as the start of a longer one)."""
+    return isinstance(text, str) and _id_pattern(user_id).search(text) is not None
+
+
+def without_person(text: object, user_id: str) -> object:
+    if not isinstance(text, str):
+        return text
+    return _id_pattern(user_id).sub("[someone]", text)
+
+
+# SQL functions erasure needs, registered on every connection that may run it.
+SQL_FUNCTIONS = (("names_person", 2, names_person), ("without_person", 2, without_person))
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeConversation:
+    user_id: str
+    room_id: str
+    flow: str
+    state: dict
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    id: int
+    post_id: int
+    requester: str
+    helper: str
+    status: str
+    room_id: str | None
+
+
+def _intake(row: sqlite3.Row) -> IntakeConversation:
+    return IntakeConversation(row["user_id"], row["room_id"], row["flow"],
+                              json.loads(row["state"]), parse_time(row["updated_at"]))
+
+
+def _introduction(row: sqlite3.Row) -> Introduction:
+    return Introduction(row["id"], row["post_id"], row["requester"], row["helper"],
+                        row["status"], row["room_id"])
+
+
+class PrivacyArea(Area):
+    # ---- intake conversations ----------------------------------------------------------------
+
+    async def intake(self, user_id: str) -> IntakeConversation | None:
+        return await self._tx.fetch_by("intake", _intake, user_id=user_id)
+
+    async def save_intake(self, user_id: str, room_id: str, flow: str, state: dict,
+                          now: datetime) -> None:
+        await self._tx.execute(
+            "INSERT INTO intake (user_id, room_id, flow, state, updated_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id, flow = excluded.flow, "
+            "state = excluded.state, updated_at = excluded.updated_at",
+            (user_id, room_id, flow, json.dumps(state), now_text(now)),
+        )
+
+    async def end_intake(self, user_id: str) -> bool:
+        cursor = await self._tx.execute("DELETE FROM intake WHERE user_id = ?", (user_id,))
+        return cursor.rowcount > 0
+
+    async def idle_intakes(self, before: datetime) -> list[IntakeConversation]:
+        """Conversations untouched since `before`, oldest first."""
+        rows = await self._tx.fetchall(
+            "SELECT * FROM intake WHERE updated_at < ? ORDER BY updated_at", (now_text(before),))
+        return [_intake(r) for r in rows]
+
+    # ---- introductions -----------------------------------------------------------------------
+
+    async def add_introduction(self, post_id: int, requester: str, helper: str,
+                               now: datetime) -> int:
+        stamp = now_text(now)
+        cursor = await self._tx.execute(
+            "INSERT INTO introductions (post_id, requester, helper, status, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'asked', ?, ?)",
+            (post_id, requester, helper, stamp, stamp),
+        )
+        return cursor.lastrowid
+
+    async def asked_introductions(self, requester: str | None = None,
+                                  post_id: int | None = None) -> list[Introduction]:
+        """Introductions waiting for the requester's answer, oldest first."""
+        rows = await self._tx.fetchall(
+            "SELECT * FROM introductions WHERE status = 'asked' AND (? IS NULL OR requester = ?) "
+            "AND (? IS NULL OR post_id = ?) ORDER BY id",
+            (requester, requester, post_id, post_id),
+        )
+        return [_introduction(r) for r in rows]
+
+    async def set_introduction(self, intro_id: int, status: str, now: datetime,
+                               room_id: str | None = None) -> None:
+        await self._tx.execute(
+            "UPDATE introductions SET status = ?, room_id = COALESCE(?, room_id), updated_at = ? "
+            "WHERE id = ?",
+            (status, room_id, now_text(now), intro_id),
+        )
+
+    async def introduction_post_id(self, room_id: str) -> int | None:
+        """The post an introduction room was made for, if `room_id` is one."""
+        row = await self._tx.fetchone(
+            "SELECT post_id FROM introductions WHERE room_id = ?", (room_id,))
+        return row["post_id"] if row else None
+
+    # ---- retention ---------------------------------------------------------------------------
+
+    async def erase_closed_posts(self, before: datetime, now: datetime) -> int:
+        """Retention: details and people of posts closed before `before`; counts remain."""
+        closed = (PostStatus.DONE.value, PostStatus.CANCELLED.value, PostStatus.EXPIRED.value)
+        cutoff = now_text(before)
+        await self._tx.execute(
+            "DELETE FROM introductions WHERE post_id IN (SELECT id FROM posts WHERE status IN "
+            "(?, ?, ?) AND updated_at < ?)", (*closed, cutoff),
+        )
+        cursor = await self._tx.execute(
+            "UPDATE posts SET text = NULL, author = NULL, claimed_by = NULL, event_id = NULL, "
+            "erased_at = ? WHERE status IN (?, ?, ?) AND updated_at < ? AND erased_at IS NULL",
+            (now_text(now), *closed, cutoff),
+        )
+        # Who sent which command and who was mentioned: kept only as long as the posts are.
+        await self._tx.execute(
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
+        await self._tx.execute(
+            "UPDATE inbox SET sender = '' WHERE handled_at IS NOT NULL AND handled_at < ?",
+            (cutoff,),
+        )
+        return cursor.rowcount
+
+    # ---- erasure (!forgetme) -----------------------------------------------------------------
+
+    async def person_dm_rooms(self, user_id: str) -> set[str]:
+        rows = await self._tx.fetchall(
+            "SELECT room_id FROM dm_rooms WHERE user_id = ? UNION "
+            "SELECT room_id FROM inbox WHERE sender = ? AND is_direct = 1 UNION "
+            "SELECT room_id FROM intake WHERE user_id = ?", (user_id, user_id, user_id),
+        )
+        return {r["room_id"] for r in rows}
+
+    async def _about_person(self, columns: str, user_id: str) -> list[sqlite3.Row]:
+        dm_rooms = sorted(await self.person_dm_rooms(user_id))
+        return await self._tx.fetchall(
+            f"SELECT {columns} FROM outbox WHERE redacts IS NULL AND (user_id = ? "  # noqa: S608
+            "OR instr(mentions, ?) > 0 OR reply_to IN (SELECT event_id FROM inbox WHERE "
+            f"sender = ?) OR room_id IN ({placeholders(dm_rooms)}))",
+            (user_id, json.dumps(user_id), user_id, *dm_rooms))
+
+    async def bot_messages_about(self, user_id: str) -> list[SentMessage]:
+        """The bot's sent messages to, mentioning or answering the person."""
+        dm_room = await self._tx.fetchone(
+            "SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
+        found = []
+        for row in await self._about_person("room_id, user_id, event_id", user_id):
+            room_id = row["room_id"] or (dm_room[0] if dm_room and row["user_id"] == user_id
+                                         else None)
+            if room_id is not None and row["event_id"] is not None:
+                found.append(SentMessage(room_id, row["event_id"]))
+        return found
+
+    async def forget_person(self, user_id: str, now: datetime) -> dict[str, int]:
+        """Erase every row that names the person, in every table; per table, rows changed.
+
+        Posts keep their aggregates (category, room, dates, status) with author, claimer and
+        details erased; open ones are cancelled and ones they claimed reopened. Inbox rows keep
+        only their event id, so that a command is still never handled twice. Any other table
+        (shifts and whatever comes later) is walked generically: a row whose key names the person
+        is deleted, other mentions are blanked. Ids are matched whole: forgetting
+        `@bob:example.org` leaves `@bob:example.org.uk` alone.
+        """
+        counts: dict[str, int] = {}
+
+        def add(table: str, n: int) -> None:
+            if n > 0:
+                counts[table] = counts.get(table, 0) + n
+
+        stamp = now_text(now)
+        cursor = await self._tx.execute(
+            "UPDATE posts SET author = NULL, text = NULL, claimed_by = NULL, event_id = NULL, "
+            "erased_at = ?, updated_at = ?, status = CASE WHEN status IN (?, ?) THEN ? "
+            "ELSE status END WHERE author = ?",
+            (stamp, stamp, PostStatus.OPEN.value, PostStatus.CLAIMED.value,
+             PostStatus.CANCELLED.value, user_id),
+        )
+        add("posts", cursor.rowcount)
+        cursor = await self._tx.execute(
+            "UPDATE posts SET claimed_by = NULL, status = CASE WHEN status = ? THEN ? "
+            "ELSE status END WHERE claimed_by = ?",
+            (PostStatus.CLAIMED.value, PostStatus.OPEN.value, user_id),
+        )
+        add("posts", cursor.rowcount)
+        ids = [r["id"] for r in await self._about_person("id", user_id)]
+        cursor = await self._tx.execute(
+            f"DELETE FROM outbox WHERE id IN ({placeholders(ids)})", ids)  # noqa: S608
+        add("outbox", cursor.rowcount)
+        cursor = await self._tx.execute(
+            "UPDATE inbox SET sender = '', text = '' WHERE sender = ?", (user_id,))
+        add("inbox", cursor.rowcount)
+        for table, column in (("dm_rooms", "user_id"), ("intake", "user_id")):
+            cursor = await self._tx.execute(
+                f"DELETE FROM {table} WHERE {column} = ?", (user_id,))  # noqa: S608
+            add(table, cursor.rowcount)
+        cursor = await self._tx.execute(
+            "DELETE FROM introductions WHERE requester = ? OR helper = ?", (user_id, user_id))
+        add("introductions", cursor.rowcount)
+        for table, n in (await self._forget_everywhere(user_id)).items():
+            add(table, n)
+        return counts
+
+    async def _text_columns(self) -> list[tuple[str, sqlite3.Row]]:
+        found = []
+        for table in await self._tx.fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                "AND name != 'schema_version'"):
+            for column in await self._tx.fetchall(f"PRAGMA table_info({table['name']})"):
+                if (column["type"] or "").upper() in ("TEXT", ""):
+                    found.append((table["name"], column))
+        return found
+
+    async def _forget_everywhere(self, user_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for name, col in await self._text_columns():
+            column = col["name"]
+            if col["pk"]:
+                cursor = await self._tx.execute(
+                    f"DELETE FROM {name} WHERE names_person({column}, ?)", (user_id,))  # noqa: S608
+                changed = cursor.rowcount
+            else:
+                blank = "NULL" if not col["notnull"] else "''"
+                exact = f"UPDATE {name} SET {column} = {blank} WHERE {column} = ?"  # noqa: S608
+                inside = (f"UPDATE {name} SET {column} = without_person({column}, ?) "  # noqa: S608
+                          f"WHERE names_person({column}, ?)")
+                changed = 0
+                for sql, params in ((exact, (user_id,)), (inside, (user_id, user_id))):
+                    try:
+                        cursor = await self._tx.execute(sql, params)
+                    except sqlite3.IntegrityError:
+                        cursor = await self._tx.execute(
+                            f"DELETE FROM {name} WHERE names_person({column}, ?)",  # noqa: S608
+                            (user_id,))
+                    changed += cursor.rowcount
+            if changed:
+                counts[name] = counts.get(name, 0) + changed
+        return counts
+
+    async def table_rows_mentioning(self, text: str) -> dict[str, int]:
+        """Per table, how many rows contain `text` in any text column (for privacy checks)."""
+        by_table: dict[str, list[str]] = {}
+        for name, col in await self._text_columns():
+            by_table.setdefault(name, []).append(col["name"])
+        counts: dict[str, int] = {}
+        for name, columns in by_table.items():
+            condition = " OR ".join(f"instr({c}, ?) > 0" for c in columns)
+            row = await self._tx.fetchone(
+                f"SELECT COUNT(*) FROM {name} WHERE {condition}",  # noqa: S608 - schema names
+                [text] * len(columns))
+            counts[name] = row[0]
+        return counts

@@ -1,0 +1,24 @@
+"""Per-room settings (raw stored values; bot/room_settings.py knows what they mean)."""
+
+from __future__ import annotations
+
+from bot.store.base import Area
+
+
+class SettingsArea(Area):
+    async def room(self, room_id: str) -> dict[str, str]:
+        rows = await self._tx.fetchall(
+            "SELECT key, value FROM room_settings WHERE room_id = ?", (room_id,))
+        return {r["key"]: r["value"] for r in rows}
+
+    async def set(self, room_id: str, key: str, value: str | None) -> None:
+        """Store a room's value for `key`; None removes it (back to the default)."""
+        if value is None:
+            await self._tx.execute(
+                "DELETE FROM room_settings WHERE room_id = ? AND key = ?", (room_id, key))
+            return
+        await self._tx.execute(
+            "INSERT INTO room_settings (room_id, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (room_id, key) DO UPDATE SET value = excluded.value",
+            (room_id, key, value),
+        )
