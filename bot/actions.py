@@ -191,11 +191,10 @@ class StepRunner:
         return max(0.0, min(due for _, due in self._failing.values()) - time.monotonic())
 
     async def _due(self) -> list[Action]:
-        async with self.app.storage.transaction() as tx:
-            pending = await tx.actions.pending()
         now = time.monotonic()
-        return [a for a in pending if a.id not in self._running
-                and self._failing.get(a.id, (0, 0.0))[1] <= now]
+        waiting = self._running | {i for i, (_, due) in self._failing.items() if due > now}
+        async with self.app.storage.transaction() as tx:
+            return await tx.actions.pending(exclude=waiting)
 
     async def run_due(self) -> int:
         """Run every due step now and wait for them (console and tests, where the transport

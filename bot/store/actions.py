@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -65,13 +66,13 @@ class ActionsArea(Area):
     async def by_id(self, action_id: int) -> Action | None:
         return await self._tx.fetch_by("actions", _action, id=action_id)
 
-    async def pending(self, limit: int = 100) -> list[Action]:
+    async def pending(self, limit: int = 100, exclude: Iterable[int] = ()) -> list[Action]:
+        """Pending actions, oldest first, leaving out `exclude` (those backing off)."""
         rows = await self._tx.fetchall(
-            "SELECT * FROM actions WHERE status = ? ORDER BY id LIMIT ?", (PENDING, limit))
+            "SELECT * FROM actions WHERE status = ? AND id NOT IN "
+            "(SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+            (PENDING, json.dumps(list(exclude)), limit))
         return [_action(r) for r in rows]
-
-    async def pending_for(self, key: str) -> Action | None:
-        return await self._tx.fetch_by("actions", _action, key=key, status=PENDING)
 
     async def note_failure(self, action_id: int, error: str, now: datetime) -> None:
         """A transient failure: counted, the time of the first kept for the give-up bound."""

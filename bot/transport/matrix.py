@@ -648,9 +648,11 @@ class MatrixTransport:
         step whose outcome was never committed finds its room instead of making another."""
         for event in events:
             source = getattr(event, "source", None) or {}
-            tag = (source.get("content") or {}).get("tag")
-            if (source.get("type") != TAG_EVENT or source.get("sender") != self.matrix.user_id
-                    or not isinstance(tag, str)):
+            if source.get("type") != TAG_EVENT or source.get("sender") != self.matrix.user_id:
+                continue
+            content = source.get("content")
+            tag = content.get("tag") if isinstance(content, dict) else None
+            if not isinstance(tag, str):
                 continue
             marks[tag_mark(tag)] = room_id
             # The bot joined the room when it made it: nothing before that is a command for it.

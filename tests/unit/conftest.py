@@ -12,7 +12,7 @@ from bot.actions import tag_mark
 from bot.app import App
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
-from bot.messages import RoomRequest
+from bot.messages import DeliveryError, RoomRequest
 from bot.storage import Storage
 
 POD = "!pod:test"
@@ -36,6 +36,8 @@ class FakeTransport:
     # Faults for the next make_room calls, in order: ("before", error) fails making nothing,
     # ("after", error) makes the room and then fails (as Synapse does when an invite fails).
     room_faults: list[tuple[str, BaseException]] = field(default_factory=list)
+    # People whose homeserver is down: a room inviting them is made, then the invite fails.
+    unreachable: set[str] = field(default_factory=set)
     syncs: int = 0
     app: App | None = None
     # room id -> joined members (besides the bot), for rooms_with / members
@@ -73,6 +75,8 @@ class FakeTransport:
             self.invites += [(existing, user_id) for user_id in request.invitees]
         if error is not None:
             raise error
+        if self.unreachable & set(request.invitees):
+            raise DeliveryError("M_UNKNOWN Can't connect to their server")
         return existing
 
     async def caught_up_since(self, moment: float, timeout: float) -> None:

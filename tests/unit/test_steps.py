@@ -33,9 +33,9 @@ async def consent(pod: Pod) -> None:
     await dm(pod, "yes")
 
 
-def introductions(pod: Pod) -> list[str]:
+def introductions(pod: Pod, room: str = ROOM) -> list[str]:
     return [o.message.body for o in pod.transport.sent
-            if o.room_id == ROOM and "This private room is just for request" in o.message.body]
+            if o.room_id == room and "This private room is just for request" in o.message.body]
 
 
 async def stored(pod: Pod, app: App) -> tuple[list, list]:
@@ -168,3 +168,24 @@ async def test_steps_name_people_only_as_long_as_their_posts_are_kept(pod_rooms)
     async with pod.storage.transaction() as tx:
         assert (await tx.privacy.table_rows_mentioning(ALICE)).get("actions") == 0
         assert await tx.fetchall("SELECT * FROM actions") == []
+
+
+async def test_a_room_for_someone_unreachable_is_made_once_and_holds_up_no_other(pod_rooms):
+    pod = pod_rooms
+    pod.transport.unreachable.add(CAROL)
+    async with pod.storage.transaction() as tx:
+        await request_dm_room(tx, CAROL, pod.clock())
+    await consent(pod)  # Alice and Bob's introduction, while Carol's chat keeps failing
+    for _ in range(3):
+        pod.app.steps.retry_now()
+        await pod.app.run_until_idle()
+    assert len(introductions(pod, "!private2:test")) == 1  # the first is Carol's
+    carol_rooms = [invitees for _, invitees in pod.transport.private_rooms if CAROL in invitees]
+    assert carol_rooms == [[CAROL]]  # one room, then only invitations into it
+    assert [user for _, user in pod.transport.invites] == [CAROL] * 3
+    pod.transport.unreachable.clear()
+    pod.app.steps.retry_now()
+    await pod.app.run_until_idle()
+    async with pod.storage.transaction() as tx:
+        assert await tx.actions.pending() == []
+        assert await tx.delivery.get_dm_room(CAROL) == "!private1:test"
