@@ -108,6 +108,8 @@ async def test_a_pod_set_up_by_release_0_1_0_carries_on_after_the_upgrade(tmp_pa
         [backup] = bot_dir.glob("mutual-aid-bot.db.v*.bak")
         assert schema_version(backup) == RELEASE_SCHEMA_VERSION
 
+        # 0.1.0 kept the access token in plaintext (session.json); this release seals it on start.
+        old_token = json.loads((bot_dir / "store" / "session.json").read_text())["access_token"]
         bot = BotProcess(synapse, bot_dir, bot_user_id, (bot_dir / "password.txt").read_text().strip(),
                          config_path=config)
         await bot.start()
@@ -117,6 +119,8 @@ async def test_a_pod_set_up_by_release_0_1_0_carries_on_after_the_upgrade(tmp_pa
         devices, master_key = await bot_identity_seen_by(alice, bot_user_id)
         assert devices == [expected["bot_device_id"]], "the bot logged in as a new device"
         assert master_key == expected["bot_master_key"], "the bot's cross-signing identity changed"
+        readable = [p.name for p in (bot_dir / "store").iterdir() if old_token.encode() in p.read_bytes()]
+        assert not readable, f"the access token is still readable in {readable}"
 
         asked = await alice.send(room, "!need groceries")
         reply = await alice.wait_for(room, sender=bot_user_id, after=asked, timeout=30)
