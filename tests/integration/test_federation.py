@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
-import pytest
 from nio import JoinedRoomsResponse, RoomCreateError, RoomInviteError
 
 from bot.devserver import Synapse
