@@ -205,6 +205,29 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 
+# ---- the requester in the pod room -----------------------------------------------------------
+
+
+def acting_as_member(ctx: Context, post: Post) -> bool:
+    """Whether the requester of an anonymous request is speaking about it in its pod room.
+
+    There they get exactly what any member would (same reply, same effect), and the rest by
+    direct message: a reply that treated them as its author would unmask them to the room.
+    """
+    return post.anonymous and post.author == ctx.sender and ctx.room_id == post.room_id
+
+
+async def tell_requester_privately(ctx: Context, post: Post, word: str) -> None:
+    """The DM to a requester who used `!word N` on their anonymous request in the pod room."""
+    prefix = ctx.config.command_prefix
+    await ctx.dm(ctx.sender, "You sent {sent} in the pod room. **#{number}** is your anonymous "
+                 "request, so there I answered as I would answer anyone, and nobody can tell it "
+                 "is yours. To {action}, send {command} here.",
+                 sent=Code(f"{prefix}{word} {post.number}"), number=post.number,
+                 action="close it" if word == "claim" else "act on it as its requester",
+                 command=Code(f"{prefix}{'cancel' if word == 'claim' else word} {post.number}"))
+
+
 # ---- consent and introductions --------------------------------------------------------------
 
 
@@ -221,12 +244,19 @@ async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None 
 
 
 async def claim_private(ctx: Context, post: Post) -> None:
-    """`!claim` on a private request: ask the requester before anything is shared."""
+    """`!claim` on a private request: ask the requester before anything is shared.
+
+    The requester claiming their own anonymous request in the pod room gets the reply anyone
+    would get (and an explanation by DM), so the room cannot tell it is theirs.
+    """
     if await ctx.tx.privacy.asked_introductions(post_id=post.id):
         await ctx.reply("Someone has already offered to help with **#{number}**; I am waiting "
                         "for an answer. Thank you!", number=post.number)
         return
-    await ask_consent(ctx, post, ctx.sender)
+    if post.author == ctx.sender:
+        await tell_requester_privately(ctx, post, "claim")
+    else:
+        await ask_consent(ctx, post, ctx.sender)
     await ctx.reply(
         "Thank you! I have asked the person behind **#{number}** privately. If they agree, I will "
         "invite you both to a new private room with the details.", number=post.number,

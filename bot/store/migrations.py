@@ -203,4 +203,9 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX outbox_dead ON outbox (id) WHERE dead_at IS NOT NULL;
         CREATE INDEX posts_claimed_by ON posts (claimed_by) WHERE claimed_by IS NOT NULL;
 """),
+    # Who a sent message names in its text (a roster "On: @sam:example.org", a consent question
+    # naming the helper), kept after the text itself is erased so !forgetme can redact it.
+    Migration("outbox: people named in a message's text", """
+        ALTER TABLE outbox ADD COLUMN named TEXT NOT NULL DEFAULT '[]';
+"""),
 ]

@@ -101,7 +101,7 @@ async def test_retention_erases_details_after_the_period(pod_rooms):
     assert await sweep(pod.storage, pod.app.config, pod.clock()) == 0
     assert await mentioning(pod, SECRET)
     pod.clock.advance(days=2)
-    assert await sweep(pod.storage, pod.app.config, pod.clock()) == 1
+    assert await sweep(pod.storage, pod.app.config, pod.clock()) > 0
     assert await mentioning(pod, SECRET) == {}
     async with pod.storage.transaction() as tx:
         done = await tx.posts.by_number(POD, 1)
