@@ -120,13 +120,32 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"),  # sync token, per-room join and seen marks
     "room_counters": ("room_id", "last_number"),
     "room_settings": ("room_id", "key", "value"),
-    "posts": ("id", "room_id", "number", "kind", "category", "urgency", "created_at",
+    "posts": ("id", "room_id", "number", "kind", "category", "urgency", "status", "created_at",
               "updated_at", "private", "anonymous", "renewed_at", "details_shown", "erased_at"),
     "outbox": ("id",),  # the rest goes with the row
     "shifts": ("id", "room_id", "number", "title", "place", "needed", "when_json", "active",
                "created_at", "updated_at"),
     "shift_cancelled": ("shift_id", "occurrence", "at"),
 }
+
+
+def uncovered(schema: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(table, column) pairs of `schema` that neither a rule nor `NOT_PERSONAL` accounts for."""
+    covered: dict[str, set[str]] = {t: set(c) for t, c in NOT_PERSONAL.items()}
+    for rule in RULES:
+        covered.setdefault(rule.table, set()).update(
+            schema.get(rule.table, ()) if rule.columns == ROW else rule.columns)
+    return [(table, column) for table, columns in sorted(schema.items()) for column in columns
+            if column not in covered.get(table, ())]
+
+
+def unknown(schema: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(table, column) pairs the rules name that the schema does not have (stale rules)."""
+    named = [(rule.table, c) for rule in RULES for c in (rule.columns if rule.columns != ROW
+                                                          else ())]
+    named += [(t, c) for t, columns in NOT_PERSONAL.items() for c in columns]
+    named += [(rule.table, "") for rule in RULES if rule.columns == ROW]
+    return [(t, c) for t, c in named if t not in schema or (c and c not in schema[t])]
 
 
 def cutoff(now: datetime, retention_days: float) -> datetime:
