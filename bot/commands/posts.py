@@ -157,6 +157,10 @@ def _may_close(ctx: Context, post: Post, status: PostStatus) -> bool:
          examples=("claim 7",))
 async def claim(ctx: Context, rest: str) -> None:
     post = await _find(ctx, rest)
+    await intake.answer_privately_if_anonymous(ctx, post, _claim(ctx, post))
+
+
+async def _claim(ctx: Context, post: Post) -> None:
     if post.status is not PostStatus.OPEN:
         await ctx.reply("**#{number}** is already {status}.", number=post.number,
                         status=post.status.value)
@@ -182,9 +186,14 @@ async def claim(ctx: Context, rest: str) -> None:
 
 async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
     post = await _find(ctx, rest)
-    if intake.acting_as_member(ctx, post):
+    await intake.answer_privately_if_anonymous(ctx, post, _close_post(ctx, post, status))
+
+
+async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
+    if not _may_close(ctx, post, status) and intake.acting_as_member(ctx, post):
         await intake.tell_requester_privately(
             ctx, post, "done" if status is PostStatus.DONE else "cancel")
+        return
     if not _may_close(ctx, post, status):
         await ctx.reply("Only the person who posted **#{number}** or a coordinator (power level "
                         "{level} or more in this room) can do that.", number=post.number,
@@ -204,7 +213,7 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
                         helper=Mention(ctx.sender), kind=post.kind.value)
     else:
         await ctx.reply("**#{number}** {message}", number=post.number, message=message)
-    if post.room_id != ctx.room_id:  # closed from a DM or an introduction room
+    if post.room_id != ctx.room_id or post.anonymous:  # the pod hears it, from nobody
         await ctx.send(post.room_id, "**#{number}** {message}", number=post.number,
                        message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 

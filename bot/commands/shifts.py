@@ -626,10 +626,15 @@ async def renew(ctx: Context, rest: str) -> None:
         post = await ctx.tx.posts.by_number(ctx.room_id, number)
     if post is None:
         raise UsageError(f"There is no post #{number} of yours here.")
+    await intake.answer_privately_if_anonymous(ctx, post, _renew(ctx, post))
+
+
+async def _renew(ctx: Context, post: Post) -> None:
     masked = intake.acting_as_member(ctx, post)
-    if masked:
+    if masked and not is_coordinator(ctx):
         await intake.tell_requester_privately(ctx, post, "renew")
-    if (post.author != ctx.sender or masked) and not is_coordinator(ctx):
+        return
+    if post.author != ctx.sender and not is_coordinator(ctx):
         await ctx.reply("Only the person who posted **#{number}** or a coordinator can renew it.",
                         number=post.number)
         return

@@ -21,23 +21,32 @@ def in_room(sent):
     return [o.message.body for o in sent if o.room_id == POD and o.redacts is None]
 
 
-async def test_requester_commands_in_the_pod_get_what_any_member_gets(pod_rooms):
+async def test_commands_about_an_anonymous_request_are_answered_by_dm(pod_rooms):
     pod = pod_rooms
     await anonymous_request(pod)
     for command in ("!claim 1", "!renew 1", "!done 1", "!cancel 1"):
         by_alice = await pod.say(ALICE, command)
         by_bob = await pod.say(BOB, command)
-        assert in_room(by_alice) == in_room(by_bob), command
-        assert all(ALICE not in o.message.mentions for o in by_alice if o.room_id == POD)
-        private = [o.message.body for o in by_alice if o.user_id == ALICE]
-        assert len(private) == 1 and "your anonymous request" in private[0], command
+        assert in_room(by_alice) == in_room(by_bob) == [], command  # the room sees nothing
+        to_alice = [o.message.body for o in by_alice if o.user_id == ALICE]
+        assert len(to_alice) == 1 and "your anonymous request" in to_alice[0], command
+        assert len([o for o in by_bob if o.user_id == BOB]) == 1, command
     async with pod.storage.transaction() as tx:
         post = await tx.posts.by_number(POD, 1)
-    assert post.status is PostStatus.OPEN  # nothing was done in the room's sight
+    assert post.status is PostStatus.OPEN  # the requester's word counts only in the DM
     # the requester's own claim asked nobody; bob's did
     asked = [o for o in pod.transport.sent if o.user_id == ALICE and "offered to help" in
              o.message.body]
     assert len(asked) == 1 and BOB in asked[0].message.body
+
+
+async def test_a_coordinator_closing_it_in_the_pod_is_answered_by_dm(pod_rooms):
+    pod = pod_rooms
+    await anonymous_request(pod)
+    pod.transport.power_levels[BOB] = 50
+    sent = await pod.say(BOB, "!cancel 1")
+    assert in_room(sent) == ["**#1** was withdrawn."]
+    assert [o.message.body for o in sent if o.user_id == BOB] == ["**#1** cancelled."]
 
 
 async def test_mine_in_the_pod_never_lists_an_anonymous_request(pod_rooms):
@@ -64,7 +73,8 @@ async def test_the_helper_closing_an_anonymous_request_does_not_name_the_request
     await pod.say(BOB, "!claim 1")
     await pod.say(ALICE, "yes", room=DM, direct=True)
     sent = await pod.say(BOB, "!done 1")
-    assert in_room(sent) == ["**#1** marked done. Thank you!"]
+    assert in_room(sent) == ["**#1** is done. Thank you!"]
+    assert ALICE not in " ".join(o.message.body for o in sent)
 
 
 async def test_forgetme_never_links_anonymous_and_public_posts(pod_rooms):
