@@ -8,7 +8,9 @@ import json
 import re
 import sqlite3
 import stat
+from urllib.parse import quote
 
+import aiohttp
 from nio import MegolmEvent, RedactedEvent
 
 from .botproc import BotProcess
@@ -252,3 +254,94 @@ async def test_requester_commands_never_unmask_them(person_factory, bot):
     assert [e.body for e in history if names(e, alice.user_id, display_name, her_events)
             and about_number(e, 1)] == []
     assert [e.body for e in history if "withdrawn" in e.body] == ["**#2** was withdrawn."]
+
+
+# ---- encrypted or nothing (issue 10, item 3) -------------------------------------------------------
+
+# What the bot sends in clear because Matrix requires it: the state of the rooms it creates (and
+# its own membership in the rooms it joins), and redactions, which carry no content.
+CLEAR_BY_PROTOCOL = {"m.room.redaction"}
+
+
+async def events_sent_by_the_bot(bot):
+    """Every event the bot sent, in every room it has joined, read through /messages with a
+    second login of the bot's own account (logged out again at the end)."""
+    base = bot.synapse.base_url
+    sent: dict[str, list[dict]] = {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/_matrix/client/v3/login", json={
+                "type": "m.login.password", "password": bot.password,
+                "identifier": {"type": "m.id.user", "user": bot.user_id}}) as resp:
+            token = (await resp.json())["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        try:
+            async with http.get(f"{base}/_matrix/client/v3/joined_rooms", headers=auth) as resp:
+                rooms = (await resp.json())["joined_rooms"]
+            for room in rooms:
+                start, events = None, []
+                for _ in range(50):
+                    params = {"dir": "b", "limit": "100", **({"from": start} if start else {})}
+                    async with http.get(f"{base}/_matrix/client/v3/rooms/{quote(room, safe='')}"
+                                        "/messages", params=params, headers=auth) as resp:
+                        page = await resp.json()
+                    events += page.get("chunk", [])
+                    if not page.get("chunk") or not page.get("end"):
+                        break
+                    start = page["end"]
+                sent[room] = [e for e in events if e.get("sender") == bot.user_id]
+        finally:
+            async with http.post(f"{base}/_matrix/client/v3/logout", headers=auth):
+                pass
+    return sent
+
+
+async def test_every_event_the_bot_sent_is_encrypted(person_factory, bot):
+    pod, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    # an unencrypted room, and a direct chat made without encryption
+    clear_room = await bob.create_room("Clear", invite=[bot.user_id], encrypted=False)
+    await wait_bot_joined(bob, clear_room, bot)
+    clear_dm = await alice.create_room("bot", invite=[bot.user_id], is_direct=True,
+                                       encrypted=False)
+    await wait_bot_joined(alice, clear_dm, bot)
+
+    await bob.send(clear_room, "!need groceries")  # told by a fresh encrypted DM
+    bob_dm = await dm_from_bot(bob)
+    await bob.wait_for(bob_dm, contains("not end-to-end encrypted"), sender=bot.user_id)
+    await alice.send(clear_dm, "hello")  # the same for a DM that is not encrypted
+    alice_dm = await dm_from_bot(alice)
+    assert alice_dm != clear_dm and alice.client.rooms[alice_dm].encrypted
+    await alice.wait_for(alice_dm, contains("not end-to-end encrypted"), sender=bot.user_id)
+
+    # a private request through the encrypted DM: the unencrypted room is never offered as a pod
+    await say(alice, alice_dm, "hi", "What kind of help", bot)
+    await say(alice, alice_dm, "food", "Tell me the details", bot)
+    await say(alice, alice_dm, SECRET, "How urgent", bot)
+    summary = await say(alice, alice_dm, "1", "How should it appear", bot)
+    assert "Which pod" not in summary.body and "Clear" not in summary.body
+    await say(alice, alice_dm, "1", "Reply yes to post it", bot)
+    await say(alice, alice_dm, "yes", "Posted as", bot)
+    # pod replies, a mention, a file, a consent question, an introduction room, redactions
+    await say(bob, pod, "!offer soup tonight", "Noted offer", bot)
+    await say(bob, pod, "!shifts ics", "", bot)
+    await say(alice, alice_dm, "yes", "invited you both", bot)
+    intro = await alice.wait_for_invite()
+    await alice.join(intro)
+    await alice.wait_for(intro, contains(SECRET), sender=bot.user_id)
+    await say(alice, alice_dm, "!forgetme", "Reply yes to erase", bot)
+    await say(alice, alice_dm, "yes", "Done. I erased", bot)
+    await asyncio.sleep(3)  # the redactions go out
+
+    sent = await events_sent_by_the_bot(bot)
+    assert {pod, clear_room, clear_dm, bob_dm, alice_dm, intro} <= set(sent)
+    in_clear = {(room, e["type"]) for room, events in sent.items() for e in events
+                if "state_key" not in e and e["type"] != "m.room.encrypted"}
+    assert {t for _, t in in_clear} <= CLEAR_BY_PROTOCOL, in_clear
+    assert any(t == "m.room.redaction" for _, t in in_clear)  # the check sees what it must
+    encrypted = [e for events in sent.values() for e in events if e["type"] == "m.room.encrypted"]
+    assert len(encrypted) >= 15
+    # in the rooms made without encryption, the bot's only event is its own join
+    for room in (clear_room, clear_dm):
+        assert [(e["type"], e.get("state_key")) for e in sent[room]] == [
+            ("m.room.member", bot.user_id)]
+    state = sorted({e["type"] for events in sent.values() for e in events if "state_key" in e})
+    print("state events the bot sent (clear by protocol):", state)
