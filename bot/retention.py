@@ -41,7 +41,7 @@ CLOSED = frozenset({PostStatus.DONE, PostStatus.CANCELLED, PostStatus.EXPIRED})
 # How often the retention sweep should run (a scheduler job or the app's housekeeping loop).
 SWEEP_INTERVAL = timedelta(hours=1)
 # Rowids per chunk: one chunk is one short transaction (a few milliseconds at most).
-CHUNK_ROWS = 2000
+CHUNK_ROWS = 1000
 # A rule whose statement deletes whole rows covers every column of its table.
 ROW = ("*",)
 
