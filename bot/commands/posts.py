@@ -190,11 +190,12 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
 
 
 async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
-    if not _may_close(ctx, post, status) and intake.acting_as_member(ctx, post):
+    allowed = _may_close(ctx, post, status)
+    if not allowed and intake.acting_as_member(ctx, post):
         await intake.tell_requester_privately(
             ctx, post, "done" if status is PostStatus.DONE else "cancel")
         return
-    if not _may_close(ctx, post, status):
+    if not allowed:
         await ctx.reply("Only the person who posted **#{number}** or a coordinator (power level "
                         "{level} or more in this room) can do that.", number=post.number,
                         level=ctx.config.bot.coordinator_power_level)
