@@ -142,9 +142,12 @@ class App:
         more = schedule_changed = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
-                item, more = await tx.delivery.next_pending_and_more(room_id)
-                if item is None:
+                # The next one, and whether another waits after it.
+                pending = await tx.delivery.pending_commands(room_id, 2)
+                if not pending:
+                    more = False
                     break
+                item, more = pending[0], len(pending) > 1
                 started = time.monotonic()
                 outcome, replies, ctx = await self._handle(tx, item)
                 handled.append((item, outcome, replies, time.monotonic() - started))

@@ -612,7 +612,18 @@ class MatrixTransport:
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
         a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
-        never send in clear, and never share the room key before the invitees are members."""
+        never send in clear, and never share the room key before the invitees are members.
+
+        A room the bot is not in and is not creating (it left, was removed, or the room is
+        gone, found after a restart) will never be usable: that is a permanent failure.
+        """
+        try:  # which rooms the bot is in is known once the first sync (full state) is done
+            await asyncio.wait_for(self.first_sync_done.wait(), ROOM_WAIT_S)
+        except TimeoutError:
+            raise DeliveryError("not caught up with the homeserver yet") from None
+        if room_id not in self.client.rooms and room_id not in self._being_created:
+            raise DeliveryError("the bot is not in this room (it left or was removed)",
+                                permanent=True)
         deadline = time.monotonic() + ROOM_WAIT_S
 
         def unready() -> bool:

@@ -17,14 +17,16 @@ from bot.secret_box import read_sealed, write_sealed
 
 class BotProcess:
     def __init__(self, synapse: Synapse, workdir: Path, user_id: str, password: str,
-                 *, extra_matrix: str = "", extra_bot: str = "", extra_sections: str = "") -> None:
+                 *, config_path: Path | None = None, extra_matrix: str = "", extra_bot: str = "",
+                 extra_sections: str = "") -> None:
+        """Writes a config for the account in `workdir`, unless given one (`config_path`)."""
         self.synapse = synapse
         self.workdir = workdir
         self.user_id = user_id
         self.password = password
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "bot.log"
-        self.config_path = write_bot_config(
+        self.config_path = config_path or write_bot_config(
             workdir, synapse.base_url, synapse.server_name, user_id, password, log_level="DEBUG",
             extra_matrix=extra_matrix, extra_bot=extra_bot, extra_sections=extra_sections,
         )
