@@ -51,6 +51,7 @@ async def transport(tmp_path, monkeypatch):
     storage = await Storage.open(tmp_path / "bot.db")
     transport = MatrixTransport(BotConfig(matrix=matrix), storage)
     transport.client = FakeClient()
+    transport.first_sync_done.set()  # caught up: rooms and their encryption are known
     yield transport
     await storage.close()
 
