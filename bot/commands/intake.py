@@ -207,6 +207,45 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 
+# ---- the requester in the pod room -----------------------------------------------------------
+
+
+def acting_as_member(ctx: Context, post: Post) -> bool:
+    """Whether the requester of an anonymous request is speaking about it in its pod room.
+
+    There they have only the rights any member has: acting on their word as its author would
+    show the room whose request it is.
+    """
+    return post.anonymous and post.author == ctx.sender and ctx.room_id == post.room_id
+
+
+async def answer_privately_if_anonymous(ctx: Context, post: Post, handling: Awaitable[None],
+                                        ) -> None:
+    """Run a command about `post`; if it is an anonymous request and the command came from its
+    pod room, the answers go to the sender's DM, whoever they are, so the room never sees a
+    reply that could tell the requester from anyone else (status notices still go to the room,
+    from nobody)."""
+    start = len(ctx.outgoing)
+    await handling
+    if not (post.anonymous and ctx.room_id == post.room_id and not ctx.is_direct):
+        return
+    for i in range(start, len(ctx.outgoing)):
+        out = ctx.outgoing[i]
+        if out.room_id == ctx.room_id and out.reply_to == ctx.event_id:
+            ctx.outgoing[i] = Outgoing(out.message, user_id=ctx.sender, attachment=out.attachment)
+
+
+async def tell_requester_privately(ctx: Context, post: Post, word: str) -> None:
+    """The DM to a requester who used `!word N` on their anonymous request in the pod room."""
+    prefix = ctx.config.command_prefix
+    await ctx.dm(ctx.sender, "You sent {sent} in the pod room. **#{number}** is your anonymous "
+                 "request, so I did not act on it there: anyone watching could have told that it "
+                 "is yours. To {action}, send {command} here.",
+                 sent=Code(f"{prefix}{word} {post.number}"), number=post.number,
+                 action="close it" if word == "claim" else "do it",
+                 command=Code(f"{prefix}{'cancel' if word == 'claim' else word} {post.number}"))
+
+
 # ---- consent and introductions --------------------------------------------------------------
 
 
@@ -223,7 +262,14 @@ async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None 
 
 
 async def claim_private(ctx: Context, post: Post) -> None:
-    """`!claim` on a private request: ask the requester before anything is shared."""
+    """`!claim` on a private request: ask the requester before anything is shared.
+
+    The requester claiming their own anonymous request in the pod room is only told, by DM,
+    how to close it: the room sees nothing, as for anyone's claim on it.
+    """
+    if post.author == ctx.sender:
+        await tell_requester_privately(ctx, post, "claim")
+        return
     if await ctx.tx.privacy.asked_introductions(post_id=post.id):
         await ctx.reply("Someone has already offered to help with **#{number}**; I am waiting "
                         "for an answer. Thank you!", number=post.number)

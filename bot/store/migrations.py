@@ -223,4 +223,9 @@ MIGRATIONS: list[Migration] = [
         CREATE UNIQUE INDEX actions_pending_key ON actions (key) WHERE status = 'pending';
         CREATE INDEX actions_key ON actions (key, id);
 """),
+    # Who a sent message names in its text (a roster "On: @sam:example.org", a consent question
+    # naming the helper), kept after the text itself is erased so !forgetme can redact it.
+    Migration("outbox: people named in a message's text", """
+        ALTER TABLE outbox ADD COLUMN named TEXT NOT NULL DEFAULT '[]';
+"""),
 ]

@@ -67,10 +67,13 @@ MAX_BACKOFF_S = 60.0
 # What a privileged room creator (room version 12+) counts as: above any power level.
 CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
+# Sent to the person by direct message (an encrypted one): nothing goes into a room in clear.
 UNENCRYPTED_WARNING = (
-    "I only work in end-to-end encrypted rooms, to keep what people share here private. "
-    "A room admin can turn on encryption in the room settings; until then I will not act on commands."
+    "You wrote to me in a room that is not end-to-end encrypted, so I did not act on it: I only "
+    "work in encrypted rooms, to keep what people share private. Talk to me here instead. For a "
+    "pod room, a room admin can turn on encryption in the room settings."
 )
+NOT_ENCRYPTED = "the room is not end-to-end encrypted; nothing is sent into it in clear"
 UNREADABLE_NOTE = (
     "I couldn't read your last message: its encryption keys never reached me. "
     "Could you send it again? If this keeps happening, verify your session or re-join the room."
@@ -422,7 +425,7 @@ class MatrixTransport:
                 continue
             if isinstance(event, RedactionEvent):
                 # Someone deleted a message; the app withdraws a post whose command it was.
-                if room.encrypted or self.matrix.allow_unencrypted_rooms:
+                if room.encrypted:
                     items.append(Incoming(event.event_id, room_id, event.sender,
                                           REDACTION_PREFIX + event.redacts,
                                           dm_partner == event.sender,
@@ -436,8 +439,8 @@ class MatrixTransport:
             is_direct = dm_partner == event.sender
             if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
                 continue
-            if not room.encrypted and not self.matrix.allow_unencrypted_rooms:
-                await self._warn_unencrypted(room_id)
+            if not room.encrypted:
+                await self._warn_unencrypted(room_id, event.sender)
                 continue
             items.append(Incoming(event.event_id, room_id, event.sender, text, is_direct,
                                   _from_ms(event.server_timestamp)))
@@ -481,12 +484,14 @@ class MatrixTransport:
         if first:
             self.app.wake_outbox()
 
-    async def _warn_unencrypted(self, room_id: str) -> None:
+    async def _warn_unencrypted(self, room_id: str, sender: str) -> None:
+        """Tell the person, once per room, in an encrypted DM (never in the room itself)."""
         async with self.storage.transaction() as tx:
-            first = await tx.delivery.note_once(room_id, UNENCRYPTED_NOTE, self.app.clock())
+            first = await tx.delivery.note_once(room_id, f"{UNENCRYPTED_NOTE}:{sender}",
+                                                self.app.clock())
             if first:
-                await tx.delivery.enqueue([Outgoing(render(UNENCRYPTED_WARNING), room_id=room_id)],
-                                 self.app.clock())
+                await tx.delivery.enqueue([Outgoing(render(UNENCRYPTED_WARNING), user_id=sender)],
+                                          self.app.clock())
         if first:
             self.app.wake_outbox()
 
@@ -514,10 +519,13 @@ class MatrixTransport:
     # ---- delivery -------------------------------------------------------------------------
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        await self._caught_up()
         room_id = out.room_id or await self._dm_room(out.user_id)
         await self._wait_for_room(room_id)
         if out.redacts is not None:
+            # A redaction carries no content (and the spec sends it unencrypted in any room).
             return await self._redact(room_id, out.redacts, txn_id)
+        self._require_encrypted(room_id)
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": out.message.body,
@@ -553,25 +561,27 @@ class MatrixTransport:
         permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND")
         raise DeliveryError(getattr(response, "message", str(response)), permanent=permanent)
 
+    def _require_encrypted(self, room_id: str) -> None:
+        """The one check before anything goes into a room: it must be end-to-end encrypted.
+        Otherwise the message becomes a dead letter with this reason, never a clear-text send."""
+        room = self.client.rooms.get(room_id)
+        if room is None or not room.encrypted:
+            raise DeliveryError(f"{room_id}: {NOT_ENCRYPTED}", permanent=True)
+
     async def _upload(self, room_id: str, out: Outgoing) -> dict[str, Any]:
         attachment = out.attachment
-        room = self.client.rooms.get(room_id)
-        encrypt = bool(room and room.encrypted)
+        self._require_encrypted(room_id)
         response, keys = await self.client.upload(
             lambda *_: attachment.data, content_type=attachment.mimetype,
-            filename=attachment.filename, encrypt=encrypt, filesize=len(attachment.data),
+            filename=attachment.filename, encrypt=True, filesize=len(attachment.data),
         )
         if not isinstance(response, UploadResponse):
             raise DeliveryError(f"upload failed: {getattr(response, 'message', response)}")
-        content: dict[str, Any] = {
+        return {
             "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
             "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
+            "file": {**keys, "url": response.content_uri},
         }
-        if encrypt:
-            content["file"] = {**keys, "url": response.content_uri}
-        else:
-            content["url"] = response.content_uri
-        return content
 
     async def _dm_room(self, user_id: str) -> str:
         """The person's direct chat; if there is none yet, a step makes it (bot/actions.py) and
@@ -579,13 +589,12 @@ class MatrixTransport:
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
             # A room just made may not have reached a sync yet (_wait_for_room waits for it);
-            # one the bot is no longer in, once caught up, is replaced.
-            if room_id is not None and (room_id in self.client.rooms
-                                        or room_id in self._being_created
-                                        or not self.first_sync_done.is_set()):
+            # one the bot is no longer in, or one the person made without encryption, is
+            # replaced by a fresh encrypted one (deliver runs once caught up).
+            known = self.client.rooms.get(room_id) if room_id is not None else None
+            if room_id is not None and (room_id in self._being_created
+                                        or (known is not None and known.encrypted)):
                 return room_id
-            if not self.first_sync_done.is_set():
-                raise DeliveryError("not caught up with the homeserver yet")
             step = await request_dm_room(tx, user_id, self.app.clock())
         self.app.steps.wake()
         raise DeliveryError(f"waiting for a direct chat with them to be made (step {step.id})")
@@ -659,6 +668,13 @@ class MatrixTransport:
             self._joined_ms[room_id] = event.server_timestamp
             marks[f"joined:{room_id}"] = str(event.server_timestamp)
 
+    async def _caught_up(self) -> None:
+        """Which rooms the bot is in is known once the first sync (full state) is done."""
+        try:
+            await asyncio.wait_for(self.first_sync_done.wait(), ROOM_WAIT_S)
+        except TimeoutError:
+            raise DeliveryError("not caught up with the homeserver yet") from None
+
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
         a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
@@ -667,10 +683,6 @@ class MatrixTransport:
         A room the bot is not in and is not creating (it left, was removed, or the room is
         gone, found after a restart) will never be usable: that is a permanent failure.
         """
-        try:  # which rooms the bot is in is known once the first sync (full state) is done
-            await asyncio.wait_for(self.first_sync_done.wait(), ROOM_WAIT_S)
-        except TimeoutError:
-            raise DeliveryError("not caught up with the homeserver yet") from None
         if room_id not in self.client.rooms and room_id not in self._being_created:
             raise DeliveryError("the bot is not in this room (it left or was removed)",
                                 permanent=True)
@@ -717,10 +729,12 @@ class MatrixTransport:
         return sorted(room.users) if room else []
 
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        """Encrypted rooms only: an unencrypted room is never offered (or used) as a pod."""
         if self.client is None:
             return []
         return sorted((room_id, room.display_name) for room_id, room in self.client.rooms.items()
-                      if user_id in room.users and self.matrix.user_id in room.users)
+                      if room.encrypted and user_id in room.users
+                      and self.matrix.user_id in room.users)
 
     async def close(self) -> None:
         self._stopping.set()
