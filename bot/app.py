@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.actions import StepRunner, fmt_hours
 from bot.commands import REGISTRY, dispatch, load_commands, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing, Transport
@@ -34,11 +36,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def fmt_hours(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
 _DESTINATION_BATCH = 20  # messages to one destination marked sent per transaction
@@ -78,6 +75,8 @@ class App:
         self.ready = asyncio.Event()
         self.handled_count = 0
         self.metrics = Metrics(config.metrics)
+        # Network steps (room creation) that handlers asked for, run outside any transaction.
+        self.steps = StepRunner(self)
         load_commands()
 
     # ---- intake ---------------------------------------------------------------------------
@@ -134,27 +133,33 @@ class App:
 
         Each command runs in its own savepoint: one that fails is undone alone and answered with
         an apology, and the batch goes on. Each row is read just before it runs, so what runs is
-        what is stored then (a `!forgetme` earlier in the batch may have blanked it). A command
-        that changed something outside the database ends the batch, so it is committed at once.
+        what is stored then (a `!forgetme` earlier in the batch may have blanked it). Handlers
+        never touch the network: a room they need is a step, run once the batch is committed.
         """
         handled: list[tuple[Incoming, str, int, float]] = []
-        more = schedule_changed = False
+        more = schedule_changed = steps_requested = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
-                item, more = await tx.delivery.next_pending_and_more(room_id)
-                if item is None:
+                # The next one, and whether another waits after it.
+                pending = await tx.delivery.pending_commands(room_id, 2)
+                if not pending:
+                    more = False
                     break
+                item, more = pending[0], len(pending) > 1
                 started = time.monotonic()
                 outcome, replies, ctx = await self._handle(tx, item)
                 handled.append((item, outcome, replies, time.monotonic() - started))
                 schedule_changed |= ctx is not None and ctx.schedule_changed and outcome == "ok"
-                if not more or (ctx is not None and ctx.acted_outside):
+                steps_requested |= ctx is not None and ctx.steps_requested and outcome == "ok"
+                if not more:
                     break
                 # A batch is many commands' work: let other tasks run between two of them.
                 await asyncio.sleep(0)
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
         self._outbox_wakeup.set()
+        if steps_requested:
+            self.steps.wake()
         if schedule_changed:
             for listener in self.schedule_listeners:
                 listener()
@@ -177,9 +182,15 @@ class App:
                 await tx.delivery.mark_handled(item.event_id, now)
                 await tx.delivery.enqueue(ctx.outgoing, now)
             return "ok", len(ctx.outgoing), ctx
-        except Exception:
-            # Never the text: it may be private. The event id is enough to find it.
-            log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
+        except Exception as exc:
+            # Never the text: it may be private. Nor the exception's message or a formatted
+            # traceback, which can quote it. The command, the type and where it was raised are
+            # enough to find the bug; the event id finds the message.
+            where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                               for f in reversed(traceback.extract_tb(exc.__traceback__)[-4:]))
+            log.error("handler for %s failed for event %s in %s: %s at %s",
+                      self._command_name(item.text), item.event_id, item.room_id,
+                      type(exc).__name__, where)
             await tx.delivery.mark_handled(item.event_id, now)
             await tx.delivery.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
                                        reply_to=item.event_id)], now)
@@ -216,6 +227,11 @@ class App:
     # destination is drained by its own worker, a few at a time, and one that fails backs off
     # alone while the others keep flowing. A message that can never be delivered, or that kept
     # failing for `delivery.give_up_after_hours`, becomes a dead letter (metrics and !status).
+
+    def retry_now(self, destination: str) -> None:
+        """Try a destination again at once: what it was waiting for (its DM room) is there."""
+        self._failing.pop(destination, None)
+        self._outbox_wakeup.set()
 
     def _may_try(self, destination: str) -> bool:
         failing = self._failing.get(destination)
@@ -342,15 +358,17 @@ class App:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def start(self) -> None:
-        """Start background delivery and resume commands left in the inbox."""
+        """Start background delivery and steps, and resume commands left in the inbox."""
         self._outbox_task = asyncio.create_task(self._outbox_loop(), name="outbox")
         self._outbox_wakeup.set()
+        self.steps.start()
 
     def wake_outbox(self) -> None:
         self._outbox_wakeup.set()
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:
-        """Handle every queued command and deliver every reply (console and tests)."""
+        """Handle every queued command, run the steps they asked for and deliver every reply
+        (console and tests: their transports are caught up at once)."""
         async with asyncio.timeout(timeout):
             # Workers are started by receive() for the rooms it stored rows for; the inbox is
             # scanned only when rows may be waiting without one (first call, a failed worker).
@@ -361,6 +379,8 @@ class App:
                 if self._scan_needed:
                     await self.start_pending_workers()
             await self.deliver_pending()
+            while await self.steps.run_due():
+                await self.deliver_pending()
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Stop taking commands, let in-flight handlers finish (bounded), flush the outbox, and
@@ -375,6 +395,7 @@ class App:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.steps.stop()
         delivering = self._outbox_task is not None
         background = [t for t in (self._outbox_task, *self._tasks) if t is not None]
         for task in background:

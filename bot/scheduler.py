@@ -355,16 +355,19 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
         if not post.author:
             return []
         what = f"{post.kind.value} #{post.number} ({shorten(post.text, 60)})"
+        # A private request is renewed here in the DM: renewing it in the pod room would
+        # show the room whose request it is.
+        where = "here" if post.private else "here or in the room where you posted it"
         if item.kind == EXPIRY_WARNING:
             return [Outgoing(render(
-                "Your {what} expires in {span}. Still need it? Send {renew} in the room where you "
-                "posted it.", what=what, span=fmt_span(item.at + timedelta(
+                "Your {what} expires in {span}. Still need it? Send {renew} {where}.",
+                what=what, span=fmt_span(item.at + timedelta(
                     days=config.shifts.expiry_warning_days) - now),
-                renew=Code(f"{p}renew #{post.number}"),
+                renew=Code(f"{p}renew #{post.number}"), where=where,
             ), user_id=post.author)]
         return [Outgoing(render(
-            "Your {what} has expired and is no longer listed. To bring it back, send {renew} in "
-            "the room where you posted it.", what=what, renew=Code(f"{p}renew #{post.number}"),
+            "Your {what} has expired and is no longer listed. To bring it back, send {renew} "
+            "{where}.", what=what, renew=Code(f"{p}renew #{post.number}"), where=where,
         ), user_id=post.author)]
     if item.kind == DIGEST:
         from bot.commands.posts import post_line
@@ -571,6 +574,7 @@ class Scheduler:
         grace = max(60, int(self.config.shifts.late_grace_minutes * 60))
         self._aps.add_job(self._job, "date", run_date=wake, id="run-due", replace_existing=True,
                           misfire_grace_time=grace, coalesce=True, max_instances=1)
+        self.app.metrics.next_scheduled_wake = wake.timestamp()
         log.debug("next scheduled wake-up at %s", wake.isoformat())
 
     async def shutdown(self) -> None:

@@ -26,13 +26,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIRM = (
-    "This erases everything I store about you, in every pod: your requests and offers lose your "
-    "name and details (open ones are withdrawn), requests you were helping with are reopened, you "
-    "are taken off shifts, and our conversations are forgotten. I will also delete my own messages "
-    "that named you where I can. What you wrote yourself in rooms stays until you delete it.\n\n"
-    "Reply yes to erase it all, or anything else to keep everything."
-)
+def confirm_text(config: BotConfig) -> str:
+    """The question before !forgetme: what goes, and exactly what stays."""
+    return (
+        "This erases everything I store about you, in every pod: your requests and offers lose "
+        "your name and details (open ones are withdrawn), requests you were helping with are "
+        "reopened, you are taken off shifts, and our conversations are forgotten. I will also "
+        "delete my own messages of the last "
+        f"{config.privacy.retention_days:g} days that were sent to you, mentioned you, named you "
+        "or answered you, where the server lets me. What stays: my older messages (I no longer "
+        "know which named you), what you wrote yourself in rooms until you delete it, and copies "
+        "in other people's devices.\n\n"
+        "Reply yes to erase it all, or anything else to keep everything."
+    )
+
 
 _TABLE_WORDS = {
     "posts": "posts", "inbox": "received-command records", "outbox": "sent-message records",
@@ -52,7 +59,7 @@ async def forgetme(ctx: Context, rest: str) -> None:
                         "confirm there.", command=Code(f"{ctx.config.command_prefix}forgetme"))
         return
     await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
-    await say(ctx, CONFIRM)
+    await say(ctx, confirm_text(ctx.config))
 
 
 async def forget_flow(ctx: Context, state: dict, text: str) -> None:
@@ -81,6 +88,7 @@ async def forget(ctx: Context) -> None:
 
 _ERASURES_PER_ROUND = 20  # requests carried out before housekeeping does its other work
 _SLICE_SECONDS = 0.002  # the longest an erasure renders its notices before yielding
+_ENQUEUE_SLICE = 100  # messages queued per statement batch (each one a trip to the thread)
 
 
 async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) -> int:
@@ -94,7 +102,10 @@ async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) ->
             if request is None:
                 break
             await tx.privacy.end_erasure(request.person)  # first: forgetting walks every table
-            await tx.delivery.enqueue(await _erase(tx, request, now), now)
+            out = await _erase(tx, request, now)
+            # Thousands of notices and redactions for a heavy user: queued a slice at a time.
+            for start in range(0, len(out), _ENQUEUE_SLICE):
+                await tx.delivery.enqueue(out[start:start + _ENQUEUE_SLICE], now)
         done += 1
     return done
 
@@ -108,7 +119,9 @@ async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> lis
     counts = await tx.privacy.forget_person(person, now)
     out = []
     mark = time.perf_counter()
-    notes = [(post, "was withdrawn") for post in withdrawn]
+    # Anonymous requests go without a word in the room: announced in the same breath as the
+    # person's public posts, they would be linked to them.
+    notes = [(post, "was withdrawn") for post in withdrawn if not post.anonymous]
     notes += [(post, "is open again") for post in reopened]
     for post, note in notes:
         if note == "is open again":
@@ -132,13 +145,11 @@ async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> lis
 
 
 async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
-    """Retention: erase details and people of posts closed longer ago than retention_days.
+    """Retention: apply every rule of `bot.retention` (in bounded chunks); rows changed.
 
-    Pure decision in `bot.retention`; call from a periodic job (hourly is plenty).
+    Call from a periodic job (hourly is plenty).
     """
-    # Scans every closed post: on the database thread, so the event loop keeps serving.
-    async with storage.transaction(bulk=True) as tx:
-        return await tx.privacy.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
+    return await retention.sweep(storage, config, now)
 
 
 async def housekeeping(app: App, interval: float | None = None) -> None:
@@ -171,8 +182,7 @@ async def housekeeping(app: App, interval: float | None = None) -> None:
                     erased = await sweep(app.storage, app.config, now)
                     last_sweep = now
                     if erased:
-                        log.info("retention: erased details and people of %d closed post(s)",
-                                 erased)
+                        log.info("retention: erased or deleted %d row(s) past their time", erased)
             except Exception:
                 log.exception("privacy housekeeping failed; trying again later")
             with contextlib.suppress(TimeoutError):

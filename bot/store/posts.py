@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from typing import NamedTuple
 
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
 from bot.store.base import Area, now_text, parse_time, placeholders
@@ -36,8 +37,13 @@ def post_from_row(row: sqlite3.Row) -> Post:
     )
 
 
-def _with_basis(row: sqlite3.Row) -> tuple[Post, datetime]:
-    return post_from_row(row), parse_time(row["renewed_at"] or row["created_at"])
+class RenewablePost(NamedTuple):
+    post: Post
+    clock_started: datetime  # creation, or the last !renew
+
+
+def _renewable(row: sqlite3.Row) -> RenewablePost:
+    return RenewablePost(post_from_row(row), parse_time(row["renewed_at"] or row["created_at"]))
 
 
 class PostsArea(Area):
@@ -148,7 +154,7 @@ class PostsArea(Area):
     # `posts_expiry` (or `posts_open_updated`) index, so what is read is what is due.
 
     async def open_by_basis(self, up_to: datetime, after: datetime | None = None,
-                            ) -> list[tuple[Post, datetime]]:
+                            ) -> list[RenewablePost]:
         """Open posts whose expiry clock started in (after, up_to], with that start."""
         # Two forms, so that the lower bound is a range of the index and not a filter.
         lower, params = ("", [now_text(up_to)]) if after is None else (
@@ -157,18 +163,18 @@ class PostsArea(Area):
             f"SELECT * FROM posts WHERE status = 'open' AND {_BASIS} <= ? {lower} "  # noqa: S608
             f"ORDER BY {_BASIS}, id", params,
         )
-        return [_with_basis(r) for r in rows]
+        return [_renewable(r) for r in rows]
 
-    async def first_open_after_basis(self, after: datetime) -> tuple[Post, datetime] | None:
+    async def first_open_after_basis(self, after: datetime) -> RenewablePost | None:
         """The open post whose expiry clock started first after `after`."""
         row = await self._tx.fetchone(
             f"SELECT * FROM posts WHERE status = 'open' AND {_BASIS} > ? "  # noqa: S608
             f"ORDER BY {_BASIS}, id LIMIT 1", (now_text(after),),
         )
-        return _with_basis(row) if row else None
+        return _renewable(row) if row else None
 
     async def open_changed_since(self, since: datetime, basis_up_to: datetime,
-                                 ) -> list[tuple[Post, datetime]]:
+                                 ) -> list[RenewablePost]:
         """Open posts changed after `since` (opened again, say) whose clock started by
         `basis_up_to`."""
         # Few posts change between runs, but many have a clock that started long ago: the
@@ -178,7 +184,7 @@ class PostsArea(Area):
             f"WHERE status = 'open' AND updated_at > ? AND {_BASIS} <= ?",
             (now_text(since), now_text(basis_up_to)),
         )
-        return [_with_basis(r) for r in rows]
+        return [_renewable(r) for r in rows]
 
     async def rooms_with_open_needs(self) -> list[str]:
         """Rooms with at least one open need that is not private (one index probe per room)."""

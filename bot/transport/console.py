@@ -17,6 +17,7 @@ from bot.app import App
 from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
+from bot.messages import RoomRequest
 from bot.scheduler import Scheduler
 from bot.storage import Storage
 
@@ -61,10 +62,15 @@ class ConsoleTransport:
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         return [(POD_ROOM, "the pod")] if user_id in self.people else []
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        if existing is not None:
+            return existing
         room_id = f"{unique_id('!private')}:{SERVER}"
-        self.write(f"[created private room {name!r} for {', '.join(invitees)}]")
+        self.write(f"[created private room {request.name!r} for {', '.join(request.invitees)}]")
         return room_id
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        return  # nothing to catch up with: rooms are made here, at once
 
 
 def unique_id(prefix: str) -> str:

@@ -92,18 +92,20 @@ async def test_unknown_command_gets_a_suggestion(person_factory, bot):
     assert "Did you mean `!need`" in reply.body
 
 
-async def test_unencrypted_room_gets_one_warning_and_no_processing(person_factory, bot):
+async def test_unencrypted_room_gets_nothing_and_the_writer_an_encrypted_dm(person_factory, bot):
     room, (alice,) = await pod_with(person_factory, bot, "alice", encrypted=False)
     await alice.send(room, "!need groceries")
-    warning = await alice.wait_for(room, contains("only work in end-to-end encrypted"),
-                                   sender=bot.user_id)
+    dm = await alice.wait_for_invite()
+    await alice.join(dm)
+    assert alice.client.rooms[dm].encrypted
+    warning = await alice.wait_for(dm, contains("not end-to-end encrypted"), sender=bot.user_id)
     assert warning is not None
     await alice.send(room, "!need ride")
     await alice.send(room, "!help")
     await asyncio.sleep(3)
     await alice.sync_once()
-    from_bot = alice.bodies(room, sender=bot.user_id)
-    assert len(from_bot) == 1
+    assert alice.bodies(room, sender=bot.user_id) == []  # nothing, ever, in clear
+    assert len(alice.bodies(dm, sender=bot.user_id)) == 1  # told once
     with sqlite3.connect(bot.database) as db:
         assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 0
 
@@ -169,17 +171,31 @@ async def test_commands_from_before_the_bot_joined_are_not_acted_on(person_facto
 
 
 async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_factory, bot):
-    import json
-
     await bot.stop()
-    session = bot.workdir / "store" / "session.json"
-    data = json.loads(session.read_text())
+    data = bot.saved_session()
     data["access_token"] = "syt_revoked_" + "x" * 20
-    session.write_text(json.dumps(data))
+    bot.save_session(data)
     with pytest.raises(RuntimeError, match="bot exited with 3"):
         await bot.start()
     assert "no longer accepts the saved access token" in bot.log_text()
     assert "syt_revoked_" not in bot.log_text()
+
+
+async def test_a_wrong_store_passphrase_stops_the_bot_with_a_clear_message(person_factory, bot):
+    await bot.stop()
+    token = bot.saved_session()["access_token"]
+    passphrase_file = bot.workdir / "store-passphrase.txt"
+    right = passphrase_file.read_text()
+    passphrase_file.write_text("not-the-passphrase\n")
+    try:
+        with pytest.raises(RuntimeError, match="bot exited with 3"):
+            await bot.start()
+        log = bot.log_text()
+        assert "store passphrase (matrix.store_passphrase) is not the one" in log
+        assert "not-the-passphrase" not in log and token not in log
+    finally:
+        passphrase_file.write_text(right)
+    await bot.start()  # the right passphrase still opens everything
 
 
 async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory, bot):
