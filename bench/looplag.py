@@ -246,15 +246,17 @@ class Rig:
         return self.now
 
 
-async def command_stream(rig: Rig, rate: float, seconds: float) -> list[float]:
-    """Ordinary commands, a sync's worth every 100 ms; latency (ms) of each reply."""
+async def command_stream(rig: Rig, rate: float, seconds: float,
+                         until: asyncio.Event | None = None) -> list[float]:
+    """Ordinary commands, a sync's worth every 100 ms, for `seconds` (and, given `until`, until
+    it is set: at most two minutes); latency (ms) of each reply."""
     rng = random.Random(3)
     texts = ["!need groceries for {n}", "!offer ride to clinic {n}", "!needs", "!mine",
              "!shifts", "!offers transport", "!signup S1", "!claim {n}", "!needs food"]
     sent: dict[str, float] = {}
     per_tick = max(1, round(rate / 10))
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
+    started = time.perf_counter()
+    while time.perf_counter() - started < (seconds if until is None or until.is_set() else 120):
         batch = []
         for _ in range(per_tick):
             rig.events += 1
@@ -353,9 +355,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"summary": (await forgetme(rig))[:160]}
 
         async def everything(rig: Rig) -> dict[str, Any]:
+            # Commands keep coming until the erasure is done, so their latency shows whether
+            # they flow while it runs.
+            forgotten = asyncio.Event()
+
+            async def forget_then_stop() -> str:
+                try:
+                    return await forgetme(rig)
+                finally:
+                    forgotten.set()
+
             latencies, acted, erased, summary = await asyncio.gather(
-                command_stream(rig, args.rate, args.seconds), scheduler_wakes(rig, args.wakes),
-                sweep(rig.storage, rig.app.config, rig.now), forgetme(rig))
+                command_stream(rig, args.rate, args.seconds, forgotten),
+                scheduler_wakes(rig, args.wakes), sweep(rig.storage, rig.app.config, rig.now),
+                forget_then_stop())
             return {**latency(latencies), "items_acted_on": acted, "posts_erased": erased,
                     "summary": summary[:160]}
 
