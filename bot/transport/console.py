@@ -47,7 +47,9 @@ class ConsoleTransport:
             "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
         text = out.message.body
         if out.attachment is not None:
-            text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
+            kind = (f"image {out.attachment.width}x{out.attachment.height}"
+                    if out.attachment.is_image else "attachment")
+            text += f"\n[{kind} {out.attachment.filename}, {len(out.attachment.data)} bytes]"
         self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
         return unique_id("$console-out")
 

@@ -556,6 +556,14 @@ class MatrixTransport:
             "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
             "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
         }
+        if attachment.is_image:
+            content["msgtype"] = "m.image"
+            content["info"] |= {"w": attachment.width, "h": attachment.height}
+        if out.message.body:
+            # A caption (Matrix 1.10): the body differs from the file name and may be formatted.
+            content |= {"body": out.message.body, "format": "org.matrix.custom.html",
+                        "formatted_body": out.message.html,
+                        "m.mentions": {"user_ids": list(out.message.mentions)}}
         if encrypt:
             content["file"] = {**keys, "url": response.content_uri}
         else:
