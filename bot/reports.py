@@ -121,6 +121,7 @@ class Report:
     standins_asked: int
     standins_covered: int
     timebank_hours: float
+    timebank_exchanges: int  # fulfilled posts with hours: below the minimum the total is hidden
 
 
 def _count(rows_by_key: dict[str, dict[str, int]], key: str, measure: str) -> None:
@@ -164,6 +165,7 @@ def aggregate(rows: ReportRows, period: str, now: datetime) -> Report:
         standins_asked=len(standins),
         standins_covered=sum(1 for s in standins if s.status == "covered"),
         timebank_hours=sum(e.hours or 0.0 for e in done),
+        timebank_exchanges=sum(1 for e in done if e.hours),
     )
 
 
@@ -236,7 +238,9 @@ def text_lines(report: Report, minimum: int, timebank: bool) -> list[str]:
                  f"{report.shift_dates} dates ({report.short_dates} short)")
     lines.append(f"Stand-ins: {s(report.standins_asked)} asked, "
                  f"{s(report.standins_covered)} covered")
-    if timebank:
+    if timebank and 0 < report.timebank_exchanges < minimum:
+        lines.append(f"Time bank: hours not shown (fewer than {minimum} exchanges with hours)")
+    elif timebank:
         lines.append(f"Time bank: {report.timebank_hours:g} hours given in the pod")
     return lines
 
@@ -270,9 +274,15 @@ def csv_bytes(report: Report, pod: str, minimum: int) -> bytes:
                            ("shift_dates_short", report.short_dates),
                            ("standins_asked", shown(report.standins_asked, minimum)),
                            ("standins_covered", shown(report.standins_covered, minimum)),
-                           ("timebank_hours", f"{report.timebank_hours:g}")):
+                           ("timebank_hours", _timebank_cell(report, minimum))):
         writer.writerow((*head, measure, "total", "all", value))
     return out.getvalue().encode()
+
+
+def _timebank_cell(report: Report, minimum: int) -> str:
+    if 0 < report.timebank_exchanges < minimum:
+        return f"fewer than {minimum} exchanges"
+    return f"{report.timebank_hours:g}"
 
 
 def render_chart(report: Report, minimum: int) -> bytes:
@@ -283,6 +293,7 @@ def render_chart(report: Report, minimum: int) -> bytes:
     Uses a bare `Figure` (Agg), never pyplot, which keeps global state and is not thread-safe.
     """
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     numbers = chart_numbers(report, minimum)
     width, height = CHART_SIZE_PX
@@ -293,6 +304,8 @@ def render_chart(report: Report, minimum: int) -> bytes:
     for ax, (panel, title) in zip(axes, (("category", "By category"), ("zone", "By zone")),
                                   strict=True):
         _panel(ax, numbers[panel], title, minimum)
+    handles = [Patch(color=COLOURS[m], label=m) for m in MEASURES]
+    fig.legend(handles=handles, ncols=3, loc="outside lower center", fontsize=11, frameon=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_CHART_DPI,
                 metadata={"Description": json.dumps(numbers, sort_keys=True)})
@@ -300,6 +313,8 @@ def render_chart(report: Report, minimum: int) -> bytes:
 
 
 def _panel(ax: object, groups: dict[str, dict[str, int | None]], title: str, minimum: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title, fontsize=12, loc="left")
     ax.set_xlabel("posts in the period", fontsize=11)
     if not groups:
@@ -312,8 +327,7 @@ def _panel(ax: object, groups: dict[str, dict[str, int | None]], title: str, min
     for i, measure in enumerate(MEASURES):
         positions = [row + (i - 1) * bar for row in range(len(names))]
         values = [groups[name][measure] for name in names]
-        ax.barh(positions, [v or 0 for v in values], height=bar, color=COLOURS[measure],
-                label=measure)
+        ax.barh(positions, [v or 0 for v in values], height=bar, color=COLOURS[measure])
         for y, value in zip(positions, values, strict=True):
             label = f"fewer than {minimum}" if value is None else str(value)
             ax.text((value or 0) + top * 0.01, y, label, va="center", fontsize=8)
@@ -321,5 +335,5 @@ def _panel(ax: object, groups: dict[str, dict[str, int | None]], title: str, min
     ax.invert_yaxis()
     ax.set_ylabel(title.removeprefix("By "), fontsize=11)
     ax.set_xlim(0, top * 1.35)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(axis="x", alpha=0.3)

@@ -16,6 +16,7 @@ from bot.context import Context, Outgoing
 from bot.formatting import Code, render
 from bot.models import PostStatus
 from bot.storage import Storage
+from bot.store.library import LibraryArea
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -35,7 +36,8 @@ _TABLE_WORDS = {
     "dm_rooms": "direct-chat record", "intake": "unfinished conversation",
     "introductions": "introductions", "shift_signups": "shift sign-ups",
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
-    "sent_reminders": "reminder records",
+    "sent_reminders": "reminder records", "items": "tool-library items", "loans": "loans",
+    "timebank": "time-bank credits",
 }
 
 
@@ -68,7 +70,10 @@ async def forget(ctx: Context) -> None:
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
-    counts = await tx.privacy.forget_person(person, ctx.now)
+    # Items and loans first: the generic pass in forget_person would only blank the names.
+    counts = await LibraryArea(tx).forget(person, ctx.now)
+    for table, n in (await tx.privacy.forget_person(person, ctx.now)).items():
+        counts[table] = counts.get(table, 0) + n
     for post in withdrawn:
         await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
     for post in reopened:
@@ -89,7 +94,9 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
     """
     # Scans every closed post: on the database thread, so the event loop keeps serving.
     async with storage.transaction(bulk=True) as tx:
-        return await tx.privacy.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
+        cutoff = retention.cutoff(now, config.privacy.retention_days)
+        await LibraryArea(tx).erase_closed_loans(cutoff)
+        return await tx.privacy.erase_closed_posts(cutoff, now)
 
 
 async def housekeeping(app: App, interval: float | None = None) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.app import App
+from bot.commands.records import runner_for
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
 from bot.scheduler import Scheduler
@@ -87,6 +88,8 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     app.ready.set()  # nothing to catch up on in a terminal
     scheduler = Scheduler(app, deliver=True)
     scheduler.start()
+    reports = runner_for(app, deliver=True)
+    reports.kick()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)
@@ -116,8 +119,10 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
+            await reports.idle()
     finally:
         await scheduler.shutdown()
+        await reports.shutdown()
         await app.stop()
         await storage.close()
     return 0

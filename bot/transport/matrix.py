@@ -682,6 +682,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or a fatal problem (non-zero)."""
     from bot.cli import SECRET_FILTER
     from bot.commands.privacy import housekeeping as privacy_housekeeping
+    from bot.commands.records import runner_for
 
     storage = await Storage.open(config.storage.database)
     transport = MatrixTransport(config, storage)
@@ -701,6 +702,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         app.start()
         await app.start_pending_workers()
         scheduler.start()  # its first run waits for app.ready (first sync)
+        runner_for(app).kick()  # reports asked for before a restart
         housekeeping = asyncio.create_task(privacy_housekeeping(app), name="privacy")
         sync_task = asyncio.create_task(transport.run(), name="sync")
         stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
@@ -720,6 +722,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         await scheduler.shutdown()
+        await runner_for(app).shutdown()
         if housekeeping is not None:
             housekeeping.cancel()
         await app.stop()
