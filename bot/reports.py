@@ -1,6 +1,7 @@
 """What a pod's records add up to: pure aggregates, small-count masking, and the ways to show them.
 
-No I/O and no clock: storage hands over rows (`ReportRows`), the caller passes `now`. The same
+No I/O and no clock: storage hands over rows (`ReportRows`: posts and fulfilled exchanges already
+counted per kind, category and zone, since a pod's history can be long), the caller passes `now`. The same
 `Report` feeds the chart, the text table and the CSV, and each applies `shown()` to every count,
 so a cell below the minimum reads "fewer than N" everywhere and nobody in a small pod can be picked
 out. Zero is shown as 0: it names nobody, and a gap (no offers of childcare at all) is exactly
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,14 +60,31 @@ class PostRow:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerRow:
+class PostCount:
+    """Posts of one kind, category and zone created in the period."""
+
+    kind: PostKind
     category: Category
     zone: str | None
-    kind: PostKind
-    done_at: datetime
+    n: int
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCount:
+    """Needs and offers of one category and zone fulfilled in the period."""
+
+    category: Category
+    zone: str | None
+    n: int
+    hours: float  # time-bank hours credited for them
+    with_hours: int  # how many had hours
+
+
+@dataclass(frozen=True, slots=True)
+class Medians:
     match_seconds: float | None
-    fulfil_seconds: float
-    hours: float | None
+    matched: int
+    fulfil_seconds: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +97,9 @@ class StandinRow:
 class ReportRows:
     """Everything one pod's report is computed from."""
 
-    posts: list[PostRow] = field(default_factory=list)  # created in the period
-    ledger: list[LedgerRow] = field(default_factory=list)  # fulfilled in the period
+    posts: list[PostCount] = field(default_factory=list)  # created in the period
+    ledger: list[LedgerCount] = field(default_factory=list)  # fulfilled in the period
+    medians: Medians = field(default_factory=lambda: Medians(None, 0, None))
     open_needs: list[PostRow] = field(default_factory=list)  # oldest first, any age
     shifts: list[Shift] = field(default_factory=list)
     signups: list[Signup] = field(default_factory=list)
@@ -124,8 +142,8 @@ class Report:
     timebank_exchanges: int  # fulfilled posts with hours: below the minimum the total is hidden
 
 
-def _count(rows_by_key: dict[str, dict[str, int]], key: str, measure: str) -> None:
-    rows_by_key.setdefault(key, {m: 0 for m in MEASURES})[measure] += 1
+def _count(rows_by_key: dict[str, dict[str, int]], key: str, measure: str, n: int) -> None:
+    rows_by_key.setdefault(key, {m: 0 for m in MEASURES})[measure] += n
 
 
 def _counts(tally: dict[str, dict[str, int]], order: list[str]) -> dict[str, Counts]:
@@ -136,18 +154,14 @@ def aggregate(rows: ReportRows, period: str, now: datetime) -> Report:
     start = period_start(period, now)
     by_category: dict[str, dict[str, int]] = {}
     by_zone: dict[str, dict[str, int]] = {}
-    for post in rows.posts:
-        if not start <= post.created_at <= now:
-            continue
-        measure = "needs" if post.kind is PostKind.NEED else "offers"
-        _count(by_category, post.category.value, measure)
-        _count(by_zone, post.zone or NO_ZONE, measure)
-    done = [e for e in rows.ledger if start <= e.done_at <= now]
-    for entry in done:
-        _count(by_category, entry.category.value, "fulfilled")
-        _count(by_zone, entry.zone or NO_ZONE, "fulfilled")
-    matches = [e.match_seconds for e in done if e.match_seconds is not None]
-    fulfils = [e.fulfil_seconds for e in done]
+    for posted in rows.posts:
+        measure = "needs" if posted.kind is PostKind.NEED else "offers"
+        _count(by_category, posted.category.value, measure, posted.n)
+        _count(by_zone, posted.zone or NO_ZONE, measure, posted.n)
+    for done in rows.ledger:
+        _count(by_category, done.category.value, "fulfilled", done.n)
+        _count(by_zone, done.zone or NO_ZONE, "fulfilled", done.n)
+    medians = rows.medians
     zones = sorted(k for k in by_zone if k != NO_ZONE) + ([NO_ZONE] if NO_ZONE in by_zone else [])
     total = Counts(*(sum(c[m] for c in by_category.values()) for m in MEASURES))
     dates, needed, filled, short = _shift_totals(rows, start, now)
@@ -156,17 +170,25 @@ def aggregate(rows: ReportRows, period: str, now: datetime) -> Report:
         period=period, start=start, end=now,
         by_category=_counts(by_category, [c.value for c in Category]),
         by_zone=_counts(by_zone, zones), total=total,
-        median_match_hours=statistics.median(matches) / 3600 if matches else None,
-        matched=len(matches),
-        median_fulfil_hours=statistics.median(fulfils) / 3600 if fulfils else None,
+        median_match_hours=_in_hours(medians.match_seconds), matched=medians.matched,
+        median_fulfil_hours=_in_hours(medians.fulfil_seconds),
         oldest_unmet=[(p.number, p.category.value, (now - p.created_at).days)
                       for p in rows.open_needs[:OLDEST_SHOWN]],
         shift_dates=dates, places_needed=needed, places_filled=filled, short_dates=short,
         standins_asked=len(standins),
         standins_covered=sum(1 for s in standins if s.status == "covered"),
-        timebank_hours=sum(e.hours or 0.0 for e in done),
-        timebank_exchanges=sum(1 for e in done if e.hours),
+        timebank_hours=sum(done.hours for done in rows.ledger),
+        timebank_exchanges=sum(done.with_hours for done in rows.ledger),
     )
+
+
+def _in_hours(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 3600
+
+
+def median_offsets(n: int) -> tuple[int, int]:
+    """Where the median of `n` sorted values lies: the mean of the values at these offsets."""
+    return (n - 1) // 2, n // 2
 
 
 def _shift_totals(rows: ReportRows, start: datetime, now: datetime) -> tuple[int, int, int, int]:
@@ -283,6 +305,11 @@ def _timebank_cell(report: Report, minimum: int) -> str:
     if 0 < report.timebank_exchanges < minimum:
         return f"fewer than {minimum} exchanges"
     return f"{report.timebank_hours:g}"
+
+
+def prepare_drawing() -> None:
+    """Import matplotlib ahead of the first chart (in the drawing process)."""
+    import matplotlib.figure  # noqa: F401
 
 
 def render_chart(report: Report, minimum: int) -> bytes:

@@ -2,8 +2,8 @@
 
 A report reads every post of a period, which grows with the pod, so it is not made inside the
 command's transaction on the event loop. The command stores a request (in its transaction, so it
-is made exactly once, also across a restart); the `ReportRunner` then reads the rows in a bulk
-transaction (aiosqlite's thread), aggregates and draws them in a worker thread, and queues the
+is made exactly once, also across a restart); the `ReportRunner` then counts the rows in a bulk
+transaction (SQLite on aiosqlite's thread), draws the chart in a separate process, and queues the
 answer in a short transaction that also deletes the request.
 """
 
@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import re
 import weakref
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -22,7 +26,8 @@ from bot.config import BotConfig
 from bot.context import Attachment, Context, Outgoing
 from bot.formatting import Code, join, render
 from bot.models import Post, PostKind
-from bot.store.records import RawReportRows, RecordsArea
+from bot.reports import ReportRows
+from bot.store.records import RecordsArea
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -230,10 +235,39 @@ async def balance(ctx: Context, rest: str) -> None:
 # ---- making reports, off the loop ---------------------------------------------------------------
 
 
-def build_answer(kind: str, raw: RawReportRows, period: str, pod_room: str, now: datetime,
-                 minimum: int, timebank: bool, reply_room: str, reply_to: str) -> Outgoing:
-    """CPU-bound: convert rows, aggregate, draw or write. Runs in a worker thread."""
-    report = reports.aggregate(raw.convert(), period, now)
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _render_pool() -> ProcessPoolExecutor:
+    """One process that draws charts, started on first use and kept.
+
+    Not a thread: matplotlib holds the GIL through long stretches of C (text layout, rasterising,
+    PNG encoding), which stalled the event loop by 30-80 ms per chart when drawn in a thread
+    (bench/report.py). "spawn", because forking a process that runs threads is unsafe.
+    """
+    global _POOL
+    if _POOL is None:
+        # Niced: drawing is background work and must not take a core from the event loop.
+        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=os.nice, initargs=(10,))
+    return _POOL
+
+
+async def draw_chart(report: reports.Report, minimum: int) -> bytes:
+    global _POOL
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _render_pool(), reports.render_chart, report, minimum)
+    except BrokenProcessPool:
+        _POOL = None  # the drawing process died: a new one is started for the next chart
+        raise
+
+
+async def build_answer(kind: str, rows: ReportRows, period: str, pod_room: str, now: datetime,
+                       minimum: int, timebank: bool, reply_room: str, reply_to: str) -> Outgoing:
+    """The answer to a request. Counting is small (the rows are already grouped); the chart is
+    drawn in another process."""
+    report = reports.aggregate(rows, period, now)
     lines = reports.text_lines(report, minimum, timebank)
     caption = join([render("{line}", line=line) for line in lines])
     if kind == "csv":
@@ -241,7 +275,7 @@ def build_answer(kind: str, raw: RawReportRows, period: str, pod_room: str, now:
         name = f"pod-report-{period}-{now:%Y-%m-%d}.csv"
         return Outgoing(caption, room_id=reply_room, reply_to=reply_to,
                         attachment=Attachment(name, "text/csv", data))
-    png = reports.render_chart(report, minimum)
+    png = await draw_chart(report, minimum)
     width, height = reports.CHART_SIZE_PX
     return Outgoing(caption, room_id=reply_room, reply_to=reply_to,
                     attachment=Attachment(f"pod-report-{period}.png", "image/png", png,
@@ -258,6 +292,12 @@ class ReportRunner:
         self._deliver = deliver
         self._task: asyncio.Task[None] | None = None
         self._again = False
+
+    def start(self) -> Future[None]:
+        """At the bot's start: make reports a restart left waiting, and start the drawing process
+        now (its start stalls the loop for some tens of ms) rather than at the first report."""
+        self.kick()
+        return _render_pool().submit(reports.prepare_drawing)
 
     def kick(self) -> None:
         """Make any waiting reports; safe to call often (also at start, for ones a restart left)."""
@@ -295,12 +335,12 @@ class ReportRunner:
             if request is None:
                 return False
             stored = await tx.settings.room(request.pod_room)
-            raw = await records(tx).report_data(
+            rows = await records(tx).report_rows(
                 request.pod_room, reports.period_start(request.period, now), now)
         minimum = int(room_settings.value(SETTING_REPORT_MINIMUM, stored, app.config))
         timebank = room_settings.is_on(room_settings.value(SETTING_TIMEBANK, stored, app.config))
-        out = await asyncio.to_thread(
-            build_answer, request.kind, raw, request.period, request.pod_room, now, minimum,
+        out = await build_answer(
+            request.kind, rows, request.period, request.pod_room, now, minimum,
             timebank, request.reply_room, request.reply_to)
         async with app.storage.transaction() as tx:
             if await records(tx).finish_report_request(request.id):

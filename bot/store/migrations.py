@@ -226,7 +226,7 @@ MIGRATIONS: list[Migration] = [
             hours REAL
         );
         CREATE INDEX ledger_room_done ON ledger (room_id, done_at);
-        CREATE INDEX posts_room_created ON posts (room_id, created_at);
+        CREATE INDEX posts_room_created ON posts (room_id, created_at, kind, category, zone);
         CREATE TABLE timebank (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             room_id TEXT NOT NULL,

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.models import Category, Post, PostKind, PostStatus
-from bot.reports import OLDEST_SHOWN, LedgerRow, PostRow, ReportRows, StandinRow
-from bot.shift_models import Shift, Signup
+from bot.reports import (
+    OLDEST_SHOWN,
+    LedgerCount,
+    Medians,
+    PostCount,
+    PostRow,
+    ReportRows,
+    StandinRow,
+    median_offsets,
+)
 from bot.store.base import Area, now_text, parse_time
 from bot.store.shifts import shift_from_row
 
@@ -31,31 +39,6 @@ class ReportRequest:
 def _post_row(row: sqlite3.Row) -> PostRow:
     return PostRow(row["number"], PostKind(row["kind"]), Category(row["category"]), row["zone"],
                    PostStatus(row["status"]), parse_time(row["created_at"]))
-
-
-@dataclass
-class RawReportRows:
-    """Rows as the database returned them. A pod's posts can be many: converting them is work
-    that grows with the data, so `convert` belongs off the event loop, with the aggregation."""
-
-    posts: list[sqlite3.Row]
-    ledger: list[sqlite3.Row]
-    open_needs: list[sqlite3.Row]
-    shifts: list[Shift]
-    signups: list[Signup]
-    cancelled: set[tuple[int, str]]
-    standins: list[sqlite3.Row]
-
-    def convert(self) -> ReportRows:
-        return ReportRows(
-            posts=[_post_row(r) for r in self.posts],
-            ledger=[LedgerRow(Category(r["category"]), r["zone"], PostKind(r["kind"]),
-                              parse_time(r["done_at"]), r["match_seconds"], r["fulfil_seconds"],
-                              r["hours"]) for r in self.ledger],
-            open_needs=[_post_row(r) for r in self.open_needs],
-            shifts=self.shifts, signups=self.signups, cancelled=self.cancelled,
-            standins=[StandinRow(r["status"], parse_time(r["created_at"])) for r in self.standins],
-        )
 
 
 class RecordsArea(Area):
@@ -92,30 +75,55 @@ class RecordsArea(Area):
 
     # ---- what a report is computed from (a bulk transaction: it grows with the data) ----------
 
-    async def report_data(self, room_id: str, start: datetime, now: datetime) -> RawReportRows:
-        """The rows as stored; `RawReportRows.convert` (run it off the loop) makes ReportRows."""
-        since, until = now_text(start), now_text(now)
-        columns = "number, kind, category, zone, status, created_at"
+    async def report_rows(self, room_id: str, start: datetime, now: datetime) -> ReportRows:
+        """What one pod's report is computed from. Counting and the medians are left to SQLite:
+        it steps through a long history without holding Python's GIL, so a bulk transaction
+        (aiosqlite's thread) reading 100,000 posts leaves the event loop free."""
+        period = (room_id, now_text(start), now_text(now))
+        posts = await self._tx.fetchall(
+            "SELECT kind, category, zone, COUNT(*) AS n FROM posts WHERE room_id = ? "
+            "AND created_at >= ? AND created_at <= ? GROUP BY kind, category, zone", period)
+        ledger = await self._tx.fetchall(
+            "SELECT category, zone, COUNT(*) AS n, COALESCE(SUM(hours), 0) AS hours, "
+            "COUNT(hours) AS with_hours FROM ledger WHERE room_id = ? AND done_at >= ? "
+            "AND done_at <= ? GROUP BY category, zone", period)
+        oldest = await self._tx.fetchall(
+            "SELECT number, kind, category, zone, status, created_at FROM posts "
+            "WHERE room_id = ? AND kind = 'need' AND status = 'open' ORDER BY created_at, id "
+            "LIMIT ?", (room_id, OLDEST_SHOWN))
+        match, matched = await self._median("match_seconds", period)
+        fulfil, _ = await self._median("fulfil_seconds", period)
         shifts = [shift_from_row(r) for r in await self._tx.fetchall(
             "SELECT * FROM shifts WHERE room_id = ?", (room_id,))]
         ids = [s.id for s in shifts]
-        return RawReportRows(
-            posts=await self._tx.fetchall(
-                f"SELECT {columns} FROM posts WHERE room_id = ? "  # noqa: S608 - fixed columns
-                "AND created_at >= ? AND created_at <= ?", (room_id, since, until)),
-            ledger=await self._tx.fetchall(
-                "SELECT * FROM ledger WHERE room_id = ? AND done_at >= ? AND done_at <= ?",
-                (room_id, since, until)),
-            open_needs=await self._tx.fetchall(
-                f"SELECT {columns} FROM posts WHERE room_id = ? AND kind = 'need' "  # noqa: S608
-                "AND status = 'open' ORDER BY created_at, id LIMIT ?", (room_id, OLDEST_SHOWN)),
+        standins = await self._tx.fetchall(
+            "SELECT status, created_at FROM standin_requests WHERE room_id = ? "
+            "AND created_at >= ? AND created_at <= ?", period)
+        return ReportRows(
+            posts=[PostCount(PostKind(r["kind"]), Category(r["category"]), r["zone"], r["n"])
+                   for r in posts],
+            ledger=[LedgerCount(Category(r["category"]), r["zone"], r["n"], r["hours"],
+                                r["with_hours"]) for r in ledger],
+            medians=Medians(match, matched, fulfil),
+            open_needs=[_post_row(r) for r in oldest],
             shifts=shifts,
             signups=await self._tx.shifts.signups(ids),
             cancelled=await self._tx.shifts.cancelled_occurrences(ids),
-            standins=await self._tx.fetchall(
-                "SELECT status, created_at FROM standin_requests WHERE room_id = ? "
-                "AND created_at >= ? AND created_at <= ?", (room_id, since, until)),
+            standins=[StandinRow(r["status"], parse_time(r["created_at"])) for r in standins],
         )
+
+    async def _median(self, column: str, period: tuple[str, str, str]) -> tuple[float | None, int]:
+        """The median of a ledger column over the period, and how many values it is of."""
+        where = f"room_id = ? AND done_at >= ? AND done_at <= ? AND {column} IS NOT NULL"
+        n = (await self._tx.fetchone(
+            f"SELECT COUNT(*) FROM ledger WHERE {where}", period))[0]  # noqa: S608 - fixed names
+        if n == 0:
+            return None, 0
+        low, high = median_offsets(n)
+        rows = await self._tx.fetchall(
+            f"SELECT {column} FROM ledger WHERE {where} "  # noqa: S608 - fixed names
+            f"ORDER BY {column} LIMIT ? OFFSET ?", (*period, high - low + 1, low))
+        return sum(r[0] for r in rows) / len(rows), n
 
     # ---- report requests: made after the command's transaction, off the event loop ------------
 

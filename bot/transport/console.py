@@ -89,7 +89,7 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     scheduler = Scheduler(app, deliver=True)
     scheduler.start()
     reports = runner_for(app, deliver=True)
-    reports.kick()
+    reports.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)

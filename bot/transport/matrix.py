@@ -702,7 +702,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         app.start()
         await app.start_pending_workers()
         scheduler.start()  # its first run waits for app.ready (first sync)
-        runner_for(app).kick()  # reports asked for before a restart
+        runner_for(app).start()  # reports asked for before a restart; the drawing process
         housekeeping = asyncio.create_task(privacy_housekeeping(app), name="privacy")
         sync_task = asyncio.create_task(transport.run(), name="sync")
         stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
