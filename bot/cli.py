@@ -1,4 +1,4 @@
-"""`mutual-aid-bot init | run | console | check-config | demo`."""
+"""`mutual-aid-bot init | run | console | check-config | backup | migrate | demo`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from bot import __version__
 from bot.config import BotConfig, ConfigError, load_config, load_for_matrix
 from bot.setup_wizard import add_arguments as add_init_arguments
-from bot.storage import StorageError
+from bot.storage import StorageError, backup_database
 
 
 class SecretFilter(logging.Filter):
@@ -34,10 +34,34 @@ class SecretFilter(logging.Filter):
 SECRET_FILTER = SecretFilter()
 
 
+class LibraryMessageFilter(logging.Filter):
+    """matrix-nio quotes whole events, bodies included, in some warnings ("Error validating event:
+    <the validation error and the event>"). From the libraries that see events, only what comes
+    before the first colon of a record is kept, and never a traceback's text."""
+
+    LIBRARIES = ("nio",)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] in self.LIBRARIES:
+            head, colon, _ = record.getMessage().partition(":")
+            record.msg = head + (": [details withheld: they can quote a message]" if colon else "")
+            record.args = None
+            if record.exc_info and record.exc_info[0] is not None:
+                record.msg += f" ({record.exc_info[0].__name__})"
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
+LIBRARY_FILTER = LibraryMessageFilter()
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(LIBRARY_FILTER)
     handler.addFilter(SECRET_FILTER)
+    # A handler that fails would print the exception being handled, which can quote an event.
+    logging.raiseExceptions = False
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -105,6 +129,37 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the live database while the bot runs (SQLite's online backup API)."""
+    if args.config:
+        try:
+            source = load_config(args.config).storage.database
+        except ConfigError as exc:
+            _print_problems(exc, args.config)
+            return 1
+    else:
+        source = Path(args.database)
+    try:
+        backup_database(source, Path(args.target))
+    except StorageError as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"backed up {source} to {args.target} (integrity checked, mode 0600)")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bot.upgrade import run_migrate
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc, args.config)
+        return 1
+    configure_logging(args.log_level or "WARNING")
+    return run_migrate(config.storage.database, dry_run=args.dry_run, sql=args.sql)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from bot.setup_wizard import run_init
 
@@ -142,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its secrets")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
+    backup = sub.add_parser("backup", help="copy the database safely while the bot runs")
+    backup.add_argument("target", help="the new backup file (must not exist yet)")
+    where = backup.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="back up the database this configuration uses")
+    where.add_argument("--database", help="back up this database file")
+    backup.set_defaults(func=cmd_backup)
+    migrate = sub.add_parser("migrate", help="upgrade the database to this release (after a backup)")
+    migrate.add_argument("--config", required=True, help="path to the TOML configuration")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="say what would change and try it on a copy; change nothing")
+    migrate.add_argument("--sql", action="store_true", help="show each step's SQL statements")
+    migrate.set_defaults(func=cmd_migrate)
     demo = sub.add_parser("demo", help="local Synapse + bot + alice and bob in an encrypted room")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its state")
     demo.set_defaults(func=cmd_demo)

@@ -106,19 +106,15 @@ class DeliveryArea(Area):
         )
         return [r["room_id"] for r in rows]
 
-    async def next_pending_and_more(self, room_id: str) -> tuple[Incoming | None, bool]:
-        """The room's next pending command, and whether another one is pending after it."""
+    async def pending_commands(self, room_id: str, limit: int) -> list[Incoming]:
+        """The room's oldest commands not yet handled, in the order they arrived."""
         rows = await self._tx.fetchall(
-            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT 2",
-            (room_id,),
+            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT ?",
+            (room_id, limit),
         )
-        if not rows:
-            return None, False
-        row = rows[0]
-        return Incoming(
-            event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
-            text=row["text"], is_direct=bool(row["is_direct"]), timestamp=parse_time(row["ts"]),
-        ), len(rows) > 1
+        return [Incoming(event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
+                         text=row["text"], is_direct=bool(row["is_direct"]),
+                         timestamp=parse_time(row["ts"])) for row in rows]
 
     async def mark_handled(self, event_id: str, now: datetime) -> None:
         # The text is only needed until the command has run; keeping it would be a record of

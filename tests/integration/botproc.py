@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+from bot.config import load_config
 from bot.devserver import Synapse, write_bot_config
+from bot.secret_box import read_sealed, write_sealed
 
 
 class BotProcess:
     def __init__(self, synapse: Synapse, workdir: Path, user_id: str, password: str,
-                 *, extra_matrix: str = "", extra_bot: str = "", extra_sections: str = "") -> None:
+                 *, config_path: Path | None = None, extra_matrix: str = "", extra_bot: str = "",
+                 extra_sections: str = "") -> None:
+        """Writes a config for the account in `workdir`, unless given one (`config_path`)."""
         self.synapse = synapse
         self.workdir = workdir
         self.user_id = user_id
         self.password = password
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "bot.log"
-        self.config_path = write_bot_config(
+        self.config_path = config_path or write_bot_config(
             workdir, synapse.base_url, synapse.server_name, user_id, password, log_level="DEBUG",
             extra_matrix=extra_matrix, extra_bot=extra_bot, extra_sections=extra_sections,
         )
@@ -35,6 +40,17 @@ class BotProcess:
     @property
     def database(self) -> Path:
         return self.workdir / "mutual-aid-bot.db"
+
+    def saved_session(self) -> dict:
+        """The bot's saved login (user, device, access token), unsealed with its passphrase."""
+        passphrase = load_config(self.config_path).matrix.store_passphrase.read()
+        return json.loads(read_sealed(self.workdir / "store" / "session.json", passphrase,
+                                      "session"))
+
+    def save_session(self, session: dict) -> None:
+        passphrase = load_config(self.config_path).matrix.store_passphrase.read()
+        write_sealed(self.workdir / "store" / "session.json", json.dumps(session).encode(),
+                     passphrase, "session")
 
     async def start(self, timeout: float = 60) -> None:
         """Start and wait until the bot has finished its first sync."""

@@ -12,7 +12,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
-import pytest
 from nio import JoinedRoomsResponse, RoomCreateError, RoomInviteError
 
 from bot.devserver import Synapse
@@ -130,9 +129,6 @@ async def rooms_created_by(server: Synapse, user_id: str) -> list[dict]:
     return [room for room in rooms if room["creator"] == user_id]
 
 
-@pytest.mark.xfail(strict=True, raises=(TimeoutError, AssertionError),
-                   reason="issue 9: a DM that cannot be created blocks the outbox head, and "
-                   "every retry creates another room")
 async def test_a_dm_to_a_person_whose_homeserver_is_down_does_not_hold_up_the_pod(
     person_factory, bot, synapse, second_synapse
 ):
