@@ -189,7 +189,7 @@ async def export(ctx: Context, rest: str) -> None:
     chosen = _choose(pods, " ".join(words)) if words else (pods[0] if len(pods) == 1 else None)
     if chosen is None:
         lines = [render("Which pod? You coordinate several; add its number:")]
-        lines += [render("{n}. {name}: {cmd}", n=i, name=name,
+        lines += [render("- **{n}** {name}: {cmd}", n=i, name=name,
                          cmd=Code(f"{p}export csv {period} {i}"))
                   for i, (_, name) in enumerate(pods, 1)]
         await ctx.reply(join(lines))
