@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.app import App
+from bot.commands.records import runner_for
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
 from bot.messages import RoomRequest
@@ -48,7 +49,9 @@ class ConsoleTransport:
             "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
         text = out.message.body
         if out.attachment is not None:
-            text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
+            kind = (f"image {out.attachment.width}x{out.attachment.height}"
+                    if out.attachment.is_image else "attachment")
+            text += f"\n[{kind} {out.attachment.filename}, {len(out.attachment.data)} bytes]"
         self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
         return unique_id("$console-out")
 
@@ -91,6 +94,8 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     app.ready.set()  # nothing to catch up on in a terminal
     scheduler = Scheduler(app, deliver=True)
     scheduler.start()
+    reports = runner_for(app, deliver=True)
+    reports.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)
@@ -120,8 +125,10 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
+            await reports.idle()
     finally:
         await scheduler.shutdown()
+        await reports.shutdown()
         await app.stop()
         await storage.close()
     return 0
