@@ -47,6 +47,7 @@ test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed lint
 bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/inputsize.py
+	$(VENV)/bin/python bench/report.py
 	$(VENV)/bin/python bench/looplag.py
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/roundtrip.py
 

@@ -201,7 +201,7 @@ async def help_command(ctx: Context, rest: str) -> None:
     await ctx.reply(join(lines))
 
 
-COMMAND_MODULES = ["bot.commands.posts", "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts", "bot.commands.settings", "bot.commands.status"]
+COMMAND_MODULES = ["bot.commands.posts", "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts", "bot.commands.settings", "bot.commands.status", "bot.commands.records", "bot.commands.library"]
 
 
 def load_commands() -> Registry:

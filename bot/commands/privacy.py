@@ -46,7 +46,8 @@ _TABLE_WORDS = {
     "dm_rooms": "direct-chat record", "intake": "unfinished conversation",
     "introductions": "introductions", "shift_signups": "shift sign-ups",
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
-    "sent_reminders": "reminder records",
+    "sent_reminders": "reminder records", "items": "tool-library items", "loans": "loans",
+    "timebank": "time-bank credits",
 }
 
 
@@ -125,7 +126,10 @@ async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> lis
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
-    counts = await tx.privacy.forget_person(person, now)
+    # Items and loans first: the generic pass in forget_person would only blank the names.
+    counts = await tx.library.forget(person, now)
+    for table, n in (await tx.privacy.forget_person(person, now)).items():
+        counts[table] = counts.get(table, 0) + n
     out = []
     mark = time.perf_counter()
     # Anonymous requests go without a word in the room: announced in the same breath as the

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bot.app import App
 from bot.commands.privacy import carry_out_erasures
+from bot.commands.records import runner_for
 from bot.config import BotConfig
 from bot.context import Incoming, Outgoing
 from bot.messages import RoomRequest
@@ -49,7 +50,9 @@ class ConsoleTransport:
             "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
         text = out.message.body
         if out.attachment is not None:
-            text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
+            kind = (f"image {out.attachment.width}x{out.attachment.height}"
+                    if out.attachment.is_image else "attachment")
+            text += f"\n[{kind} {out.attachment.filename}, {len(out.attachment.data)} bytes]"
         self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
         return unique_id("$console-out")
 
@@ -92,6 +95,8 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
     app.ready.set()  # nothing to catch up on in a terminal
     scheduler = Scheduler(app, deliver=True)
     scheduler.start()
+    reports = runner_for(app, deliver=True)
+    reports.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)
@@ -124,8 +129,10 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             # A confirmed !forgetme is carried out here, as the bot's housekeeping task would.
             if await carry_out_erasures(storage, app.clock):
                 await app.run_until_idle()
+            await reports.idle()
     finally:
         await scheduler.shutdown()
+        await reports.shutdown()
         await app.stop()
         await storage.close()
     return 0

@@ -577,11 +577,20 @@ class MatrixTransport:
         )
         if not isinstance(response, UploadResponse):
             raise DeliveryError(f"upload failed: {getattr(response, 'message', response)}")
-        return {
+        content: dict[str, Any] = {
             "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
             "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
             "file": {**keys, "url": response.content_uri},
         }
+        if attachment.is_image:
+            content["msgtype"] = "m.image"
+            content["info"] |= {"w": attachment.width, "h": attachment.height}
+        if out.message.body:
+            # A caption (Matrix 1.10): the body differs from the file name and may be formatted.
+            content |= {"body": out.message.body, "format": "org.matrix.custom.html",
+                        "formatted_body": out.message.html,
+                        "m.mentions": {"user_ids": list(out.message.mentions)}}
+        return content
 
     async def _dm_room(self, user_id: str) -> str:
         """The person's direct chat; if there is none yet, a step makes it (bot/actions.py) and
@@ -771,6 +780,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or a fatal problem (non-zero)."""
     from bot.cli import SECRET_FILTER
     from bot.commands.privacy import housekeeping as privacy_housekeeping
+    from bot.commands.records import runner_for
 
     storage = await Storage.open(config.storage.database)
     transport = MatrixTransport(config, storage)
@@ -790,6 +800,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
         app.start()
         await app.start_pending_workers()
         scheduler.start()  # its first run waits for app.ready (first sync)
+        runner_for(app).start()  # reports asked for before a restart; the drawing process
         housekeeping = asyncio.create_task(privacy_housekeeping(app), name="privacy")
         sync_task = asyncio.create_task(transport.run(), name="sync")
         stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
@@ -809,6 +820,7 @@ async def run_matrix_bot(config: BotConfig) -> int:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
         await scheduler.shutdown()
+        await runner_for(app).shutdown()
         if housekeeping is not None:
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)
