@@ -58,6 +58,7 @@ class StorageError(RuntimeError):
 
 
 _LOCK_WAIT_SECONDS = 10  # how long a transaction waits for another process's write lock
+_CHECKPOINT_EVERY = 200  # short transactions between checkpoints of the write-ahead log
 # Per connection. With WAL, synchronous=NORMAL loses nothing when the process crashes (kill -9);
 # only a power cut can roll back the last commits, and the outbox's row-derived transaction ids
 # make a redo of those harmless. It saves an fsync per commit. secure_delete overwrites erased
@@ -105,6 +106,8 @@ class Storage:
         # Counts committed transactions that queued messages, so delivery can tell that nothing
         # was queued while it sent.
         self.outbox_writes = 0
+        self._commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     @property
     def path(self) -> Path:
@@ -137,6 +140,11 @@ class Storage:
         db.row_factory = sqlite3.Row
         for pragma in _CONNECTION_PRAGMAS:
             db.execute(pragma)
+        # A checkpoint copies the write-ahead log into the database file: after a bulk
+        # transaction (an erasure overwriting thousands of pages) that took hundreds of
+        # milliseconds inside whichever commit crossed the threshold, on the loop. Checkpoints
+        # run on a thread instead (see _checkpoint_soon).
+        db.execute("PRAGMA wal_autocheckpoint = 0")
         for name, arity, function in SQL_FUNCTIONS:
             db.create_function(name, arity, function, deterministic=True)
         return db
@@ -200,6 +208,8 @@ class Storage:
         return row[0] or 0
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await asyncio.gather(self._checkpoint, return_exceptions=True)
         async with self._lock:
             if self._inline is not None:
                 self._inline.close()
@@ -239,6 +249,16 @@ class Storage:
                 self._holder = None
             if tx.queued_messages:
                 self.outbox_writes += 1
+            self._commits += 1
+            if bulk or self._commits % _CHECKPOINT_EVERY == 0:
+                self._checkpoint_soon()
+
+    def _checkpoint_soon(self) -> None:
+        """A passive checkpoint on its own connection in a thread: it never blocks writers and
+        never runs on the loop."""
+        if self._checkpoint is None or self._checkpoint.done():
+            self._checkpoint = asyncio.create_task(asyncio.to_thread(_checkpoint, self._path),
+                                                   name="database checkpoint")
 
     async def _end(self, bulk: bool, statement: str) -> None:
         if bulk:
@@ -265,6 +285,16 @@ class Storage:
     async def backup(self, target: Path) -> None:
         """A consistent copy of the database while the bot runs (see `backup_database`)."""
         await asyncio.to_thread(backup_database, self._path, target)
+
+
+def _checkpoint(path: Path) -> None:
+    db = sqlite3.connect(path, timeout=_LOCK_WAIT_SECONDS)
+    try:
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.Error as exc:  # retried after the next commits; nothing depends on it
+        log.warning("database checkpoint failed: %s", exc)
+    finally:
+        db.close()
 
 
 def backup_database(source: Path, target: Path) -> None:
