@@ -6,7 +6,7 @@ VENV := .venv
 SYNAPSE_VENV := .venv-synapse
 SYNAPSE_SPEC ?= matrix-synapse>=1.100,<2
 
-.PHONY: demo test console bench lint clean
+.PHONY: demo test console bench lint clean signal-cli
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_SPEC)'
 	touch $@
 
+# signal-cli and a Java runtime for the contract tests against the real daemon (cached in .cache/).
+signal-cli: $(VENV)/.installed
+	scripts/install-signal-cli.sh $(VENV)
+
 demo: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/mutual-aid-bot demo
 
@@ -30,8 +34,9 @@ console: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot tests $(wildcard bench)
 
-test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed lint
+test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed signal-cli lint
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python MAB_REQUIRE_SYNAPSE=1 \
+		MAB_SIGNAL_CLI=$(CURDIR)/.cache/signal-cli/bin/signal-cli \
 		$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
@@ -39,4 +44,4 @@ bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/roundtrip.py
 
 clean:
-	rm -rf $(VENV) $(SYNAPSE_VENV) .demo .pytest_cache
+	rm -rf $(VENV) $(SYNAPSE_VENV) .demo .pytest_cache .cache
