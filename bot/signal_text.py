@@ -190,6 +190,8 @@ class _Builder(HTMLParser):
             self.verbatim = max(0, self.verbatim - 1)
         if tag in ("ul", "ol") and self.lists:
             self.lists.pop()
+            if not self.lists:
+                self._newlines(2)  # what follows a list starts a paragraph of its own
         if tag == "a":
             if self.link_mention is not None:
                 self.link_mention = None

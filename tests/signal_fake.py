@@ -73,6 +73,9 @@ class FakeSignalDaemon:
     port: int = 0
     # Close every connection after this many more notifications (a daemon dying mid-burst).
     crash_after: int | None = None
+    # "subscription" (after subscribeReceive) or "plain" (a daemon receiving on start, and
+    # signal-cli's jsonRpc mode): the two shapes of a receive notification.
+    notification_shape: str = "subscription"
 
     def __post_init__(self) -> None:
         self._server: asyncio.AbstractServer | None = None
@@ -236,9 +239,10 @@ class FakeSignalDaemon:
         while self._waiting and self._subscribers:
             writer, subscription = next(iter(self._subscribers.items()))
             envelope = self._waiting.popleft()
-            notification = {"jsonrpc": "2.0", "method": "receive", "params": {
-                "subscription": subscription,
-                "result": {"envelope": envelope, "account": self.account}}}
+            received = {"envelope": envelope, "account": self.account}
+            params = received if self.notification_shape == "plain" else {
+                "subscription": subscription, "result": received}
+            notification = {"jsonrpc": "2.0", "method": "receive", "params": params}
             writer.write(json.dumps(notification).encode() + b"\n")
             self.delivered.append(envelope)
             if self.crash_after is not None:
