@@ -204,10 +204,12 @@ class FakeSignalDaemon:
     # ---- receiving ----------------------------------------------------------------------------
 
     def envelope(self, sender: str, text: str | None, *, group_id: str | None = None,
-                 mentions: list[dict[str, Any]] | None = None, expires: int = 0,
+                 mentions: list[dict[str, Any]] | None = None, expires: int | None = None,
                  timestamp: int | None = None, remote_delete: int | None = None) -> dict[str, Any]:
         person = self.people[sender]
         ts = timestamp if timestamp is not None else next(self._clock)
+        if expires is None:  # a message carries its chat's disappearing timer
+            expires = self.groups[group_id].get("expiration", 0) if group_id is not None else 0
         data: dict[str, Any] = {"timestamp": ts, "message": text, "expiresInSeconds": expires,
                                 "viewOnce": False}
         if mentions:

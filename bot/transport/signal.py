@@ -482,7 +482,11 @@ class SignalTransport:
         uuids = [uuid_of(person) for person in invitees]
         if None in uuids:
             raise SignalDeliveryError("an invitee is not on Signal", permanent=True)
-        result = await self._send("updateGroup", self._params(name=name, member=uuids))
+        # A pod with disappearing messages gets introductions that disappear as fast.
+        timers = [g.expires_in_seconds for g in self._groups.values()
+                  if g.expires_in_seconds > 0 and set(uuids) <= g.members]
+        result = await self._send("updateGroup", self._params(
+            name=name, member=uuids, expiration=min(timers) if timers else None))
         group_id = result.get("groupId")
         if not isinstance(group_id, str):
             raise SignalDeliveryError("the daemon did not say which group it created")

@@ -3,6 +3,7 @@ with the fake daemon on a loopback socket."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from datetime import timedelta
 
@@ -11,6 +12,7 @@ import pytest
 from bot.scheduler import Scheduler
 from bot.signal_text import MENTION_PLACEHOLDER, person_id
 from bot.transport.signal import WITHHELD_NOTICE
+from bot.transport.signal_link import link_device
 
 from .conftest import ALICE, BOB, BOT, CAROL, NUMBERS, POD_GROUP, until
 
@@ -204,3 +206,36 @@ async def test_a_deleted_command_withdraws_the_post_and_deletes_the_reply(signal
     deletes = [s.params for s in pod.fake.sends if s.method == "remoteDelete"]
     assert len(deletes) == 1 and deletes[0]["groupId"] == POD_GROUP
     assert "withdrawn" in pod.fake.messages(to_group=POD_GROUP)[-1]["message"]
+
+
+async def test_an_introduction_is_a_new_group_with_the_pods_disappearing_timer(signal_pod):
+    pod = signal_pod
+    pod.fake.groups[POD_GROUP]["expiration"] = 7 * 24 * 3600
+    await private_request(pod)
+    await pod.say(BOB, "!claim 1", replies=2)
+    await pod.say(ALICE, "!accept 1", group=False, replies=3)
+    intro_group = next(g for g in pod.fake.groups if g != POD_GROUP)
+    assert set(pod.fake.groups[intro_group]["members"]) == {BOT, ALICE, BOB}
+    assert pod.fake.groups[intro_group]["expiration"] == 7 * 24 * 3600
+    [intro] = pod.fake.messages(to_group=intro_group)
+    assert SECRET in intro["message"]
+    assert {span(intro["message"], m)[1] for m in intro["mention"]} == {ALICE, BOB}
+
+
+async def test_the_calendar_file_goes_as_an_attachment(signal_pod):
+    pod = signal_pod
+    await pod.say(ALICE, "!shift add Food run every saturday 10:00-13:00")
+    await pod.say(ALICE, "!shifts ics")
+    sent = pod.fake.messages(to_group=POD_GROUP)[-1]
+    [attachment] = sent["attachments"]
+    header, _, data = attachment.partition(",")
+    assert header == "data:text/calendar;filename=shifts.ics;base64"
+    assert b"BEGIN:VCALENDAR" in base64.b64decode(data)
+
+
+async def test_linking_shows_a_qr_code_and_the_link_address(signal_pod):
+    shown: list[str] = []
+    await link_device(signal_pod.transport.signal, shown.append)
+    qr, instructions = shown
+    assert "█" in qr and len(qr.splitlines()) > 10
+    assert "sgnl://linkdevice?" in instructions and "Linked devices" in instructions
