@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 GROUP_PREFIX = "signal:group:"
 DM_PREFIX = "signal:dm:"
 IDENTITY_META = "signal:identity-unconfirmed"
+SENT_META = "signal:sent-txns"
+# Transaction ids of the last sends, kept to skip a resend after a crash: more than an outbox batch.
+SENT_REMEMBERED = 200
 CONNECT_WAIT_S = 10.0
 IDENTITY_NOTICE = (
     "Your Signal safety number with this bot changed (a new phone, or Signal reinstalled). "
@@ -145,6 +148,8 @@ class SignalTransport:
         self.identity_unconfirmed: set[str] = set()
         self._identity_dirty = False
         self._intro_groups: set[str] = set()  # groups the bot created for introductions
+        # txn id -> what deliver returned, for the last sends (signal-cli has no idempotency key).
+        self._sent: dict[str, str | None] = {}
         self.connected_once = asyncio.Event()
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -152,7 +157,9 @@ class SignalTransport:
     async def connect(self) -> None:
         async with self.storage.transaction() as tx:
             saved = await tx.get_meta(IDENTITY_META)
+            sent = await tx.get_meta(SENT_META)
         self.identity_unconfirmed = set(json.loads(saved)) if saved else set()
+        self._sent = json.loads(sent) if sent else {}
 
     async def run(self) -> None:
         """Stay connected to the daemon until `close()`."""
@@ -292,6 +299,23 @@ class SignalTransport:
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         await self._save_identity()
+        if txn_id in self._sent:
+            # Sent before a crash that came before the app's sent mark: not again.
+            log.info("%s was already sent; not sending it again", txn_id)
+            return self._sent[txn_id]
+        event_id = await self._deliver(out)
+        await self._remember_sent(txn_id, event_id)
+        return event_id
+
+    async def _remember_sent(self, txn_id: str, event_id: str | None) -> None:
+        """Committed right after the daemon's answer: from here a crash cannot repeat the send."""
+        self._sent[txn_id] = event_id
+        for old in list(self._sent)[:-SENT_REMEMBERED]:
+            del self._sent[old]
+        async with self.storage.transaction() as tx:
+            await tx.set_meta(SENT_META, json.dumps(self._sent))
+
+    async def _deliver(self, out: Outgoing) -> str | None:
         target = self._target(out)
         wait = self._rate_limited_until - self._clock()
         if wait > 0:

@@ -9,9 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from bot.context import Outgoing
+from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.signal_text import MENTION_PLACEHOLDER, person_id
-from bot.transport.signal import WITHHELD_NOTICE
+from bot.transport.signal import WITHHELD_NOTICE, SignalTransport
 from bot.transport.signal_link import link_device
 
 from .conftest import ALICE, BOB, BOT, CAROL, NUMBERS, POD_GROUP, until
@@ -239,3 +241,16 @@ async def test_linking_shows_a_qr_code_and_the_link_address(signal_pod):
     qr, instructions = shown
     assert "█" in qr and len(qr.splitlines()) > 10
     assert "sgnl://linkdevice?" in instructions and "Linked devices" in instructions
+
+
+async def test_a_resend_after_a_crash_before_the_sent_mark_is_not_sent_again(signal_pod):
+    pod = signal_pod
+    out = Outgoing(render("Reminder: **S1** tomorrow"), user_id=person_id(ALICE))
+    first = await pod.transport.deliver(out, txn_id="mab-9001")
+    # The bot died before committing the sent mark; a new process delivers the row again.
+    restarted = SignalTransport(pod.transport.config, pod.storage)
+    restarted.app = pod.app
+    await restarted.connect()
+    restarted.rpc = pod.transport.rpc
+    assert await restarted.deliver(out, txn_id="mab-9001") == first
+    assert len(pod.fake.messages(to=ALICE)) == 1
