@@ -71,6 +71,7 @@ class FakeSignalDaemon:
     trusted_calls: list[str] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
+    socket_path: str | None = None  # serve a unix socket there instead of TCP
     # Close every connection after this many more notifications (a daemon dying mid-burst).
     crash_after: int | None = None
     # "subscription" (after subscribeReceive) or "plain" (a daemon receiving on start, and
@@ -92,13 +93,16 @@ class FakeSignalDaemon:
     # ---- running ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        if self.socket_path is not None:
+            self._server = await asyncio.start_unix_server(self._serve, self.socket_path)
+        else:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
         self.crashed = asyncio.Event()
 
     @property
     def address(self) -> str:
-        return f"tcp:{self.host}:{self.port}"
+        return f"unix:{self.socket_path}" if self.socket_path else f"tcp:{self.host}:{self.port}"
 
     async def stop(self) -> None:
         """Stop like a killed daemon: connections drop, requests in flight are never answered."""

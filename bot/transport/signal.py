@@ -31,6 +31,7 @@ from bot.config import BotConfig, SignalConfig
 from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.signal_text import UUID_RE, person_id, to_signal, uuid_of
 from bot.transport.signal_rpc import (
+    INVALID_PARAMS,
     RATE_LIMIT_ERROR,
     UNTRUSTED_KEY_ERROR,
     ConnectionLost,
@@ -68,6 +69,10 @@ def group_room(group_id: str) -> str:
 
 def dm_room(uuid: str) -> str:
     return DM_PREFIX + uuid.lower()
+
+
+class SignalSetupError(RuntimeError):
+    """The daemon does not serve the configured account: the bot cannot go on; says why."""
 
 
 class SignalDeliveryError(DeliveryError):
@@ -142,6 +147,7 @@ class SignalTransport:
                              on_connect=self._on_connect)
         self._clock = clock
         self._groups: dict[str, Group] = {}  # by groupId
+        self._all_groups_read_at = float("-inf")
         self._dm_expiry: dict[str, int] = {}  # uuid -> their chat's disappearing timer
         self._rate_limited_until = 0.0
         # Person ids whose safety number changed and who have not confirmed it in their DM.
@@ -174,9 +180,17 @@ class SignalTransport:
         return {k: v for k, v in params.items() if v not in (None, [], "")}
 
     async def _on_connect(self) -> None:
-        if self.signal.receive_mode == "manual":
-            await self.rpc.call("subscribeReceive", self._params())
-        await self._refresh_groups(None)
+        try:
+            if self.signal.receive_mode == "manual":
+                await self.rpc.call("subscribeReceive", self._params())
+            await self._refresh_groups(None)
+        except RpcError as exc:
+            if exc.code == INVALID_PARAMS:
+                raise SignalSetupError(
+                    f"the signal-cli daemon at {self.signal.daemon} says: {exc.message}. Set "
+                    "signal.account to the bot's account (or start the daemon with -a ACCOUNT "
+                    "and leave it empty); `mutual-aid-bot signal link` links one.") from exc
+            raise
         assert self.app is not None
         if not self.connected_once.is_set():
             self.connected_once.set()
@@ -190,6 +204,8 @@ class SignalTransport:
         """Read groups' members, admins and timers from the daemon (all groups, or these)."""
         result = await self.rpc.call("listGroups", self._params(groupId=group_ids))
         now = self._clock()
+        if group_ids is None:
+            self._all_groups_read_at = now
         for entry in result if isinstance(result, list) else []:
             group_id = entry.get("id") if isinstance(entry, dict) else None
             if not isinstance(group_id, str):
@@ -209,9 +225,12 @@ class SignalTransport:
         """Coordinators are read live: refresh the groups a batch speaks in, if not just read."""
         stale = [g for g in group_ids if g not in self._groups
                  or self._clock() - self._groups[g].fetched_at > self.signal.group_cache_seconds]
-        if stale:
+        # A DM asks which groups the person is in (private requests offer their pods): all.
+        everything = not group_ids and (
+            self._clock() - self._all_groups_read_at > self.signal.group_cache_seconds)
+        if stale or everything:
             try:
-                await self._refresh_groups(stale)
+                await self._refresh_groups(stale or None)
             except (RpcError, ConnectionLost, TimeoutError) as exc:
                 log.warning("could not read group details (%s); using what is known", exc)
 
@@ -239,8 +258,8 @@ class SignalTransport:
         if item is None:
             return
         assert self.app is not None
-        if item.room_id.startswith(GROUP_PREFIX):
-            await self._fresh({item.room_id[len(GROUP_PREFIX):]})
+        in_group = item.room_id.startswith(GROUP_PREFIX)
+        await self._fresh({item.room_id[len(GROUP_PREFIX):]} if in_group else set())
         await self.app.receive([item])
 
     def _incoming(self, envelope: dict[str, Any]) -> Incoming | None:

@@ -122,7 +122,8 @@ class SignalRpc:
                 if self._on_connect is not None:
                     await self._on_connect()
                 await reading
-            except (ConnectionLost, RpcError, OSError, TimeoutError) as exc:
+            except (ConnectionLost, OSError, TimeoutError) as exc:
+                # An RpcError from on_connect is the daemon refusing us: it goes to the caller.
                 log.warning("signal-cli daemon connection setup failed (%s)", exc)
             finally:
                 reading.cancel()

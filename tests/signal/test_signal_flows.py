@@ -3,6 +3,7 @@ with the fake daemon on a loopback socket."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from datetime import timedelta
@@ -13,8 +14,10 @@ from bot.context import Outgoing
 from bot.formatting import render
 from bot.scheduler import Scheduler
 from bot.signal_text import MENTION_PLACEHOLDER, person_id
-from bot.transport.signal import WITHHELD_NOTICE, SignalTransport
+from bot.transport.signal import WITHHELD_NOTICE, SignalSetupError, SignalTransport
 from bot.transport.signal_link import link_device
+from bot.transport.signal_rpc import SignalRpc
+from tests.signal_fake import FakeSignalDaemon
 
 from .conftest import ALICE, BOB, BOT, CAROL, NUMBERS, POD_GROUP, until
 
@@ -254,3 +257,27 @@ async def test_a_resend_after_a_crash_before_the_sent_mark_is_not_sent_again(sig
     restarted.rpc = pod.transport.rpc
     assert await restarted.deliver(out, txn_id="mab-9001") == first
     assert len(pod.fake.messages(to=ALICE)) == 1
+
+
+async def test_a_daemon_without_the_configured_account_stops_the_transport_with_the_reason(
+        signal_pod):
+    config = signal_pod.transport.config.model_copy(deep=True)
+    config.signal.account = "+15550100199"
+    transport = SignalTransport(config, signal_pod.storage)
+    transport.app = signal_pod.app
+    with pytest.raises(SignalSetupError, match="Specified account does not exist.*signal.account"):
+        await asyncio.wait_for(transport.run(), 10)
+
+
+async def test_the_daemon_can_be_reached_on_a_unix_socket(tmp_path):
+    fake = FakeSignalDaemon(account=BOT, bot_uuid=BOT, socket_path=str(tmp_path / "signal.sock"))
+    await fake.start()
+    client = SignalRpc(fake.address)
+    running = asyncio.create_task(client.run())
+    try:
+        await client.wait_connected(10)
+        assert await client.call("version") == {"version": "0.13.19"}
+    finally:
+        await client.close()
+        await asyncio.wait_for(running, 10)
+        await fake.stop()
