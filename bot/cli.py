@@ -121,7 +121,8 @@ def cmd_signal_link(args: argparse.Namespace) -> int:
         aci = asyncio.run(link_device(config.signal, print))
     except (ConnectionLost, RpcError, TimeoutError, OSError) as exc:
         print(f"linking failed: {exc or type(exc).__name__}. Is `signal-cli daemon` running "
-              f"without -a at {config.signal.daemon}?", file=sys.stderr)
+              f"without -a at {config.signal.daemon}, and can it reach the Signal servers?",
+              file=sys.stderr)
         return 2
     print("Linked." + (f" Set signal.account = \"{aci}\" in {args.config}." if aci else
                        " Set signal.account to the account's id or number in the config."))

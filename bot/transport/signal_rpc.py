@@ -157,7 +157,8 @@ class SignalRpc:
                 log.warning("reading from the signal-cli daemon failed (%s)", type(exc).__name__)
                 return
             if not line:
-                log.warning("the signal-cli daemon closed the connection")
+                if not self._stopping.is_set():
+                    log.warning("the signal-cli daemon closed the connection")
                 return
             try:
                 message = json.loads(line)
