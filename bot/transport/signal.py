@@ -31,9 +31,9 @@ from bot.config import BotConfig, SignalConfig
 from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.signal_text import UUID_RE, person_id, to_signal, uuid_of
 from bot.transport.signal_rpc import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
-    RATE_LIMIT_ERROR,
-    UNTRUSTED_KEY_ERROR,
+    IO_ERROR,
     ConnectionLost,
     RpcError,
     SignalRpc,
@@ -365,21 +365,16 @@ class SignalTransport:
             # The daemon may have sent it before the connection dropped: see docs/signal.md.
             raise SignalDeliveryError(f"daemon connection: {type(exc).__name__}") from exc
         except RpcError as exc:
-            if exc.response.get("results"):
-                self._read_results(exc.response["results"])
-            permanent = exc.code not in (RATE_LIMIT_ERROR, UNTRUSTED_KEY_ERROR) and exc.code != -3
-            if exc.code == UNTRUSTED_KEY_ERROR:
-                permanent = True  # withheld until the person confirms; never resent blindly
-            raise SignalDeliveryError(exc.message, permanent=permanent,
-                                      retry_after=self._retry_after(exc.response)) from exc
+            # For a 1:1 send that reached nobody, signal-cli answers an error (-4 untrusted key,
+            # -5 rate limit, -1 otherwise) carrying the per-recipient results: read them first.
+            results = exc.response.get("results")
+            if results:
+                self._read_results(results)
+            transient = exc.code in (IO_ERROR, INTERNAL_ERROR)
+            raise SignalDeliveryError(exc.message, permanent=not transient) from exc
         result = result if isinstance(result, dict) else {}
         self._read_results(result.get("results") or [])
         return result
-
-    def _retry_after(self, response: dict[str, Any]) -> float | None:
-        delays = [r.get("retryAfterSeconds") for r in response.get("results") or []
-                  if isinstance(r, dict) and isinstance(r.get("retryAfterSeconds"), int)]
-        return float(max(delays)) if delays else None
 
     def _read_results(self, results: list[Any]) -> None:
         """Act on each recipient's outcome. Raises when nobody got the message and a retry can

@@ -25,13 +25,11 @@ LINE_LIMIT = 16 * 1024 * 1024
 MAX_BACKOFF_S = 30.0
 CALL_TIMEOUT_S = 60.0
 
-# Error codes signal-cli uses besides JSON-RPC's own (-32xxx); from its command handler.
-USER_ERROR = -1
+# Error codes: JSON-RPC's own, and signal-cli's for failed commands (-1 user error, -3 IO error,
+# -4 untrusted key, -5 rate limit; from its command handler).
 IO_ERROR = -3
-UNTRUSTED_KEY_ERROR = -4
-RATE_LIMIT_ERROR = -5
-METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
 
 Notification = Callable[[str, dict[str, Any]], Awaitable[None]]
 

@@ -281,3 +281,26 @@ async def test_the_daemon_can_be_reached_on_a_unix_socket(tmp_path):
         await client.close()
         await asyncio.wait_for(running, 10)
         await fake.stop()
+
+
+async def test_a_network_failure_is_retried(signal_pod):
+    pod = signal_pod
+    pod.fake.fail_next(CAROL, "NETWORK_FAILURE")
+    await pod.say(CAROL, "!help", group=False, replies=2)
+    first, second = pod.fake.messages(to=CAROL)
+    assert first["message"] == second["message"]
+
+
+async def test_a_direct_message_to_a_changed_safety_number_is_withheld_until_confirmed(signal_pod):
+    pod = signal_pod
+    pod.fake.identity_changed.add(CAROL)
+    await pod.say(CAROL, "!mine", group=False, replies=2)  # the failed reply, then the notice
+    await until(lambda: len(pod.fake.messages(to=CAROL)) == 2, "the notice")
+    assert "safety number" in pod.fake.messages(to=CAROL)[-1]["message"]
+    before = len(pod.fake.sends)
+    await pod.say(CAROL, "!mine", group=False, replies=0)
+    await pod.say(ALICE, "!needs")  # a later message goes out: the withheld one is not retried
+    assert len(pod.fake.sends) == before + 1
+    assert await pod.transport.confirm_identity(person_id(CAROL))
+    await pod.say(CAROL, "!mine", group=False)
+    assert pod.fake.messages(to=CAROL)[-1]["message"] == pod.fake.messages(to=CAROL)[0]["message"]
