@@ -146,6 +146,10 @@ class SignalTransport:
         self.rpc = SignalRpc(self.signal.daemon, on_notification=self._on_notification,
                              on_connect=self._on_connect)
         self._clock = clock
+        # The bot's own account id, when the config names it by id (as `signal link` suggests):
+        # group member lists include the bot, which is never a member to mention or invite.
+        account = self.signal.account.lower()
+        self._own_uuid = account if UUID_RE.fullmatch(account) else None
         self._groups: dict[str, Group] = {}  # by groupId
         self._all_groups_read_at = float("-inf")
         self._dm_expiry: dict[str, int] = {}  # uuid -> their chat's disappearing timer
@@ -215,7 +219,8 @@ class SignalTransport:
                 continue
             self._groups[group_id] = Group(
                 name=str(entry.get("name") or "Signal group"),
-                members={u for u in map(_uuid, entry.get("members") or []) if u},
+                members={u for u in map(_uuid, entry.get("members") or [])
+                         if u and u != self._own_uuid},
                 admins={u for u in map(_uuid, entry.get("admins") or []) if u},
                 expires_in_seconds=int(entry.get("messageExpirationTime") or 0),
                 fetched_at=now,

@@ -304,3 +304,8 @@ async def test_a_direct_message_to_a_changed_safety_number_is_withheld_until_con
     assert await pod.transport.confirm_identity(person_id(CAROL))
     await pod.say(CAROL, "!mine", group=False)
     assert pod.fake.messages(to=CAROL)[-1]["message"] == pod.fake.messages(to=CAROL)[0]["message"]
+
+
+async def test_the_bot_itself_is_not_a_member_to_invite_or_mention(signal_pod):
+    members = signal_pod.transport.members(f"signal:group:{POD_GROUP}")
+    assert members == sorted(person_id(u) for u in (ALICE, BOB, CAROL))
