@@ -1,4 +1,4 @@
-"""`mutual-aid-bot init | run | console | check-config | demo`."""
+"""`mutual-aid-bot init | run | console | check-config | demo | signal link`."""
 
 from __future__ import annotations
 
@@ -111,6 +111,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run_init(args)
 
 
+def cmd_signal_link(args: argparse.Namespace) -> int:
+    from bot.transport.signal_link import link_device
+    from bot.transport.signal_rpc import ConnectionLost, RpcError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc, args.config)
+        return 1
+    if config.signal is None:
+        print(f"{args.config}: add a [signal] section (see config.example.toml)", file=sys.stderr)
+        return 1
+    configure_logging(args.log_level or "WARNING")
+    try:
+        aci = asyncio.run(link_device(config.signal, print))
+    except (ConnectionLost, RpcError, TimeoutError, OSError) as exc:
+        print(f"linking failed: {exc or type(exc).__name__}. Is `signal-cli daemon` running "
+              f"without -a at {config.signal.daemon}, and can it reach the Signal servers?",
+              file=sys.stderr)
+        return 2
+    print("Linked." + (f" Set signal.account = \"{aci}\" in {args.config}." if aci else
+                       " Set signal.account to the account's id or number in the config."))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from bot.demo import run_demo
@@ -142,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its secrets")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
+    signal_cmd = sub.add_parser("signal", help="Signal set-up")
+    signal_sub = signal_cmd.add_subparsers(dest="signal_command", required=True)
+    link = signal_sub.add_parser("link", help="link the bot as a device of a Signal account (QR)")
+    link.add_argument("--config", required=True, help="path to the TOML configuration")
+    link.set_defaults(func=cmd_signal_link)
     demo = sub.add_parser("demo", help="local Synapse + bot + alice and bob in an encrypted room")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its state")
     demo.set_defaults(func=cmd_demo)

@@ -7,9 +7,12 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.transport.signal_rpc import parse_address
 
 # Names the tz database gives UTC; shown everywhere as plain "UTC" (the demo's /etc/localtime says
 # "Etc/UTC" while the config default says "UTC": one zone, one name).
@@ -98,6 +101,26 @@ class MatrixConfig(Section):
         allowed = self.allowed_inviters or [":" + self.server_name]
         server = ":" + user_id.split(":", 1)[-1]
         return user_id in allowed or server in allowed
+
+
+class SignalConfig(Section):
+    """The Signal transport: a signal-cli daemon that the bot talks JSON-RPC to."""
+
+    daemon: str = "tcp:127.0.0.1:7583"
+    # The bot's account in a multi-account daemon (phone number or ACI); empty for a daemon
+    # started with `-a ACCOUNT`. Never logged.
+    account: str = ""
+    # "manual" for a daemon started with --receive-mode=manual: the bot subscribes on connect.
+    receive_mode: Literal["manual", "on-start"] = "manual"
+    device_name: str = "mutual-aid-bot"
+    max_command_age_hours: float = Field(default=24.0, gt=0)
+    group_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    @field_validator("daemon")
+    @classmethod
+    def _daemon(cls, value: str) -> str:
+        parse_address(value)
+        return value
 
 
 class StorageConfig(Section):
@@ -194,6 +217,7 @@ _DIGEST_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturda
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
+    signal: SignalConfig | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     bot: BotSettings = Field(default_factory=BotSettings)
     shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)
