@@ -27,9 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, percentile, write_results  # noqa: E402
-from bot.app import App  # noqa: E402
 from bot.config import BotConfig, SignalConfig  # noqa: E402
-from bot.storage import Storage  # noqa: E402
+from bot.runtime import Runtime  # noqa: E402
 from bot.transport.signal import SignalTransport  # noqa: E402
 from tests.signal_fake import FakeSignalDaemon, Person  # noqa: E402
 
@@ -53,15 +52,12 @@ async def run(commands: int, burst: int) -> dict[str, object]:
     fake.groups[GROUP] = {"name": "Bench pod", "members": [BOT, ALICE], "admins": [ALICE]}
     await fake.start()
     with tempfile.TemporaryDirectory() as tmp:
-        storage = await Storage.open(Path(tmp) / "bench.db")
         config = BotConfig(signal=SignalConfig(daemon=fake.address, account=BOT))
-        transport = SignalTransport(config, storage)
-        app = App(storage, config, transport)
-        transport.app = app
-        await transport.connect()
-        app.start()
-        running = asyncio.create_task(transport.run())
-        await asyncio.wait_for(transport.connected_once.wait(), 30)
+        config.storage.database = Path(tmp) / "bench.db"
+        runtime = await Runtime.open(config)  # the composition root `run` uses
+        runtime.attach(SignalTransport(config, runtime.storage))
+        await runtime.start()
+        await asyncio.wait_for(runtime.app.ready.wait(), 30)
         try:
             latencies = []
             for n in range(commands):
@@ -76,11 +72,8 @@ async def run(commands: int, burst: int) -> dict[str, object]:
             await until_sends(fake, before + burst)
             burst_s = time.perf_counter() - started
         finally:
-            await app.stop(timeout=10)
-            await transport.close()
-            await running
+            await runtime.close()
             await fake.stop()
-            await storage.close()
     return {
         "one_at_a_time_ms": {"p50": round(statistics.median(latencies), 2),
                              "p95": round(percentile(latencies, 0.95), 2), "n": commands},

@@ -9,42 +9,10 @@ import sys
 from pathlib import Path
 
 from bot import __version__
-from bot.config import BotConfig, ConfigError, load_config, load_for_matrix
+from bot.config import BotConfig, ConfigError, load_config, load_for_run
+from bot.logs import configure_logging
 from bot.setup_wizard import add_arguments as add_init_arguments
 from bot.storage import StorageError
-
-
-class SecretFilter(logging.Filter):
-    """Last line of defence: a secret that reaches a log record is replaced before output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                if secret and secret in message:
-                    message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
-
-
-SECRET_FILTER = SecretFilter()
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(SECRET_FILTER)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # These libraries log whole events, SQL parameters or request bodies at DEBUG, which would put
-    # what people typed into the log; keep them to warnings whatever our level.
-    for noisy in ("nio", "aiohttp", "aiosqlite", "peewee", "apscheduler.executors"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _print_problems(error: ConfigError, path: str) -> None:
@@ -53,9 +21,9 @@ def _print_problems(error: ConfigError, path: str) -> None:
         print(f"  {where}: {what}" + (f"\n    fix: {hint}" if hint else ""), file=sys.stderr)
 
 
-def _load_for_matrix(path: str) -> BotConfig | None:
+def _load_for_run(path: str) -> BotConfig | None:
     try:
-        config = load_for_matrix(path)
+        config = load_for_run(path)
     except ConfigError as exc:
         _print_problems(exc, path)
         return None
@@ -63,21 +31,21 @@ def _load_for_matrix(path: str) -> BotConfig | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    if _load_for_matrix(args.path) is None:
+    if _load_for_run(args.path) is None:
         return 1
     print(f"{args.path}: OK")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_for_matrix(args.config)
+    config = _load_for_run(args.config)
     if config is None:
         return 1
-    configure_logging(args.log_level or config.bot.log_level)
-    from bot.transport.matrix import run_matrix_bot
+    secret_filter = configure_logging(args.log_level or config.bot.log_level)
+    from bot.runtime import serve_networks
 
     try:
-        return asyncio.run(run_matrix_bot(config))
+        return asyncio.run(serve_networks(config, secret_filter))
     except StorageError as exc:
         logging.getLogger("bot").error("cannot use the database: %s", exc)
         return 2
@@ -144,8 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
-    configure_logging(args.log_level or "INFO")
-    return run_demo(Path(args.dir))
+    secret_filter = configure_logging(args.log_level or "INFO")
+    return run_demo(Path(args.dir), secret_filter)
 
 
 def build_parser() -> argparse.ArgumentParser:

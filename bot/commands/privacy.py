@@ -35,7 +35,7 @@ _TABLE_WORDS = {
     "dm_rooms": "direct-chat record", "intake": "unfinished conversation",
     "introductions": "introductions", "shift_signups": "shift sign-ups",
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
-    "sent_reminders": "reminder records",
+    "sent_reminders": "reminder records", "relays": "relayed conversations",
 }
 
 
@@ -49,6 +49,23 @@ async def forgetme(ctx: Context, rest: str) -> None:
         return
     await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
     await say(ctx, CONFIRM)
+
+
+@command("confirm", help="Confirm it is still you after your Signal safety number changed "
+         "(in a DM).", examples=("confirm",), group="Privacy")
+async def confirm(ctx: Context, rest: str) -> None:
+    if not ctx.is_direct:
+        await ctx.reply("Send {command} to me in our direct chat.",
+                        command=Code(f"{ctx.config.command_prefix}confirm"))
+        return
+    if not ctx.transport.identity_unconfirmed(ctx.sender):
+        await ctx.reply("There is nothing to confirm: your safety number has not changed since "
+                        "you last confirmed it.")
+        return
+    # The transport records it in a transaction of its own: after this command's commit.
+    ctx.after_commit.append(lambda: ctx.transport.confirm_identity(ctx.sender))
+    await ctx.reply("Thank you, confirmed. Private messages (your requests' details, "
+                    "introductions) can reach you again.")
 
 
 async def forget_flow(ctx: Context, state: dict, text: str) -> None:

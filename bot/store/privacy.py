@@ -56,6 +56,23 @@ class Introduction:
     room_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """Two people on different networks talking through the bot, about one post."""
+
+    id: int
+    post_id: int
+    requester: str
+    helper: str
+
+    def partner_of(self, person: str) -> str:
+        return self.helper if person == self.requester else self.requester
+
+
+def _relay(row: sqlite3.Row) -> Relay:
+    return Relay(row["id"], row["post_id"], row["requester"], row["helper"])
+
+
 def _intake(row: sqlite3.Row) -> IntakeConversation:
     return IntakeConversation(row["user_id"], row["room_id"], row["flow"],
                               json.loads(row["state"]), parse_time(row["updated_at"]))
@@ -127,16 +144,36 @@ class PrivacyArea(Area):
             "SELECT post_id FROM introductions WHERE room_id = ?", (room_id,))
         return row["post_id"] if row else None
 
+    # ---- relays: introductions across networks ------------------------------------------------
+
+    async def start_relay(self, post_id: int, requester: str, helper: str, now: datetime) -> Relay:
+        row = await self._tx.fetchone(
+            "INSERT INTO relays (post_id, requester, helper, started_at) VALUES (?, ?, ?, ?) "
+            "RETURNING *", (post_id, requester, helper, now_text(now)))
+        return _relay(row)
+
+    async def active_relay(self, person: str) -> Relay | None:
+        """The person's open relay (the newest, if several)."""
+        row = await self._tx.fetchone(
+            "SELECT * FROM relays WHERE ended_at IS NULL AND (requester = ? OR helper = ?) "
+            "ORDER BY id DESC LIMIT 1", (person, person))
+        return _relay(row) if row else None
+
+    async def end_relay(self, relay_id: int, now: datetime) -> None:
+        await self._tx.execute("UPDATE relays SET ended_at = ? WHERE id = ?",
+                               (now_text(now), relay_id))
+
     # ---- retention ---------------------------------------------------------------------------
 
     async def erase_closed_posts(self, before: datetime, now: datetime) -> int:
         """Retention: details and people of posts closed before `before`; counts remain."""
         closed = (PostStatus.DONE.value, PostStatus.CANCELLED.value, PostStatus.EXPIRED.value)
         cutoff = now_text(before)
-        await self._tx.execute(
-            "DELETE FROM introductions WHERE post_id IN (SELECT id FROM posts WHERE status IN "
-            "(?, ?, ?) AND updated_at < ?)", (*closed, cutoff),
-        )
+        for table in ("introductions", "relays"):
+            await self._tx.execute(
+                f"DELETE FROM {table} WHERE post_id IN (SELECT id FROM posts "  # noqa: S608
+                "WHERE status IN (?, ?, ?) AND updated_at < ?)", (*closed, cutoff),
+            )
         cursor = await self._tx.execute(
             "UPDATE posts SET text = NULL, author = NULL, claimed_by = NULL, event_id = NULL, "
             "erased_at = ? WHERE status IN (?, ?, ?) AND updated_at < ? AND erased_at IS NULL",
@@ -223,9 +260,11 @@ class PrivacyArea(Area):
             cursor = await self._tx.execute(
                 f"DELETE FROM {table} WHERE {column} = ?", (user_id,))  # noqa: S608
             add(table, cursor.rowcount)
-        cursor = await self._tx.execute(
-            "DELETE FROM introductions WHERE requester = ? OR helper = ?", (user_id, user_id))
-        add("introductions", cursor.rowcount)
+        for table in ("introductions", "relays"):
+            cursor = await self._tx.execute(
+                f"DELETE FROM {table} WHERE requester = ? OR helper = ?",  # noqa: S608
+                (user_id, user_id))
+            add(table, cursor.rowcount)
         for table, n in (await self._forget_everywhere(user_id)).items():
             add(table, n)
         return counts

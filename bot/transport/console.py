@@ -13,11 +13,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.app import App
 from bot.config import BotConfig
-from bot.context import Incoming, Outgoing
-from bot.scheduler import Scheduler
-from bot.storage import Storage
+from bot.messages import Incoming, Outgoing
+from bot.router import MATRIX
+from bot.runtime import Runtime
 
 POD_ROOM = "!pod:console"
 SERVER = "console"
@@ -35,9 +34,30 @@ def user_id(name: str) -> str:
 
 @dataclass
 class ConsoleTransport:
+    """Stands in for Matrix (its ids are Matrix-shaped) in a terminal."""
+
     write: Callable[[str], None]
     power_levels: dict[str, int] = field(default_factory=dict)
     people: set[str] = field(default_factory=set)
+    network: str = MATRIX
+    app: object = None
+    secrets: set[str] = field(default_factory=set)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> None:
+        self.caught_up.set()  # nothing to catch up on in a terminal
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # lines come from run_console; nothing to listen to
+
+    async def close(self) -> None:
+        pass
+
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         if out.redacts is not None:
@@ -79,12 +99,10 @@ def dm_room(user: str) -> str:
 async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None = None,
                       write: Callable[[str], None] = print) -> int:
     """Read lines (from stdin unless a queue is given) until /quit or end of input."""
-    storage = await Storage.open(config.storage.database)
-    transport = ConsoleTransport(write)
-    app = App(storage, config, transport)
-    app.ready.set()  # nothing to catch up on in a terminal
-    scheduler = Scheduler(app, deliver=True)
-    scheduler.start()
+    runtime = await Runtime.open(config, background_delivery=False)
+    transport = runtime.attach(ConsoleTransport(write))
+    app = runtime.app
+    await runtime.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)
@@ -115,9 +133,7 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
                                         app.clock())])
             await app.run_until_idle()
     finally:
-        await scheduler.shutdown()
-        await app.stop()
-        await storage.close()
+        await runtime.close()
     return 0
 
 

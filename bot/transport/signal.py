@@ -26,9 +26,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from bot.app import DeliveryError
 from bot.config import BotConfig, SignalConfig
-from bot.context import REDACTION_PREFIX, Incoming, Outgoing
+from bot.messages import (
+    DeliveryError,
+    Edit,
+    Event,
+    FatalTransportError,
+    Incoming,
+    Outgoing,
+    Reaction,
+    Redaction,
+)
+from bot.router import SIGNAL, SIGNAL_GROUP_PREFIX
 from bot.signal_text import UUID_RE, person_id, to_signal, uuid_of
 from bot.transport.signal_rpc import (
     INTERNAL_ERROR,
@@ -45,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GROUP_PREFIX = "signal:group:"
+GROUP_PREFIX = SIGNAL_GROUP_PREFIX
 DM_PREFIX = "signal:dm:"
 IDENTITY_META = "signal:identity-unconfirmed"
 SENT_META = "signal:sent-txns"
@@ -71,7 +80,7 @@ def dm_room(uuid: str) -> str:
     return DM_PREFIX + uuid.lower()
 
 
-class SignalSetupError(RuntimeError):
+class SignalSetupError(FatalTransportError):
     """The daemon does not serve the configured account: the bot cannot go on; says why."""
 
 
@@ -136,6 +145,8 @@ def _event_timestamp(event_id: str | None) -> tuple[str, int] | None:
 
 
 class SignalTransport:
+    network = SIGNAL
+
     def __init__(self, config: BotConfig, storage: Storage, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         assert config.signal is not None
@@ -155,12 +166,14 @@ class SignalTransport:
         self._dm_expiry: dict[str, int] = {}  # uuid -> their chat's disappearing timer
         self._rate_limited_until = 0.0
         # Person ids whose safety number changed and who have not confirmed it in their DM.
-        self.identity_unconfirmed: set[str] = set()
+        self.unconfirmed: set[str] = set()
         self._identity_dirty = False
         self._intro_groups: set[str] = set()  # groups the bot created for introductions
         # txn id -> what deliver returned, for the last sends (signal-cli has no idempotency key).
         self._sent: dict[str, str | None] = {}
         self.connected_once = asyncio.Event()
+        self.caught_up = self.connected_once  # what the runtime waits for before scheduled sends
+        self.secrets: set[str] = set()  # the daemon is on loopback, without credentials
 
     # ---- life cycle -----------------------------------------------------------------------
 
@@ -168,7 +181,7 @@ class SignalTransport:
         async with self.storage.transaction() as tx:
             saved = await tx.delivery.get_meta(IDENTITY_META)
             sent = await tx.delivery.get_meta(SENT_META)
-        self.identity_unconfirmed = set(json.loads(saved)) if saved else set()
+        self.unconfirmed = set(json.loads(saved)) if saved else set()
         self._sent = json.loads(sent) if sent else {}
 
     async def run(self) -> None:
@@ -198,7 +211,6 @@ class SignalTransport:
         assert self.app is not None
         if not self.connected_once.is_set():
             self.connected_once.set()
-            self.app.ready.set()  # scheduled sends may go out now
             log.info("connected to the signal-cli daemon: %d groups", len(self._groups))
         self.app.wake_outbox()  # the daemon is back: retry delivery now
 
@@ -267,10 +279,13 @@ class SignalTransport:
         await self._fresh({item.room_id[len(GROUP_PREFIX):]} if in_group else set())
         await self.app.receive([item])
 
-    def _incoming(self, envelope: dict[str, Any]) -> Incoming | None:
+    def _incoming(self, envelope: dict[str, Any]) -> Event | None:
+        edit = envelope.get("editMessage")
         data = envelope.get("dataMessage")
+        if isinstance(edit, dict) and isinstance(edit.get("dataMessage"), dict):
+            data = edit["dataMessage"]
         if not isinstance(data, dict):
-            return None  # receipts, typing, sync copies of our own sends, edits: not commands
+            return None  # receipts, typing, sync copies of our own sends: not commands
         uuid = sender_uuid(envelope)
         if uuid is None:
             log.warning("ignoring a message whose sender has no account id")
@@ -289,16 +304,28 @@ class SignalTransport:
                 self._dm_expiry[uuid] = expires
         when = datetime.fromtimestamp(timestamp / 1000, UTC)
         event_id = f"signal:{uuid}:{timestamp}"
+        is_direct = group_id is None
         deleted = data.get("remoteDelete")
         if isinstance(deleted, dict) and isinstance(deleted.get("timestamp"), int):
-            return Incoming(event_id, room_id, person_id(uuid),
-                            f"{REDACTION_PREFIX}signal:{uuid}:{deleted['timestamp']}",
-                            group_id is None, when)
+            return Redaction(event_id, room_id, person_id(uuid),
+                             f"signal:{uuid}:{deleted['timestamp']}", is_direct, when)
+        reaction = data.get("reaction")
+        if isinstance(reaction, dict):
+            author = _uuid(reaction.get("targetAuthorUuid") or reaction.get("targetAuthor"))
+            target = reaction.get("targetSentTimestamp")
+            if reaction.get("isRemove") or not isinstance(target, int):
+                return None
+            mine = author is None or author == self._own_uuid
+            return Reaction(event_id, room_id, person_id(uuid),
+                            f"signal:{'bot' if mine else author}:{target}", str(reaction.get("emoji") or ""),
+                            is_direct, when)
         text = data.get("message")
-        if not isinstance(text, str) or text.startswith("\x00"):  # NUL-prefixed text is ours only
+        if not isinstance(text, str):
             return None
         text = text_with_mentions(text, data.get("mentions"))
-        is_direct = group_id is None
+        if isinstance(edit, dict) and isinstance(edit.get("targetSentTimestamp"), int):
+            return Edit(event_id, room_id, person_id(uuid),
+                        f"signal:{uuid}:{edit['targetSentTimestamp']}", text, is_direct, when)
         if not is_direct and not text.lstrip().startswith(self.config.command_prefix):
             return None
         if datetime.now(UTC) - when > timedelta(hours=self.signal.max_command_age_hours):
@@ -434,11 +461,11 @@ class SignalTransport:
 
     def _identity_changed(self, uuid: str) -> None:
         person = person_id(uuid)
-        if person in self.identity_unconfirmed:
+        if person in self.unconfirmed:
             return
         log.warning("the safety number of %s changed; private messages to them are held until "
                     "they confirm in their DM", person)
-        self.identity_unconfirmed.add(person)
+        self.unconfirmed.add(person)
         self._identity_dirty = True
         asyncio.create_task(self._after_identity_change(uuid), name="signal-identity-notice")
 
@@ -453,11 +480,14 @@ class SignalTransport:
             log.warning("could not tell %s about their new safety number (%s)",
                         person_id(uuid), exc)
 
+    def identity_unconfirmed(self, person: str) -> bool:
+        return person in self.unconfirmed
+
     async def confirm_identity(self, person: str) -> bool:
         """The person confirmed in their DM: private messages may go to them again."""
-        if person not in self.identity_unconfirmed:
+        if person not in self.unconfirmed:
             return False
-        self.identity_unconfirmed.discard(person)
+        self.unconfirmed.discard(person)
         self._identity_dirty = True
         await self._save_identity()
         return True
@@ -467,16 +497,16 @@ class SignalTransport:
             return
         self._identity_dirty = False
         async with self.storage.transaction() as tx:
-            await tx.delivery.set_meta(IDENTITY_META, json.dumps(sorted(self.identity_unconfirmed)))
+            await tx.delivery.set_meta(IDENTITY_META, json.dumps(sorted(self.unconfirmed)))
 
     async def _withheld(self, out: Outgoing, target: dict[str, Any]) -> bool:
         """Whether this message must not go out yet: a DM, or a message in an introduction
         group, to someone whose safety number changed and who has not confirmed."""
-        if not self.identity_unconfirmed:
+        if not self.unconfirmed:
             return False
         if "recipient" in target:
             person = person_id(target["recipient"][0])
-            if person in self.identity_unconfirmed:
+            if person in self.unconfirmed:
                 log.warning("withholding a direct message to %s until they confirm their new "
                             "safety number", person)
                 raise SignalDeliveryError("withheld: safety number not confirmed", permanent=True)
@@ -489,7 +519,7 @@ class SignalTransport:
             self._intro_groups.add(group_id)
         group = self._groups.get(group_id)
         waiting = [person_id(u) for u in (group.members if group else set())
-                   if person_id(u) in self.identity_unconfirmed]
+                   if person_id(u) in self.unconfirmed]
         if not waiting:
             return False
         log.warning("withholding a message in introduction group %s: %s has not confirmed a new "

@@ -1,4 +1,5 @@
-"""The Signal transport with a real App and SQLite, against the fake daemon on a loopback socket."""
+"""The Signal transport in the composition root (real app, scheduler, housekeeping, SQLite), against
+the fake daemon on a loopback socket."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest_asyncio
 
 from bot.app import App
 from bot.config import BotConfig, SignalConfig
+from bot.runtime import Runtime
 from bot.storage import Storage
 from bot.transport.signal import SignalTransport
 from tests.signal_fake import FakeSignalDaemon, Person
@@ -47,6 +49,7 @@ class SignalPod:
     storage: Storage
     db_path: Path
     clock: Clock
+    runtime: Runtime
 
     async def say(self, sender: str, text: str, *, group: bool = True, replies: int = 1,
                   **kwargs: Any) -> dict[str, Any]:
@@ -75,20 +78,13 @@ async def signal_pod(tmp_path) -> AsyncIterator[SignalPod]:
     await fake.start()
     config = BotConfig(signal=SignalConfig(daemon=fake.address, account=BOT))
     db_path = tmp_path / "bot.db"
-    storage = await Storage.open(db_path)
-    transport = SignalTransport(config, storage)
     clock = Clock(datetime.now(UTC).replace(microsecond=0))
-    app = App(storage, config, transport, clock=clock)
-    transport.app = app
-    await transport.connect()
-    app.start()
-    running = asyncio.create_task(transport.run())
-    await until(transport.connected_once.is_set, "the transport to connect")
+    runtime = Runtime(config, await Storage.open(db_path), clock=clock)
+    transport = runtime.attach(SignalTransport(config, runtime.storage))
+    await runtime.start()
+    await until(runtime.app.ready.is_set, "the transport to connect")
     try:
-        yield SignalPod(fake, transport, app, storage, db_path, clock)
+        yield SignalPod(fake, transport, runtime.app, runtime.storage, db_path, clock, runtime)
     finally:
-        await app.stop(timeout=5)
-        await transport.close()
-        await asyncio.wait_for(running, WAIT_S)
+        await asyncio.wait_for(runtime.close(), WAIT_S)
         await fake.stop()
-        await storage.close()

@@ -125,7 +125,7 @@ async def test_an_identity_change_holds_back_the_introduction_until_confirmed(si
     await until(lambda: pod.fake.messages(to=BOB), "the safety-number notice to Bob")
     [notice] = pod.fake.messages(to=BOB)
     assert "safety number" in notice["message"] and "!confirm" in notice["message"]
-    assert person_id(BOB) in pod.transport.identity_unconfirmed
+    assert pod.transport.identity_unconfirmed(person_id(BOB))
     await pod.say(ALICE, "!accept 1", group=False, replies=3)
     intro_group = next(g for g in pod.fake.groups if g != POD_GROUP)
     assert set(pod.fake.groups[intro_group]["members"]) == {BOT, ALICE, BOB}
@@ -134,10 +134,11 @@ async def test_an_identity_change_holds_back_the_introduction_until_confirmed(si
     assert SECRET not in repr([s.params for s in pod.fake.sends if s.params.get("recipient") == [BOB]
                                or s.params.get("groupId") == intro_group])
     # Once Bob confirms in his DM, private messages reach him again.
-    assert await pod.transport.confirm_identity(person_id(BOB))
-    await pod.say(BOB, "!mine", group=False)
-    assert pod.fake.messages(to=BOB)[-1]["message"]
-    assert person_id(BOB) not in pod.transport.identity_unconfirmed
+    await pod.say(BOB, "!confirm", group=False)
+    assert "confirmed" in pod.fake.messages(to=BOB)[-1]["message"]
+    assert not pod.transport.identity_unconfirmed(person_id(BOB))
+    await pod.say(BOB, "!confirm", group=False)
+    assert "nothing to confirm" in pod.fake.messages(to=BOB)[-1]["message"]
 
 
 async def test_a_rate_limited_send_is_retried_after_the_delay_signal_asked_for(signal_pod, caplog):

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import App
 from bot.config import BotConfig
-from bot.context import Incoming, Outgoing
+from bot.messages import Event, Incoming, Outgoing, Redaction
 from bot.storage import Storage
 
 POD = "!pod:test"
@@ -53,6 +53,12 @@ class FakeTransport:
         self.private_rooms.append((name, invitees))
         return f"!private{len(self.private_rooms)}:test"
 
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
+
 
 class Clock:
     def __init__(self, start: datetime) -> None:
@@ -75,9 +81,17 @@ class Pod:
 
     async def say(self, sender: str, text: str, room: str = POD, direct: bool = False) -> list[Outgoing]:
         """Send one message as `sender`; return everything the bot sent because of it."""
-        before = len(self.transport.sent)
         event_id = f"$ev{next(self._events)}"
-        await self.app.receive([Incoming(event_id, room, sender, text, direct, self.clock())])
+        return await self.receive(Incoming(event_id, room, sender, text, direct, self.clock()))
+
+    async def redact(self, sender: str, event_id: str, room: str = POD) -> list[Outgoing]:
+        """`sender` deletes their event `event_id`; everything the bot sent because of it."""
+        return await self.receive(Redaction(f"$ev{next(self._events)}", room, sender, event_id,
+                                            False, self.clock()))
+
+    async def receive(self, event: Event) -> list[Outgoing]:
+        before = len(self.transport.sent)
+        await self.app.receive([event])
         await self.app.run_until_idle()
         return self.transport.sent[before:]
 
