@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,9 +188,15 @@ class App:
                 await tx.delivery.mark_handled(item.event_id, now)
                 await tx.delivery.enqueue(ctx.outgoing, now)
             return "ok", len(ctx.outgoing), ctx
-        except Exception:
-            # Never the text: it may be private. The event id is enough to find it.
-            log.exception("handler failed for event %s in %s", item.event_id, item.room_id)
+        except Exception as exc:
+            # Never the text: it may be private. Nor the exception's message or a formatted
+            # traceback, which can quote it. The command, the type and where it was raised are
+            # enough to find the bug; the event id finds the message.
+            where = " < ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                               for f in reversed(traceback.extract_tb(exc.__traceback__)[-4:]))
+            log.error("handler for %s failed for event %s in %s: %s at %s",
+                      self._command_name(item.text), item.event_id, item.room_id,
+                      type(exc).__name__, where)
             await tx.delivery.mark_handled(item.event_id, now)
             await tx.delivery.enqueue([Outgoing(render(SORRY), room_id=item.room_id,
                                        reply_to=item.event_id)], now)

@@ -12,7 +12,7 @@ from bot import __version__
 from bot.config import BotConfig, ConfigError, load_config, load_for_run
 from bot.logs import configure_logging
 from bot.setup_wizard import add_arguments as add_init_arguments
-from bot.storage import StorageError
+from bot.storage import StorageError, backup_database
 
 
 def _print_problems(error: ConfigError, path: str) -> None:
@@ -71,6 +71,25 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Copy the live database while the bot runs (SQLite's online backup API)."""
+    if args.config:
+        try:
+            source = load_config(args.config).storage.database
+        except ConfigError as exc:
+            _print_problems(exc, args.config)
+            return 1
+    else:
+        source = Path(args.database)
+    try:
+        backup_database(source, Path(args.target))
+    except StorageError as exc:
+        print(f"backup failed: {exc}", file=sys.stderr)
+        return 2
+    print(f"backed up {source} to {args.target} (integrity checked, mode 0600)")
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -140,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     link = signal_sub.add_parser("link", help="link the bot as a device of a Signal account (QR)")
     link.add_argument("--config", required=True, help="path to the TOML configuration")
     link.set_defaults(func=cmd_signal_link)
+    backup = sub.add_parser("backup", help="copy the database safely while the bot runs")
+    backup.add_argument("target", help="the new backup file (must not exist yet)")
+    where = backup.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="back up the database this configuration uses")
+    where.add_argument("--database", help="back up this database file")
+    backup.set_defaults(func=cmd_backup)
     demo = sub.add_parser("demo", help="local Synapse + bot + alice and bob in an encrypted room")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its state")
     demo.set_defaults(func=cmd_demo)

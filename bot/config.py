@@ -207,6 +207,7 @@ class ShiftsConfig(Section):
     expiry_warning_days: float = Field(default=2.0, ge=0)
     digest_day: str = "monday"
     digest_time: str = "09:00"
+    member_open_shifts_per_room: int = Field(default=5, ge=0)
 
     @field_validator("reminder_offsets_hours")
     @classmethod

@@ -21,8 +21,19 @@ from bot.messages import Rendered
 _WORD_JOINER = "\u2060"
 _ROOM_PING = re.compile(r"@(room)\b", re.IGNORECASE)
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-# Bidi overrides and other invisible controls could disguise what a reply says; drop them.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+# Every form of line break becomes "\n" before anything else looks at the text: the markdown
+# renderer treats "\r" (and the escaper did not) as a line break, so one left in place could end a
+# code span or start a heading.
+_LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x85\u2028\u2029]")
+# Other C0 and C1 controls, bidi overrides and isolates could disguise what a reply says; drop them.
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u202a-\u202e\u2066-\u2069]")
+# Indentation at a line start could open a code block; "=" under a line makes it a heading and,
+# unlike "-", markdown has no backslash escape for it.
+_LINE_INDENT = re.compile(r"^[ \t]+", re.MULTILINE)
+# The longest value a reply shows (the longest a post's text may be). python-markdown's work grows
+# faster than its input on escaped characters and line breaks, so the cut keeps every reply's
+# rendering bounded whatever was typed.
+MAX_VALUE_CHARS = 2000
 
 
 def _markdown() -> markdown_lib.Markdown:
@@ -39,15 +50,23 @@ _MD = _markdown()
 
 
 def clean(text: str) -> str:
-    """Typed text as it may appear in a reply: controls removed, @room disarmed."""
+    """Typed text as it may appear in a reply: the one normalisation every value goes through.
+
+    At most MAX_VALUE_CHARS characters; line breaks of every kind become "\n" and tabs a space;
+    other controls are removed; @room is disarmed.
+    """
+    if len(text) > MAX_VALUE_CHARS:
+        text = text[:MAX_VALUE_CHARS - 1] + "…"
     if text.isascii() and text.isprintable() and "@" not in text:
         return text  # most values (numbers, words, commands): nothing to remove
-    return _ROOM_PING.sub("@" + _WORD_JOINER + r"\1", _CONTROL.sub("", text))
+    text = _CONTROL.sub("", _LINE_BREAKS.sub("\n", text)).replace("\t", " ")
+    return _ROOM_PING.sub("@" + _WORD_JOINER + r"\1", text)
 
 
 def escape_md(text: str) -> str:
-    escaped = _MD_SPECIAL.sub(r"\\\1", clean(text))
-    return escaped.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "  \n")
+    escaped = _MD_SPECIAL.sub(r"\\\1", _LINE_INDENT.sub("", clean(text)))
+    escaped = escaped.replace("&", "&amp;").replace("<", "&lt;").replace("=", "&#61;")
+    return escaped.replace("\n", "  \n")
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,8 @@ def _after_urgency(state: IntakeState) -> Turn:
 
 
 def _choose_pod(state: IntakeState, answer: str) -> str | None:
-    if answer.isdigit() and 1 <= int(answer) <= len(state.pods):
+    # isdecimal, not isdigit: "²" is a digit that int() cannot read.
+    if answer.isdecimal() and len(answer) <= 3 and 1 <= int(answer) <= len(state.pods):
         return state.pods[int(answer) - 1][0]
     for room_id, name in state.pods:
         if answer and (answer == name.lower() or answer == room_id.lower()):

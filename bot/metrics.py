@@ -4,7 +4,7 @@ The counters always exist (they are cheap); the endpoint is served only when `[m
 It listens on 127.0.0.1 by default and offers:
 
 - `/metrics`: Prometheus text format (commands handled by name and outcome, handler errors, sync
-  requests and failures, sync lag, time of the last good sync, scheduled jobs pending, ...).
+  requests and failures, sync lag, time of the last good sync, the scheduler's next wake-up, ...).
 - `/healthz`: 200 when the last sync succeeded within `healthy_sync_age_seconds`, else 503.
 
 No label ever carries message text or user ids: command names are limited to registered commands
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -51,11 +50,12 @@ class Metrics:
               registry=r).set_function(lambda: self.last_good_sync or 0.0)
         Gauge("mab_sync_lag_seconds", "Seconds since the last successful sync (-1: none yet)",
               registry=r).set_function(self.sync_age)
-        # The scheduler (when present) sets this to a function returning its pending job count.
-        self.jobs_pending_source: Callable[[], int] | None = None
-        Gauge("mab_scheduled_jobs_pending", "Scheduled jobs waiting to fire",
-              registry=r).set_function(lambda: self.jobs_pending_source()
-                                       if self.jobs_pending_source else 0)
+        # Set by the scheduler each time it plans its next wake-up; one in the past means it is
+        # stuck (it wakes at least every 10 minutes).
+        self.next_scheduled_wake: float | None = None
+        Gauge("mab_scheduler_next_wake_timestamp_seconds",
+              "Unix time of the scheduler's next planned wake-up (0: not planned yet)",
+              registry=r).set_function(lambda: self.next_scheduled_wake or 0.0)
         self._runner: web.AppRunner | None = None
 
     # ---- updates --------------------------------------------------------------------------

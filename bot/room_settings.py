@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from bot.config import BotConfig, canonical_zone_name
+from bot.formatting import shorten
 
 
 class SettingError(ValueError):
@@ -45,7 +46,7 @@ def get(key: str) -> Setting | None:
 def validate(key: str, value: str) -> str:
     setting = get(key)
     if setting is None:
-        raise SettingError(f"There is no setting {key!r}. Known: {', '.join(sorted(SETTINGS))}.")
+        raise SettingError(f"There is no setting {shorten(key, 30)!r}. Known: {', '.join(sorted(SETTINGS))}.")
     return setting.validate(value.strip())
 
 
@@ -75,12 +76,12 @@ def validate_timezone(text: str) -> str:
         _ZONES_LOWER.update({z.lower(): z for z in available_timezones()})
     name = _ZONES_LOWER.get(text.strip().lower().replace(" ", "_"))
     if name is None or "/" not in name and name != "UTC":
-        raise SettingError(f"{text!r} is not a time zone I know. Use an Area/City name like "
+        raise SettingError(f"{shorten(text, 40)!r} is not a time zone I know. Use an Area/City name like "
                            "Europe/Berlin or America/New_York.")
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise SettingError(f"{text!r} is not a usable time zone.") from exc
+        raise SettingError(f"{shorten(text, 40)!r} is not a usable time zone.") from exc
     return canonical_zone_name(name)
 
 
@@ -94,7 +95,7 @@ def validate_on_off(text: str) -> str:
         return "on"
     if word in _FALSE:
         return "off"
-    raise SettingError(f"{text!r}: use on or off.")
+    raise SettingError(f"{shorten(text, 40)!r}: use on or off.")
 
 
 def is_on(text: str) -> bool:

@@ -449,6 +449,7 @@ class Scheduler:
         grace = max(60, int(self.config.shifts.late_grace_minutes * 60))
         self._aps.add_job(self._job, "date", run_date=wake, id="run-due", replace_existing=True,
                           misfire_grace_time=grace, coalesce=True, max_instances=1)
+        self.app.metrics.next_scheduled_wake = wake.timestamp()
         log.debug("next scheduled wake-up at %s", wake.isoformat())
 
     async def shutdown(self) -> None:

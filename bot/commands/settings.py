@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot import room_settings
 from bot.commands import Arg, UsageError, command, require_coordinator
 from bot.context import Context
-from bot.formatting import Code, join, render
+from bot.formatting import Code, join, render, shorten
 
 _RESET = ("default", "reset", "unset")
 
@@ -37,7 +37,7 @@ async def settings(ctx: Context, rest: str) -> None:
         return
     setting = room_settings.get(key)
     if setting is None:
-        raise UsageError(f"There is no setting {key!r}. Known: "
+        raise UsageError(f"There is no setting {shorten(key, 30)!r}. Known: "
                          f"{', '.join(sorted(room_settings.SETTINGS))}.")
     if not value:
         current = room_settings.value(setting.key, stored, ctx.config)

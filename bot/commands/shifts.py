@@ -20,6 +20,7 @@ from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.models import Post, PostStatus
 from bot.parsing import parse_post_ref
 from bot.schedule_rules import (
+    MAX_AHEAD_YEARS,
     WhenError,
     describe,
     occurrences,
@@ -58,6 +59,7 @@ _WEEKDAY_WORDS = {w: i for i, names in enumerate((
     ("thu", "thur", "thurs", "thursday"), ("fri", "friday"), ("sat", "saturday"), ("sun", "sunday"),
 )) for w in names}
 _REF = re.compile(r"^[sS#]?(\d{1,6})$")
+_HEAD_COUNT = re.compile(r"\d{1,3}")  # \d: decimal digits of any script, which int() reads
 
 
 def parse_date_arg(text: str, today: date) -> date | None:
@@ -126,12 +128,15 @@ async def _resolve_shift(ctx: Context, rest: str) -> tuple[Shift, str]:
             raise UsageError(f"There is no shift S{int(m.group(1))} in this room. See !shifts.")
         return shift, " ".join(words[1:])
     shifts = await ctx.tx.shifts.list(ctx.room_id)
-    for n in range(len(words), 0, -1):
+    # A title is at most a few words, so only that many leading words can name one: the work
+    # stays linear in the message, however many words follow.
+    longest = max((len(s.title.split()) for s in shifts), default=0)
+    for n in range(min(len(words), longest), 0, -1):
         wanted = " ".join(words[:n]).lower()
         exact = [s for s in shifts if s.title.lower() == wanted]
         if len(exact) == 1:
             return exact[0], " ".join(words[n:])
-    for n in range(len(words), 0, -1):
+    for n in range(min(len(words), longest), 0, -1):
         wanted = " ".join(words[:n]).lower()
         starts = [s for s in shifts if s.title.lower().startswith(wanted)]
         if len(starts) == 1:
@@ -179,10 +184,14 @@ async def _occurrence(ctx: Context, shift: Shift, text: str, *, allow_past: bool
         if not upcoming:
             raise UsageError(f"{shift.label} has no more dates.")
         return upcoming[0]
-    day = parse_date_arg(text, ctx.now.astimezone(zone).date())
+    today = ctx.now.astimezone(zone).date()
+    day = parse_date_arg(text, today)
     if day is None:
         raise UsageError(f"I couldn't read {shorten(text, 30)!r} as a date. "
                          "Try 2026-11-28, 28 nov or saturday.")
+    if abs(day.year - today.year) > MAX_AHEAD_YEARS:
+        raise UsageError(f"{day.isoformat()} is too far away: give a date within "
+                         f"{MAX_AHEAD_YEARS} years of today.")
     start_of_day = datetime.combine(day, datetime.min.time(), tzinfo=zone)
     found = [s for s in occurrences_between(shift.when, start_of_day, start_of_day + timedelta(days=1))
              if (shift.id, occurrence_key(s)) not in cancelled]
@@ -246,8 +255,27 @@ async def shift_command(ctx: Context, rest: str) -> None:
         raise UsageError("Say what to do: add, edit or cancel.")
 
 
+async def _member_may_add(ctx: Context) -> bool:
+    """Coordinators always; other members while the room has fewer open shifts added by members
+    than the configured cap (every shift brings reminders and alerts: nobody may flood a pod)."""
+    if is_coordinator(ctx):
+        return True
+    cap = ctx.config.shifts.member_open_shifts_per_room
+    by_members = [s for s in await ctx.tx.shifts.list(ctx.room_id)
+                  if not is_coordinator(ctx, s.created_by) and occurrences(s.when, ctx.now, 1)]
+    if len(by_members) < cap:
+        return True
+    await ctx.reply("This room already has {n} open shifts added by members who aren't "
+                    "coordinators, the most it allows. A coordinator can add this one, or cancel "
+                    "one that is no longer needed (see {shifts}).",
+                    n=len(by_members), shifts=Code(f"{ctx.config.command_prefix}shifts all"))
+    return False
+
+
 async def _shift_add(ctx: Context, args: str) -> None:
     p = ctx.config.command_prefix
+    if not await _member_may_add(ctx):
+        return
     tz = await room_tz(ctx)
     try:
         title, when_text, place, needed = split_shift_args(args)
@@ -288,7 +316,7 @@ async def _shift_edit(ctx: Context, args: str) -> None:
     elif field_name in ("place", "at", "where"):
         shift = await ctx.tx.shifts.update(shift, ctx.now, place=shorten(value, 80))
     elif field_name in ("need", "needed", "people"):
-        if not value.isdigit() or not 1 <= int(value) <= 999:
+        if not _HEAD_COUNT.fullmatch(value) or not 1 <= int(value) <= 999:
             raise UsageError("need takes a number of people from 1 to 999.")
         shift = await ctx.tx.shifts.update(shift, ctx.now, needed=int(value))
     else:

@@ -27,7 +27,6 @@ import binascii
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,8 @@ import canonicaljson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from bot.secret_box import read_sealed, write_sealed
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ _ROLES = ("master", "self_signing", "user_signing")
 _QUERY_PATH = "/_matrix/client/v3/keys/query"
 _SIGNING_UPLOAD_PATH = "/_matrix/client/v3/keys/device_signing/upload"
 _SIGNATURES_UPLOAD_PATH = "/_matrix/client/v3/keys/signatures/upload"
+
+
+SEALED_PURPOSE = "cross-signing"
 
 
 class CrossSigningError(RuntimeError):
@@ -194,52 +198,19 @@ class CrossSigningKeys:
         return cls(user_id=user_id, **privates)
 
 
-def _write_private_file(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, never readable by anyone but the owner."""
-    parent = path.parent
-    if not parent.exists():
-        parent.mkdir(parents=True, mode=0o700, exist_ok=True)
-        os.chmod(parent, 0o700)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename durable
-        dir_fd = os.open(parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def load_or_create_keys(key_path: Path, user_id: str) -> tuple[CrossSigningKeys, bool]:
+def load_or_create_keys(key_path: Path, user_id: str, passphrase: str) -> tuple[CrossSigningKeys, bool]:
     """Load the bot's cross-signing keys from `key_path`, or generate and save new ones.
 
-    Returns the keys and whether they were just created. Keys saved for another user are refused.
+    The file is sealed with the store passphrase (bot.secret_box); a plaintext one from an older
+    version is sealed on load. Returns the keys and whether they were just created. Keys saved for
+    another user are refused; a wrong passphrase raises SecretBoxError.
     """
     key_path = Path(key_path)
-    if key_path.exists():
-        mode = key_path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("cross-signing key file %s had mode %o; tightening to 600", key_path, mode)
-            os.chmod(key_path, 0o600)
+    saved = read_sealed(key_path, passphrase, SEALED_PURPOSE)
+    if saved is not None:
         try:
-            data = json.loads(key_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
+            data = json.loads(saved)
+        except ValueError as exc:
             raise CrossSigningError(f"cannot read cross-signing key file {key_path}") from exc
         if not isinstance(data, dict):
             raise CrossSigningError("cross-signing key file is malformed")
@@ -250,7 +221,7 @@ def load_or_create_keys(key_path: Path, user_id: str) -> tuple[CrossSigningKeys,
             )
         return keys, False
     keys = CrossSigningKeys.generate(user_id)
-    _write_private_file(key_path, json.dumps(keys.to_json(), indent=2).encode("utf-8") + b"\n")
+    write_sealed(key_path, json.dumps(keys.to_json()).encode("utf-8"), passphrase, SEALED_PURPOSE)
     log.info("generated new cross-signing keys in %s", key_path)
     return keys, True
 
@@ -397,13 +368,13 @@ async def _sign_device(client: Any, keys: CrossSigningKeys, device: dict[str, An
 # --------------------------------------------------------------------------------------------
 
 
-async def ensure_cross_signing(client: Any, password: str, key_path: Path) -> None:
+async def ensure_cross_signing(client: Any, password: str, key_path: Path, passphrase: str) -> None:
     """Make sure the bot's account has cross-signing keys and its current device is signed.
 
     `client` is a logged-in `nio.AsyncClient` with encryption enabled (its olm account is used to
     check the device key being signed). `password` is used only for the user-interactive auth of
     the key upload, and only when the keys must be (re)uploaded. `key_path` holds the private
-    seeds. Idempotent: calling it again when everything is in place only queries the server.
+    seeds, sealed with `passphrase` (the store passphrase). Idempotent: calling it again when everything is in place only queries the server.
     Raises CrossSigningError when the homeserver refuses something.
     """
     user_id = client.user_id
@@ -411,7 +382,8 @@ async def ensure_cross_signing(client: Any, password: str, key_path: Path) -> No
     if not user_id or not device_id:
         raise CrossSigningError("the client must be logged in before setting up cross-signing")
 
-    keys, _created = await asyncio.to_thread(load_or_create_keys, Path(key_path), user_id)
+    keys, _created = await asyncio.to_thread(load_or_create_keys, Path(key_path), user_id,
+                                             passphrase)
     query = await _query_own_keys(client)
 
     if not _server_matches(query, keys):

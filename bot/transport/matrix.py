@@ -57,7 +57,8 @@ from bot.messages import (
     Redaction,
 )
 from bot.router import MATRIX
-from bot.storage import Storage, create_private_file
+from bot.secret_box import SecretBoxError, read_sealed, write_sealed
+from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
 
 if TYPE_CHECKING:
@@ -111,19 +112,17 @@ def _session_path(matrix: MatrixConfig) -> Path:
     return matrix.store_dir / "session.json"
 
 
-def _load_session(path: Path) -> SavedSession | None:
-    if not path.exists():
+def _load_session(path: Path, passphrase: str) -> SavedSession | None:
+    """The saved login, sealed with the store passphrase (a plaintext one is sealed on load)."""
+    saved = read_sealed(path, passphrase, "session")
+    if saved is None:
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = json.loads(saved)
     return SavedSession(data["user_id"], data["device_id"], data["access_token"])
 
 
-def _save_session(path: Path, session: SavedSession) -> None:
-    create_private_file(path)
-    tmp = path.with_suffix(".tmp")
-    create_private_file(tmp)
-    tmp.write_text(json.dumps(session.__dict__), encoding="utf-8")
-    os.replace(tmp, path)
+def _save_session(path: Path, session: SavedSession, passphrase: str) -> None:
+    write_sealed(path, json.dumps(session.__dict__).encode("utf-8"), passphrase, "session")
 
 
 def edited(event: RoomMessageText) -> tuple[str, str] | None:
@@ -181,17 +180,21 @@ class MatrixTransport:
         matrix.store_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(matrix.store_dir, 0o700)
         password = matrix.password.read()
+        passphrase = matrix.store_passphrase.read()
         install_nio_tunings()
         client_config = AsyncClientConfig(
             store=BotCryptoStore,
             store_sync_tokens=False,
             encryption_enabled=True,
-            pickle_key=_pickle_key(matrix.store_passphrase.read(), matrix.user_id),
+            pickle_key=_pickle_key(passphrase, matrix.user_id),
             max_timeouts=0,  # connection errors come back to our supervised loop and its backoff
             request_timeout=SYNC_TIMEOUT_MS / 1000 + 30,
         )
         session_file = _session_path(matrix)
-        session = _load_session(session_file)
+        try:
+            session = _load_session(session_file, passphrase)
+        except SecretBoxError as exc:
+            raise FatalTransportError(str(exc)) from None
         client = BotClient(matrix.homeserver, matrix.user_id, store_path=str(matrix.store_dir),
                            config=client_config)
         self.client = client
@@ -203,7 +206,7 @@ class MatrixTransport:
                     "Check matrix.user_id and the password secret."
                 )
             session = SavedSession(response.user_id, response.device_id, response.access_token)
-            _save_session(session_file, session)
+            _save_session(session_file, session, passphrase)
             log.info("logged in as %s, new device %s", session.user_id, session.device_id)
         else:
             if session.user_id != matrix.user_id:
@@ -229,9 +232,9 @@ class MatrixTransport:
             )
         if client.should_upload_keys:
             await client.keys_upload()
-        await self._cross_sign(password)
+        await self._cross_sign(password, passphrase)
         await self._upload_sync_filter()
-        self.secrets |= {session.access_token, password}
+        self.secrets |= {session.access_token, password, passphrase}
 
     async def _upload_sync_filter(self) -> None:
         try:
@@ -246,12 +249,14 @@ class MatrixTransport:
             log.warning("could not store the sync filter (%s); sending it with each sync",
                         getattr(response, "message", None) or type(response).__name__)
 
-    async def _cross_sign(self, password: str) -> None:
+    async def _cross_sign(self, password: str, passphrase: str) -> None:
         from bot.transport.cross_signing import CrossSigningError, ensure_cross_signing
 
         try:
             await ensure_cross_signing(self.client, password,
-                                       self.matrix.store_dir / "cross_signing.json")
+                                       self.matrix.store_dir / "cross_signing.json", passphrase)
+        except SecretBoxError as exc:
+            raise FatalTransportError(str(exc)) from None
         except CrossSigningError as exc:
             # The bot still works for clients that share keys with unverified devices.
             log.warning("cross-signing could not be set up: %s", exc)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
 from pathlib import Path
 
+from bot.config import load_config
 from bot.devserver import Synapse, write_bot_config
+from bot.secret_box import read_sealed, write_sealed
 
 
 class BotProcess:
@@ -35,6 +38,17 @@ class BotProcess:
     @property
     def database(self) -> Path:
         return self.workdir / "mutual-aid-bot.db"
+
+    def saved_session(self) -> dict:
+        """The bot's saved login (user, device, access token), unsealed with its passphrase."""
+        passphrase = load_config(self.config_path).matrix.store_passphrase.read()
+        return json.loads(read_sealed(self.workdir / "store" / "session.json", passphrase,
+                                      "session"))
+
+    def save_session(self, session: dict) -> None:
+        passphrase = load_config(self.config_path).matrix.store_passphrase.read()
+        write_sealed(self.workdir / "store" / "session.json", json.dumps(session).encode(),
+                     passphrase, "session")
 
     async def start(self, timeout: float = 60) -> None:
         """Start and wait until the bot has finished its first sync."""

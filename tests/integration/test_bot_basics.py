@@ -169,17 +169,31 @@ async def test_commands_from_before_the_bot_joined_are_not_acted_on(person_facto
 
 
 async def test_a_revoked_access_token_stops_the_bot_with_a_clear_message(person_factory, bot):
-    import json
-
     await bot.stop()
-    session = bot.workdir / "store" / "session.json"
-    data = json.loads(session.read_text())
+    data = bot.saved_session()
     data["access_token"] = "syt_revoked_" + "x" * 20
-    session.write_text(json.dumps(data))
+    bot.save_session(data)
     with pytest.raises(RuntimeError, match="bot exited with 3"):
         await bot.start()
     assert "no longer accepts the saved access token" in bot.log_text()
     assert "syt_revoked_" not in bot.log_text()
+
+
+async def test_a_wrong_store_passphrase_stops_the_bot_with_a_clear_message(person_factory, bot):
+    await bot.stop()
+    token = bot.saved_session()["access_token"]
+    passphrase_file = bot.workdir / "store-passphrase.txt"
+    right = passphrase_file.read_text()
+    passphrase_file.write_text("not-the-passphrase\n")
+    try:
+        with pytest.raises(RuntimeError, match="bot exited with 3"):
+            await bot.start()
+        log = bot.log_text()
+        assert "store passphrase (matrix.store_passphrase) is not the one" in log
+        assert "not-the-passphrase" not in log and token not in log
+    finally:
+        passphrase_file.write_text(right)
+    await bot.start()  # the right passphrase still opens everything
 
 
 async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory, bot):

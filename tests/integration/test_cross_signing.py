@@ -17,6 +17,7 @@ from typing import Any
 import nio
 import pytest
 
+from bot.secret_box import read_sealed
 from bot.transport.cross_signing import (
     CrossSigningError,
     ensure_cross_signing,
@@ -26,6 +27,8 @@ from bot.transport.cross_signing import (
 pytestmark = pytest.mark.integration
 
 UPLOAD_PATHS = ("/keys/device_signing/upload", "/keys/signatures/upload")
+
+PASSPHRASE = "test store passphrase"  # seals the key file, as matrix.store_passphrase does
 
 
 async def _login(base_url: str, user_id: str, password: str, store: Path) -> nio.AsyncClient:
@@ -122,7 +125,7 @@ async def test_bootstrap_then_idempotent(accounts, tmp_path):
     bot = await login_bot("bot-store")
     key_path = tmp_path / "secrets" / "cross_signing.json"
 
-    await ensure_cross_signing(bot, bot_password, key_path)
+    await ensure_cross_signing(bot, bot_password, key_path, PASSPHRASE)
 
     assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(key_path.parent.stat().st_mode) == 0o700
@@ -135,7 +138,7 @@ async def test_bootstrap_then_idempotent(accounts, tmp_path):
 
     # second call: same keys, nothing uploaded, no error
     uploads = _record_uploads(bot)
-    await ensure_cross_signing(bot, bot_password, key_path)
+    await ensure_cross_signing(bot, bot_password, key_path, PASSPHRASE)
     assert uploads == []
     assert key_path.read_bytes() == saved
     again = await _query(observer, bot_user)
@@ -147,14 +150,14 @@ async def test_new_device_is_signed_with_existing_keys(accounts, tmp_path):
     bot_user, bot_password, observer, login_bot = accounts
     key_path = tmp_path / "cross_signing.json"
     first = await login_bot("store-1")
-    await ensure_cross_signing(first, bot_password, key_path)
+    await ensure_cross_signing(first, bot_password, key_path, PASSPHRASE)
     master = _assert_cross_signed(await _query(observer, bot_user), bot_user, [first.device_id])
 
     # crypto store lost: a fresh device, same key file
     second = await login_bot("store-2")
     assert second.device_id != first.device_id
     uploads = _record_uploads(second)
-    await ensure_cross_signing(second, bot_password, key_path)
+    await ensure_cross_signing(second, bot_password, key_path, PASSPHRASE)
     assert uploads == ["/_matrix/client/v3/keys/signatures/upload"]  # no key re-upload
 
     query = await _query(observer, bot_user)
@@ -165,23 +168,23 @@ async def test_lost_key_file_replaces_keys_with_password_auth(accounts, tmp_path
     bot_user, bot_password, observer, login_bot = accounts
     bot = await login_bot("store")
     key_path = tmp_path / "cross_signing.json"
-    await ensure_cross_signing(bot, bot_password, key_path)
+    await ensure_cross_signing(bot, bot_password, key_path, PASSPHRASE)
     old_master = _assert_cross_signed(await _query(observer, bot_user), bot_user, [bot.device_id])
 
     # Replacing published keys needs user-interactive auth: a wrong password is refused,
     # and the error does not echo it.
     key_path.unlink()
     with pytest.raises(CrossSigningError) as info:
-        await ensure_cross_signing(bot, "not-the-password", key_path)
+        await ensure_cross_signing(bot, "not-the-password", key_path, PASSPHRASE)
     assert "not-the-password" not in str(info.value)
     assert _assert_cross_signed(await _query(observer, bot_user), bot_user, []) == old_master
 
     # with the right password, the new keys (already saved in the file) replace the old ones
-    await ensure_cross_signing(bot, bot_password, key_path)
+    await ensure_cross_signing(bot, bot_password, key_path, PASSPHRASE)
     query = await _query(observer, bot_user)
     new_master = _assert_cross_signed(query, bot_user, [bot.device_id])
     assert new_master != old_master
-    assert json.loads(key_path.read_text())["user_id"] == bot_user
+    assert json.loads(read_sealed(key_path, PASSPHRASE, "cross-signing"))["user_id"] == bot_user
 
 
 def test_verify_signed_json_rejects_tampering():

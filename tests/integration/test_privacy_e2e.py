@@ -4,7 +4,6 @@ introductions in new private rooms, coordinators, !forgetme, and what reaches di
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import stat
 
@@ -145,7 +144,8 @@ async def test_private_request_end_to_end(person_factory, bot):
     assert stat.S_IMODE(store.stat().st_mode) == 0o700
     session = store / "session.json"
     assert stat.S_IMODE(session.stat().st_mode) == 0o600
-    token = json.loads(session.read_text())["access_token"]
+    token = bot.saved_session()["access_token"]
+    assert token.encode() not in session.read_bytes()  # sealed with the store passphrase
     log = bot.log_text()
     assert "DEBUG" in log
     assert token not in log and SECRET not in log and bot.password not in log

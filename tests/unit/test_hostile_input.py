@@ -5,8 +5,10 @@ light harness that is built once and reused across examples, so 10,000 examples 
 `MAB_HYPOTHESIS_EXAMPLES` sets the count for the main property (default 10,000); the others use a
 tenth of it.
 
-Also here: a named table of nasty inputs with the outcome each must have, and the Matrix
-transport's event filtering for malformed or unusual events.
+Also here: a named table of nasty inputs with the outcome each must have, a grid of out-of-range
+numbers and dates after every command and every prefix of its examples, and the Matrix
+transport's event filtering for malformed or unusual events. The markup property over every
+command is in test_reply_markup.py.
 """
 
 from __future__ import annotations
@@ -173,6 +175,23 @@ NASTY = [
     ("NUL glued to the command word", "!need\x00", "Did you mean `!need`", None),
     ("SQL in a post reference", "!claim 1; DELETE FROM posts", "Give the post number", None),
     ("huge post number", "!claim 99999999999999999999", "Give the post number", None),
+    # Line breaks of every kind are normalised once, before escaping and markdown.
+    ("carriage returns end a code span", "!x\r\r[pwn](https://ev.il/a)", "I don't know", None),
+    ("carriage return makes a heading", "!need bread\r===", "Noted need", "bread\r==="),
+    ("line separators around a link", "!need a\u2028\u2028[x](https://ev.il/a)", "Noted need",
+     "a\u2028\u2028[x](https://ev.il/a)"),
+    ("NEL and form feed", "!need a\x85\x85![i](https://ev.il/i.png)\x0c===", "Noted need",
+     "a\x85\x85![i](https://ev.il/i.png)\x0c==="),
+    ("indented code block after a blank line", "!need a\r\n\r\n    code", "Noted need",
+     "a\r\n\r\n    code"),
+    # Numbers in other scripts, and messages whose handling once grew faster than their size
+    # (bench/inputsize.py times these shapes for every command).
+    ("superscript digit as a post number", "!claim ²", "There is no post #2", None),
+    ("Arabic-Indic post number", "!claim ١٢", "Give the post number", None),
+    ("32,000 short words after !signup", "!signup " + "ab " * 32_000, "I can't find a shift",
+     None),
+    ("48 KiB of markdown characters as a setting", "!settings " + "*_[" * 16_384,
+     "There is no setting", None),
 ]
 
 
@@ -189,7 +208,7 @@ async def test_nasty_input(pod, name, text, expected, stored):
         assert replies[0].message.mentions == ()
         assert len(body) <= MAX_REPLY_BODY
         # Nothing typed becomes markup, a link, a pill or a terminal escape in the reply.
-        for forbidden in ("<script", "<img", "<a ", "\x00", "\x1b", BIDI):
+        for forbidden in ("<script", "<img", "<a ", "<h1", "<h2", "<pre", "\x00", "\x1b", BIDI):
             assert forbidden not in html
         for forbidden in ("\x00", "\x1b", BIDI):
             assert forbidden not in body
@@ -287,3 +306,36 @@ async def test_events_from_before_the_join_own_and_notices_are_not_commands(tmp_
         assert [(i.sender, i.text) for i in items] == [("@alice:test", "!need groceries")]
     finally:
         await storage.close()
+
+
+# ---- out-of-range numbers and dates, in every command that could read one ----------------------
+
+OUT_OF_RANGE = ["9999-12-31", "0001-01-01", "31 dec 9999", "99999999999999999999", "-5", "0",
+                "1" * 5000, "²", "٣", "١٢", "𝟙", "1e9", "3.5", "9999", "S999999", "R999999",
+                "#99999999999", "need 99999", "need -1", "need ²", "every 99999 days 10-12",
+                "in 99999 weeks 10:00", "99:99", "10-13 for 99999h"]
+
+
+def _grid() -> list[str]:
+    """Each command word and each of its examples cut after each word, then an out-of-range value."""
+    heads: set[str] = set()
+    for cmd in build_registry().commands.values():
+        heads.add(cmd.name)
+        for example in cmd.examples:
+            words = example.split()
+            heads.update(" ".join(words[:n]) for n in range(1, len(words)))
+    return sorted(heads)
+
+
+@pytest.mark.parametrize("head", _grid())
+def test_out_of_range_numbers_and_dates_get_usage_not_an_apology(harness, head):
+    harness.transport.power_levels[ALICE] = 100  # coordinators reach the edit and cancel paths
+    harness.transport.rooms[ROOM] = [ALICE]
+    if not harness.query("SELECT 1 FROM shifts WHERE room_id = ? AND number = 1", (ROOM,)):
+        harness.say("!shift add Food run every saturday 10-13 need 3")
+    harness.query("UPDATE shifts SET active = 1 WHERE room_id = ? AND number = 1", (ROOM,))
+    for value in OUT_OF_RANGE:
+        for direct in (False, True):
+            event_id, sent = harness.dispatch(f"!{head} {value}", direct=direct)  # must not raise
+            for reply in replies_to(event_id, sent):
+                assert reply.message.body != SORRY, (head, value)

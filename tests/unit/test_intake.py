@@ -40,6 +40,9 @@ def test_rules_walk_through_every_step_with_several_pods():
     assert turn.state.urgency is Urgency.TODAY and turn.state.step is rules.Step.POD
     assert "1. North" in turn.prompt and "2. South" in turn.prompt
     assert rules.advance(turn.state, "7").state.step is rules.Step.POD
+    for odd in ("²", "0", "-1", "9" * 5000):  # a digit int() can't read, out of range, huge
+        assert rules.advance(turn.state, odd).state.step is rules.Step.POD
+    assert rules.advance(turn.state, "٢").state.room_id == "!b"  # Arabic-Indic two
     turn = rules.advance(turn.state, "2")
     assert turn.state.room_id == "!b"
     turn = rules.advance(turn.state, "4")

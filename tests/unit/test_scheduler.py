@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import generate_latest
 
 from bot.app import App
 from bot.config import BotConfig, ShiftsConfig
@@ -253,6 +254,14 @@ async def test_apscheduler_wakes_up_and_sends_after_ready(tmp_path):
         [dm] = dms(rig.pod.transport.sent, ALICE)
         assert "Quick one" in dm
         assert len(room(rig.pod.transport.sent)) >= 1
+        # Having run, it planned its next wake-up, and the metric shows when.
+        async with asyncio.timeout(10):
+            while app.metrics.next_scheduled_wake is None:  # noqa: ASYNC110 - polls a field
+                await asyncio.sleep(0.05)
+        exposed = generate_latest(app.metrics.registry).decode()
+        (line,) = [x for x in exposed.splitlines()
+                   if x.startswith("mab_scheduler_next_wake_timestamp_seconds ")]
+        assert float(line.split()[1]) > now.timestamp()
     finally:
         await rig.scheduler.shutdown()
         await rig.stop()

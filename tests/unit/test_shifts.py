@@ -191,3 +191,20 @@ async def test_a_standin_for_a_cancelled_date_cannot_be_covered(coord):
     await coord.say(COORD, "!shift cancel S1 28 nov")
     assert "no longer needed" in await coord.reply_to(BOB, "!cover R1")
     assert "already closed" in await coord.reply_to(CAROL, "!cover R1")
+
+
+async def test_members_can_add_only_a_few_open_shifts_per_room(coord):
+    cap = coord.app.config.shifts.member_open_shifts_per_room
+    assert cap == 5
+    assert "Added shift" in await coord.reply_to(ALICE, "!shift add Pick-up tomorrow 6pm")
+    coord.clock.advance(days=2)  # a one-off whose date has passed is no longer open
+    for n in range(cap):
+        assert "Added shift" in await coord.reply_to(ALICE if n % 2 else BOB, f"!shift add Run {n} "
+                                                     "every saturday 10-13")
+    refused = await coord.reply_to(CAROL, "!shift add One too many every sunday 10-13")
+    assert "already has 5 open shifts" in refused and "A coordinator can add this one" in refused
+    assert "One too many" not in await coord.reply_to(CAROL, "!shifts all")
+    # Coordinators are not limited, and a cancelled shift frees a place.
+    assert "Added shift" in await coord.reply_to(COORD, "!shift add Coordinated every monday 9-10")
+    await coord.say(COORD, "!shift cancel S2")
+    assert "Added shift" in await coord.reply_to(CAROL, "!shift add Now it fits every sunday 10-13")
