@@ -26,6 +26,8 @@ Handler = Callable[[Context, str], Awaitable[None]]
 DirectHook = Callable[[Context, "tuple[str, str] | None"], Awaitable[bool]]
 # Gets a typed event (Redaction, Reaction or Edit) of the kind it was declared for.
 EventHook = Callable[[Context, Any], Awaitable[None]]
+# Gets the next direct message of a conversation in progress (its stored state, the text).
+Flow = Callable[[Context, dict, str], Awaitable[None]]
 EVENT_KINDS = (Redaction, Reaction, Edit)
 # The attribute a decorator leaves on a function for `build_registry` to collect.
 _DECLARED = "_mab_declared"
@@ -70,6 +72,7 @@ class Registry:
     by_word: dict[str, Command] = field(default_factory=dict)
     direct_hooks: list[DirectHook] = field(default_factory=list)
     event_hooks: dict[type, list[EventHook]] = field(default_factory=dict)
+    flows: dict[str, Flow] = field(default_factory=dict)  # conversation name -> its next step
 
     def add(self, cmd: Command) -> None:
         for word in (cmd.name, *cmd.aliases):
@@ -88,6 +91,10 @@ class Registry:
                 self.add(declared)
             elif declared == "direct":
                 self.direct_hooks.append(value)
+            elif isinstance(declared, tuple):  # ("flow", name)
+                if declared[1] in self.flows:
+                    raise ValueError(f"conversation {declared[1]!r} declared twice")
+                self.flows[declared[1]] = value
             else:
                 self.event_hooks.setdefault(declared, []).append(value)
 
@@ -107,6 +114,16 @@ def direct_hook(hook: DirectHook) -> DirectHook:
     """Sees every direct message before commands (in module order); True: handled."""
     setattr(hook, _DECLARED, "direct")
     return hook
+
+
+def flow(name: str) -> Callable[[Flow], Flow]:
+    """The step of the DM conversation `name` (stored with the person's intake state)."""
+
+    def declare(step: Flow) -> Flow:
+        setattr(step, _DECLARED, ("flow", name))
+        return step
+
+    return declare
 
 
 def event_hook(kind: type) -> Callable[[EventHook], EventHook]:

@@ -9,12 +9,11 @@ them there with the details. The conversation state lives in the database, so a 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from bot import intake_rules as rules
 from bot import room_settings
-from bot.commands import Arg, UsageError, command, direct_hook, event_hook, relay
+from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, Mention, Rendered, join, render
@@ -30,10 +29,6 @@ FLOW_FORGET = "forget"
 SETTING_INTRO_COORDINATOR = "intro_with_coordinator"
 # Room notes (no personal data, so they survive !forgetme and retention): never offered as pods.
 NOTE_PRIVATE_ROOM = "private-room"
-
-# flow name -> handler(ctx, state, text); other modules (privacy) add theirs.
-Flow = Callable[[Context, dict, str], Awaitable[None]]
-FLOWS: dict[str, Flow] = {}
 
 INTRO_COORDINATOR = room_settings.register(room_settings.Setting(
     key=SETTING_INTRO_COORDINATOR,
@@ -75,14 +70,14 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         return True
     conversation = await tx.privacy.intake(ctx.sender)
     if conversation is not None:
-        flow, state, updated_at = conversation.flow, conversation.state, conversation.updated_at
+        flow_name, state, updated_at = conversation.flow, conversation.state, conversation.updated_at
         if rules.timed_out(updated_at, ctx.now, ctx.config.privacy.intake_timeout_minutes):
             await tx.privacy.end_intake(ctx.sender)
             await say(ctx, timeout_message(ctx.config))
             if parsed is None or (word in ("cancel", "stop") and not rest):
                 return True
         elif parsed is None or (word in ("cancel", "stop") and not rest):
-            handler = FLOWS.get(flow)
+            handler = ctx.registry.flows.get(flow_name)
             if handler is None:
                 await tx.privacy.end_intake(ctx.sender)
                 return False
@@ -156,6 +151,7 @@ async def begin(ctx: Context, rest: str, category: Category | None = None) -> No
     await say(ctx, turn.prompt)
 
 
+@flow(FLOW_INTAKE)
 async def intake_flow(ctx: Context, state: dict, text: str) -> None:
     current = rules.IntakeState.model_validate(state)
     turn = rules.advance(current, text)
@@ -169,9 +165,6 @@ async def intake_flow(ctx: Context, state: dict, text: str) -> None:
         await post_private(ctx, turn.state)
     else:
         await say(ctx, turn.prompt)
-
-
-FLOWS[FLOW_INTAKE] = intake_flow
 
 
 def pod_notice(post: Post, prefix: str) -> Rendered:

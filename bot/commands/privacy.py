@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from bot import intake_rules as rules
 from bot import retention
-from bot.commands import command
-from bot.commands.intake import FLOW_FORGET, FLOWS, say
+from bot.commands import command, flow
+from bot.commands.intake import FLOW_FORGET, say
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, render
@@ -68,15 +68,13 @@ async def confirm(ctx: Context, rest: str) -> None:
                     "introductions) can reach you again.")
 
 
+@flow(FLOW_FORGET)
 async def forget_flow(ctx: Context, state: dict, text: str) -> None:
     if not rules.is_yes(text):
         await ctx.tx.privacy.end_intake(ctx.sender)
         await say(ctx, "OK, nothing was erased.")
         return
     await forget(ctx)
-
-
-FLOWS[FLOW_FORGET] = forget_flow
 
 
 async def forget(ctx: Context) -> None:
