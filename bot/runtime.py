@@ -47,7 +47,10 @@ class Runtime:
         self.secret_filter = secret_filter
         self._background_delivery = background_delivery
         self.transports: list[NetworkTransport] = []
-        self._tasks: list[asyncio.Task[None]] = []
+        self._ready_task: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None  # started once ready
+        self._housekeeping_stop = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []  # one per transport: ends only by failing
         self._stopping = asyncio.Event()
         self._started = False
 
@@ -63,7 +66,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Connect every transport, then start delivery, the scheduler, housekeeping and the
-        transports' loops. A transport that cannot connect raises (nothing is left running)."""
+        transports' loops. A transport that cannot connect raises; `close()` still stops what
+        was started."""
         self._started = True
         await self.app.metrics.start_server()
         for transport in self.transports:
@@ -74,18 +78,16 @@ class Runtime:
             self.app.start()
         await self.app.start_pending_workers()
         self.scheduler.start()  # its first run waits for app.ready
-        self._spawn(housekeeping(self.app), "privacy housekeeping")
-        self._spawn(self._ready_when_caught_up(), "ready")
-        for transport in self.transports:
-            self._spawn(transport.run(), f"{transport.network} transport")
-
-    def _spawn(self, coro: object, name: str) -> None:
-        self._tasks.append(asyncio.create_task(coro, name=name))  # type: ignore[arg-type]
+        self._ready_task = asyncio.create_task(self._ready_when_caught_up(), name="ready")
+        self._loops += [asyncio.create_task(t.run(), name=f"{t.network} transport")
+                        for t in self.transports]
 
     async def _ready_when_caught_up(self) -> None:
         # Scheduled sends wait for every network: nothing goes out from a stale view of a room.
         await asyncio.gather(*(t.caught_up.wait() for t in self.transports))
         self.app.ready.set()
+        self._housekeeping = asyncio.create_task(
+            housekeeping(self.app, self._housekeeping_stop), name="privacy housekeeping")
 
     def stop(self) -> None:
         """Ask `serve()` to finish (signal handlers call this)."""
@@ -101,9 +103,9 @@ class Runtime:
         exit_code = 0
         try:
             await self.start()
-            loops = [t for t in self._tasks if t.get_name().endswith(" transport")]
             stop_wait = asyncio.create_task(self._stopping.wait(), name="stop")
-            done, _ = await asyncio.wait({stop_wait, *loops}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({stop_wait, *self._loops},
+                                         return_when=asyncio.FIRST_COMPLETED)
             stop_wait.cancel()
             for task in done - {stop_wait}:
                 task.result()  # a transport's loop only ends by failing
@@ -120,19 +122,24 @@ class Runtime:
         return exit_code
 
     async def close(self) -> None:
-        """Stop everything in the reverse order of starting; safe to call more than once."""
+        """Stop everything, the transports last: the app's final delivery still goes out through
+        them (what they receive meanwhile is refused and comes again on the next start)."""
         await self.scheduler.shutdown()
-        for task in self._tasks:
-            if not task.done() and not task.get_name().endswith(" transport"):
-                task.cancel()
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            await asyncio.gather(self._ready_task, return_exceptions=True)
+        # Housekeeping finishes its step (never cancelled inside a transaction) before the app
+        # delivers what is left.
+        self._housekeeping_stop.set()
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
         await self.app.stop()
         for transport in self.transports:
             await transport.close()
-        for task in self._tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        for task in self._loops:
+            task.cancel()  # a loop that ended after close() is not affected
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
         await self.storage.close()
         if self._started:
             await self.app.metrics.stop_server()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -107,18 +108,20 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
         return await tx.privacy.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
 
 
-async def housekeeping(app: App, interval: float | None = None) -> None:
-    """Until cancelled: drop idle DM conversations (telling the person) and run retention.
+async def housekeeping(app: App, stop: asyncio.Event, interval: float | None = None) -> None:
+    """Until `stop` is set: drop idle DM conversations (telling the person) and run retention.
+    Call it once the app is ready.
 
-    Runs beside the scheduler; both steps are single transactions and safe to repeat.
+    Runs beside the scheduler; both steps are single transactions and safe to repeat. It ends
+    between steps, never by cancellation inside one: a retention sweep runs on the database's
+    thread, and a cancelled one could leave that thread's transaction open.
     """
     from bot.commands.intake import expire_idle
 
     timeout_s = app.config.privacy.intake_timeout_minutes * 60
     interval = interval or max(1.0, min(60.0, timeout_s / 4))
     last_sweep: datetime | None = None
-    await app.ready.wait()
-    while True:
+    while not stop.is_set():
         now = app.clock()
         try:
             dropped = await expire_idle(app.storage, app.config, now)
@@ -132,4 +135,5 @@ async def housekeeping(app: App, interval: float | None = None) -> None:
                     log.info("retention: erased details and people of %d closed post(s)", erased)
         except Exception:
             log.exception("privacy housekeeping failed; trying again later")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
