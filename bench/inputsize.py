@@ -33,6 +33,7 @@ from bot.app import App  # noqa: E402
 from bot.commands import build_registry, dispatch  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Context, Incoming, Outgoing  # noqa: E402
+from bot.messages import RoomRequest  # noqa: E402
 from bot.storage import Storage  # noqa: E402
 
 ROOM = "!inputsize:localhost"
@@ -81,8 +82,11 @@ class SeededTransport:
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         return [(room, "Pod") for room, people in self.rooms.items() if user_id in people]
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        return "!private:localhost"
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        return existing or "!private:localhost"
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        return
 
     def identity_unconfirmed(self, user_id: str) -> bool:
         return False

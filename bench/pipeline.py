@@ -38,6 +38,7 @@ from bench.common import machine, percentile, write_results  # noqa: E402
 from bot.app import App  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Incoming, Outgoing  # noqa: E402
+from bot.messages import RoomRequest  # noqa: E402
 from bot.models import Category, PostKind, PostStatus  # noqa: E402
 from bot.storage import Storage  # noqa: E402
 
@@ -62,8 +63,11 @@ class NullTransport:
     def members(self, room_id: str) -> list[str]:
         return []
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        return "!private:localhost"
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        return existing or "!private:localhost"
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        return
 
 
 def populate(path: Path, count: int) -> None:

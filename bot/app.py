@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bot.actions import StepRunner, fmt_hours
 from bot.commands import Registry, build_registry, dispatch, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing, Transport
@@ -35,11 +36,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def fmt_hours(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600
-    return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
 _DESTINATION_BATCH = 20  # messages to one destination marked sent per transaction
@@ -82,6 +78,8 @@ class App:
         self.ready = asyncio.Event()
         self.handled_count = 0
         self.metrics = Metrics(config.metrics)
+        # Network steps (room creation) that handlers asked for, run outside any transaction.
+        self.steps = StepRunner(self)
 
     # ---- intake ---------------------------------------------------------------------------
 
@@ -138,24 +136,28 @@ class App:
 
         Each command runs in its own savepoint: one that fails is undone alone and answered with
         an apology, and the batch goes on. Each row is read just before it runs, so what runs is
-        what is stored then (a `!forgetme` earlier in the batch may have blanked it). A command
-        that changed something outside the database ends the batch, so it is committed at once.
+        what is stored then (a `!forgetme` earlier in the batch may have blanked it). Handlers
+        never touch the network: a room they need is a step, run once the batch is committed.
         """
         handled: list[tuple[Event, str, int, float]] = []
         after_commit: list[Callable[[], Coroutine[Any, Any, object]]] = []
-        more = schedule_changed = False
+        more = schedule_changed = steps_requested = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
-                item, more = await tx.delivery.next_pending_and_more(room_id)
-                if item is None:
+                # The next one, and whether another waits after it.
+                pending = await tx.delivery.pending_commands(room_id, 2)
+                if not pending:
+                    more = False
                     break
+                item, more = pending[0], len(pending) > 1
                 started = time.monotonic()
                 outcome, replies, ctx = await self._handle(tx, item)
                 handled.append((item, outcome, replies, time.monotonic() - started))
                 schedule_changed |= ctx is not None and ctx.schedule_changed and outcome == "ok"
+                steps_requested |= ctx is not None and ctx.steps_requested and outcome == "ok"
                 if ctx is not None and outcome == "ok":
                     after_commit += ctx.after_commit
-                if not more or (ctx is not None and ctx.acted_outside):
+                if not more:
                     break
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
@@ -165,6 +167,8 @@ class App:
             except Exception:
                 log.exception("a step after a command's commit failed")
         self._outbox_wakeup.set()
+        if steps_requested:
+            self.steps.wake()
         if schedule_changed:
             for listener in self.schedule_listeners:
                 listener()
@@ -231,6 +235,11 @@ class App:
     # destination is drained by its own worker, a few at a time, and one that fails backs off
     # alone while the others keep flowing. A message that can never be delivered, or that kept
     # failing for `delivery.give_up_after_hours`, becomes a dead letter (metrics and !status).
+
+    def retry_now(self, destination: str) -> None:
+        """Try a destination again at once: what it was waiting for (its DM room) is there."""
+        self._failing.pop(destination, None)
+        self._outbox_wakeup.set()
 
     def _may_try(self, destination: str) -> bool:
         failing = self._failing.get(destination)
@@ -357,15 +366,17 @@ class App:
             log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
     def start(self) -> None:
-        """Start background delivery and resume commands left in the inbox."""
+        """Start background delivery and steps, and resume commands left in the inbox."""
         self._outbox_task = asyncio.create_task(self._outbox_loop(), name="outbox")
         self._outbox_wakeup.set()
+        self.steps.start()
 
     def wake_outbox(self) -> None:
         self._outbox_wakeup.set()
 
     async def run_until_idle(self, timeout: float = 30.0) -> None:
-        """Handle every queued command and deliver every reply (console and tests)."""
+        """Handle every queued command, run the steps they asked for and deliver every reply
+        (console and tests: their transports are caught up at once)."""
         async with asyncio.timeout(timeout):
             # Workers are started by receive() for the rooms it stored rows for; the inbox is
             # scanned only when rows may be waiting without one (first call, a failed worker).
@@ -376,6 +387,8 @@ class App:
                 if self._scan_needed:
                     await self.start_pending_workers()
             await self.deliver_pending()
+            while await self.steps.run_due():
+                await self.deliver_pending()
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Stop taking commands, let in-flight handlers finish (bounded), flush the outbox, and
@@ -390,6 +403,7 @@ class App:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.steps.stop()
         delivering = self._outbox_task is not None
         background = [t for t in (self._outbox_task, *self._tasks) if t is not None]
         for task in background:

@@ -1,4 +1,4 @@
-"""`mutual-aid-bot init | run | console | check-config | demo | signal link`."""
+"""`mutual-aid-bot init | run | console | check-config | backup | migrate | demo | signal link`."""
 
 from __future__ import annotations
 
@@ -92,6 +92,18 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from bot.upgrade import run_migrate
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc, args.config)
+        return 1
+    configure_logging(args.log_level or "WARNING")
+    return run_migrate(config.storage.database, dry_run=args.dry_run, sql=args.sql)
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from bot.setup_wizard import run_init
 
@@ -165,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--config", help="back up the database this configuration uses")
     where.add_argument("--database", help="back up this database file")
     backup.set_defaults(func=cmd_backup)
+    migrate = sub.add_parser("migrate", help="upgrade the database to this release (after a backup)")
+    migrate.add_argument("--config", required=True, help="path to the TOML configuration")
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="say what would change and try it on a copy; change nothing")
+    migrate.add_argument("--sql", action="store_true", help="show each step's SQL statements")
+    migrate.set_defaults(func=cmd_migrate)
     demo = sub.add_parser("demo", help="local Synapse + bot + alice and bob in an encrypted room")
     demo.add_argument("--dir", default=".demo", help="where the demo keeps its state")
     demo.set_defaults(func=cmd_demo)

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from bot.router import SIGNAL_GROUP_PREFIX
+from bot.networks import SIGNAL_GROUP_PREFIX
 from bot.transport.signal_rpc import parse_address
 
 # Names the tz database gives UTC; shown everywhere as plain "UTC" (the demo's /etc/localtime says
@@ -66,11 +66,20 @@ class MatrixConfig(Section):
     store_dir: Path = Path("data/store")
     store_passphrase: SecretSource
     allowed_inviters: list[str] = Field(default_factory=list)
+    # Kept only to explain itself: a config that still says `true` is refused with the reason.
     allow_unencrypted_rooms: bool = False
     max_command_age_hours: float = 24.0
     command_prefix: str = "!"
     # How long to wait for the keys of a message the bot cannot decrypt before telling the sender.
     undecryptable_patience_seconds: float = Field(default=30.0, gt=0, le=3600)
+
+    @field_validator("allow_unencrypted_rooms")
+    @classmethod
+    def _never_unencrypted(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("is no longer supported: the bot never sends into a room that is "
+                             "not end-to-end encrypted. Remove this line (or set it to false)")
+        return value
 
     @field_validator("user_id")
     @classmethod

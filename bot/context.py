@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from bot.actions import request_room
 from bot.formatting import render
-from bot.messages import Attachment, Incoming, Outgoing, Rendered
+from bot.messages import Attachment, Incoming, Outgoing, Rendered, RoomRequest
 
 if TYPE_CHECKING:
     from bot.commands import Registry
@@ -34,7 +35,17 @@ class Transport(Protocol):
 
     def members(self, room_id: str) -> list[str]: ...
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str: ...
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        """Create a private encrypted room carrying `request.tag` in its state and inviting
+        `request.invitees`; given `existing` (a room an earlier attempt made, found by its tag),
+        only invite whoever is not in it yet. Raises DeliveryError; the room may exist even then.
+        """
+        ...
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        """Return once a sync begun after `moment` (time.monotonic()) is stored, so that a room
+        made before it has been seen; DeliveryError if none is in within `timeout` seconds."""
+        ...
 
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         """(room id, display name) of every room both the bot and the person have joined."""
@@ -73,12 +84,12 @@ class Context:
     registry: Registry  # the commands and hooks of this running bot
     runtime: Runtime | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
-    # Run by the app once the command's transaction is committed: network calls and work that
-    # opens a transaction of its own (a transport confirming a safety number).
+    # Run by the app once the command's transaction is committed: work that opens a transaction
+    # of its own (a transport confirming a safety number).
     after_commit: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
-    # Set when the handler changed something outside the database (created a room): its
-    # transaction is committed straight after it, so a crash cannot make it run again.
-    acted_outside: bool = False
+    # Set when the handler asked for a network step (a room): the step runner looks once the
+    # command's transaction is committed.
+    steps_requested: bool = False
     # Set when shifts, sign-ups or schedule settings changed: the scheduler re-plans its next
     # wake-up once the transaction is committed.
     schedule_changed: bool = False
@@ -99,9 +110,14 @@ class Context:
             Outgoing(render(caption), room_id=self.room_id, reply_to=self.event_id, attachment=attachment)
         )
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        self.acted_outside = True
-        return await self.transport.create_private_room(name, invitees)
+    async def request_room(self, *, key: str, name: str, invitees: list[str], then: str,
+                           purpose: str, pod_room: str | None = None,
+                           data: dict[str, object] | None = None) -> None:
+        """Ask for a private room, made after this command is committed (see bot/actions.py);
+        the followup registered as `then` runs when it exists, or when it cannot be made."""
+        await request_room(self.tx, key=key, name=name, invitees=invitees, then=then,
+                           purpose=purpose, now=self.now, pod_room=pod_room, data=data)
+        self.steps_requested = True
 
     def power_level(self, user_id: str | None = None) -> int:
         return self.transport.power_level(self.room_id, user_id or self.sender)

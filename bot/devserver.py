@@ -274,11 +274,19 @@ class Synapse:
         rate_limited: bool = False,
         server_name: str | None = None,
         federation: bool = False,
+        move_if_busy: bool = False,
     ) -> None:
         """`server_name` defaults to "localhost"; a federating server is always named
-        `localhost:<federation port>` (chosen once per work directory), so it takes none."""
+        `localhost:<federation port>` (chosen once per work directory), so it takes none.
+
+        `move_if_busy=True`: when the port a reused work directory recorded is taken at `start()`
+        (a work dir copied from elsewhere, e.g. a test fixture), listen on a free port instead of
+        failing. Only for a server that does not federate, whose name does not include a port."""
         if federation and server_name is not None:
             raise ValueError("a federating devserver is named localhost:<federation port>")
+        if federation and move_if_busy:
+            raise ValueError("a federating devserver's name includes its port, so it cannot move")
+        self.move_if_busy = move_if_busy
         self.workdir = Path(workdir).resolve()
         self.python = str(python)
         self.rate_limited = rate_limited
@@ -531,6 +539,26 @@ class Synapse:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def _claim_ports(self) -> None:
+        """Fail clearly if a port Synapse needs is taken, or move the client port when allowed:
+        the name of a server that does not federate ("localhost") does not include its port, so
+        users, rooms, tokens and signatures all stay valid and only `base_url` changes."""
+        if not _port_is_free(self.port):
+            if not self.move_if_busy:
+                raise SynapseError(
+                    f"port {self.port} on 127.0.0.1 is busy; is an old Synapse from {self.workdir} "
+                    f"still running (see {self.workdir / 'homeserver.pid'})? Stop it or pick a port."
+                )
+            self.port = self._state["port"] = _free_port(avoid=self.port)
+            self._save_state(self._state)
+            self.base_url = f"http://127.0.0.1:{self.port}"
+        if self.federation_port is not None and not _port_is_free(self.federation_port):
+            # Not "pick a port": the federation port is part of the server's name.
+            raise SynapseError(
+                f"federation port {self.federation_port} on 127.0.0.1 is busy; is an old Synapse "
+                f"from {self.workdir} still running? Stop it, or use a fresh work dir."
+            )
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
@@ -539,18 +567,8 @@ class Synapse:
         if self.is_running():
             return
         deadline = time.monotonic() + timeout
+        self._claim_ports()
         self._write_config()
-        if not _port_is_free(self.port):
-            raise SynapseError(
-                f"port {self.port} on 127.0.0.1 is busy; is an old Synapse from {self.workdir} "
-                f"still running (see {self.workdir / 'homeserver.pid'})? Stop it or pick a port."
-            )
-        if self.federation_port is not None and not _port_is_free(self.federation_port):
-            # Not "pick a port": the federation port is part of the server's name.
-            raise SynapseError(
-                f"federation port {self.federation_port} on 127.0.0.1 is busy; is an old Synapse "
-                f"from {self.workdir} still running? Stop it, or use a fresh work dir."
-            )
         await self._generate_keys(max(1.0, deadline - time.monotonic()))
 
         self._log_handle = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - closed in stop()

@@ -115,3 +115,18 @@ class DeliveryError(Exception):
 class FatalTransportError(RuntimeError):
     """A transport cannot go on (bad credentials, a mismatched store, a daemon without the
     account); the message says why, and the bot stops."""
+
+
+@dataclass(frozen=True)
+class RoomRequest:
+    """A private, encrypted room the bot is to create (an introduction, a direct chat).
+
+    `tag` is unique to the request and is written into the room's state when it is created, so
+    that a room whose creation was not recorded (a crash, a timeout that succeeded anyway, an
+    invite that failed after the room was made) is found again instead of made twice.
+    """
+
+    tag: str
+    name: str | None
+    invitees: tuple[str, ...]
+    is_direct: bool = False

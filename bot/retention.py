@@ -1,20 +1,158 @@
-"""How long personal data is kept: pure rules, the clock is passed in.
+"""How long personal data is kept: one table of rules, and the sweep that applies them.
 
-Details and the people linked to a post (author, claimer) are erased `retention_days` after the
-post was closed (done, cancelled or expired); what remains is the aggregate: category, room,
-dates and status. Storage applies the cutoff (`Storage.erase_closed_posts`).
+Every column of every table is either in `NOT_PERSONAL` (it cannot name a person: counters,
+categories, dates, flags, room ids of pods) or covered by a `Rule` here, which says how long it is
+kept and what then happens to it. `tests/unit/test_retention.py` fails when the schema gains a
+table or column that is in neither, so nothing personal is added without deciding its lifetime.
+
+A rule with `sql` is applied by `sweep`: the statement runs over the table in bounded chunks of
+rowids (`CHUNK_ROWS`), each chunk its own short bulk transaction on aiosqlite's thread, so that at
+100,000 posts no chunk holds the storage lock for long and commands keep flowing between chunks.
+A rule without `sql` is kept by the code its `then` names (delivery, intake, `!forgetme`).
+
+Statements use named parameters, computed once per sweep by `parameters`:
+`:now`, `:cutoff` (now - `privacy.retention_days`), `:cutoff_occurrence` (the same moment as a
+shift occurrence key), `:inbox_cutoff` (the earlier of `:cutoff` and the oldest command the
+transport still accepts, so a replayed event is still recognised), `:claimed_stale` (now -
+`shifts.post_expiry_days`), `:reminder_cutoff` (the earlier of `:cutoff` and a day past the late
+grace, so a scheduled send is never repeated), `:ended_shifts` (a JSON list of shifts with no
+occurrence since `:cutoff`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from bot.models import PostStatus
+from bot.schedule_rules import ShiftWhen, occurrences
+from bot.shift_models import occurrence_key
+from bot.store.base import now_text
+
+if TYPE_CHECKING:
+    from bot.config import BotConfig
+    from bot.storage import Storage
 
 CLOSED = frozenset({PostStatus.DONE, PostStatus.CANCELLED, PostStatus.EXPIRED})
 
 # How often the retention sweep should run (a scheduler job or the app's housekeeping loop).
 SWEEP_INTERVAL = timedelta(hours=1)
+# Rowids per chunk: one chunk is one short transaction (a few milliseconds at most).
+CHUNK_ROWS = 1000
+# A rule whose statement deletes whole rows covers every column of its table.
+ROW = ("*",)
+
+_CLOSED_SQL = "('done', 'cancelled', 'expired')"
+
+
+@dataclass(frozen=True)
+class Rule:
+    table: str
+    columns: tuple[str, ...]  # the columns that can name a person, or ROW
+    kept: str  # until when
+    then: str  # erased, deleted or aggregated, and by what
+    sql: str | None = None  # applied by the sweep, chunk by chunk (`rowid` bounds are added)
+
+
+RULES: tuple[Rule, ...] = (
+    # ---- posts ----
+    Rule("posts", (), "a claimed post: until untouched for post_expiry_days",
+         "closed as expired (then erased like any closed post)",
+         "UPDATE posts SET status = 'expired', updated_at = :now "
+         "WHERE status = 'claimed' AND updated_at < :claimed_stale"),
+    Rule("introductions", ROW, "until their post's people and details are erased",
+         "deleted",
+         f"DELETE FROM introductions WHERE post_id IN (SELECT id FROM posts WHERE status IN "  # noqa: S608
+         f"{_CLOSED_SQL} AND updated_at < :cutoff)"),
+    Rule("relays", ROW, "until ended by !end, then until their post's people and details are "
+         "erased", "deleted",
+         f"DELETE FROM relays WHERE post_id IN (SELECT id FROM posts WHERE status IN "  # noqa: S608
+         f"{_CLOSED_SQL} AND updated_at < :cutoff)"),
+    Rule("posts", ("author", "claimed_by", "text", "event_id"),
+         "open: while listed; closed (done, cancelled, expired): retention_days after closing",
+         "erased; room, number, kind, category, urgency, dates and status stay as aggregates",
+         f"UPDATE posts SET text = NULL, author = NULL, claimed_by = NULL, event_id = NULL, "  # noqa: S608
+         f"erased_at = :now WHERE status IN {_CLOSED_SQL} AND updated_at < :cutoff "
+         "AND erased_at IS NULL"),
+    # ---- delivery ----
+    Rule("inbox", ("text",), "until the command has been handled (under a second)",
+         "blanked by delivery (mark_handled)"),
+    Rule("inbox", ROW, "retention_days after handling (at least as long as a replayed event "
+         "could still be accepted, so it is never handled twice)", "deleted",
+         "DELETE FROM inbox WHERE handled_at IS NOT NULL AND handled_at < :inbox_cutoff"),
+    Rule("outbox", ("body", "html", "attachment_data"),
+         "until delivered or given up (dead letter)", "blanked by delivery (mark_sent, mark_dead)"),
+    Rule("outbox", ROW, "sent: retention_days after sending (so !forgetme can redact them)",
+         "deleted",
+         "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < :cutoff"),
+    Rule("outbox", ROW, "dead letters: retention_days after delivery was given up", "deleted",
+         "DELETE FROM outbox WHERE dead_at IS NOT NULL AND dead_at < :cutoff"),
+    Rule("dm_rooms", ROW, "until !forgetme: the way to reach the person; it holds no content",
+         "deleted by !forgetme"),
+    Rule("room_notes", ROW, "notes naming a person (an unreadable message, a warning to them): "
+         "retention_days; other notes are about rooms only and stay", "deleted",
+         "DELETE FROM room_notes WHERE instr(note, '@') > 0 AND at < :cutoff"),
+    Rule("actions", ROW, "a room being made: until made or given up, then retention_days; a "
+         "person's pending direct chat is dropped by !forgetme", "deleted",
+         "DELETE FROM actions WHERE status != 'pending' AND updated_at < :cutoff"),
+    # ---- private intake ----
+    Rule("intake", ROW, "until posted, stopped or idle for intake_timeout_minutes "
+         "(expire_idle tells the person); this rule is the backstop", "deleted",
+         "DELETE FROM intake WHERE updated_at < :cutoff"),
+    # ---- shifts ----
+    Rule("shift_signups", ROW, "a dated sign-up: retention_days after that date", "deleted",
+         "DELETE FROM shift_signups WHERE occurrence != '*' AND occurrence < :cutoff_occurrence"),
+    Rule("shift_signups", ROW, "an all-dates sign-up: until retention_days after the shift's "
+         "last date (or its cancellation)", "deleted",
+         "DELETE FROM shift_signups WHERE shift_id IN (SELECT value FROM json_each(:ended_shifts))"),
+    Rule("shifts", ("created_by",), "until retention_days after the shift's last date (or its "
+         "cancellation)", "blanked; the shift's title, place and dates stay",
+         "UPDATE shifts SET created_by = '' WHERE created_by != '' "
+         "AND id IN (SELECT value FROM json_each(:ended_shifts))"),
+    Rule("standin_requests", ROW, "retention_days after the shift date", "deleted",
+         "DELETE FROM standin_requests WHERE occurrence < :cutoff_occurrence"),
+    Rule("noshows", ROW, "retention_days after the shift date", "deleted",
+         "DELETE FROM noshows WHERE occurrence < :cutoff_occurrence"),
+    Rule("sent_reminders", ROW, "retention_days after sending (and never before the late grace "
+         "has passed, so nothing is sent twice)", "deleted",
+         "DELETE FROM sent_reminders WHERE at < :reminder_cutoff"),
+)
+
+# Columns that cannot name a person (nor link to one): kept as long as their row.
+NOT_PERSONAL: dict[str, tuple[str, ...]] = {
+    "schema_version": ("version", "applied_at"),
+    "meta": ("key", "value"),  # sync token, per-room join and seen marks
+    "room_counters": ("room_id", "last_number"),
+    "room_settings": ("room_id", "key", "value"),
+    "posts": ("id", "room_id", "number", "kind", "category", "urgency", "status", "created_at",
+              "updated_at", "private", "anonymous", "renewed_at", "details_shown", "erased_at"),
+    "outbox": ("id",),  # the rest goes with the row
+    "shifts": ("id", "room_id", "number", "title", "place", "needed", "when_json", "active",
+               "created_at", "updated_at"),
+    "shift_cancelled": ("shift_id", "occurrence", "at"),
+}
+
+
+def uncovered(schema: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(table, column) pairs of `schema` that neither a rule nor `NOT_PERSONAL` accounts for."""
+    covered: dict[str, set[str]] = {t: set(c) for t, c in NOT_PERSONAL.items()}
+    for rule in RULES:
+        covered.setdefault(rule.table, set()).update(
+            schema.get(rule.table, ()) if rule.columns == ROW else rule.columns)
+    return [(table, column) for table, columns in sorted(schema.items()) for column in columns
+            if column not in covered.get(table, ())]
+
+
+def unknown(schema: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(table, column) pairs the rules name that the schema does not have (stale rules)."""
+    named = [(rule.table, c) for rule in RULES for c in (rule.columns if rule.columns != ROW
+                                                          else ())]
+    named += [(t, c) for t, columns in NOT_PERSONAL.items() for c in columns]
+    named += [(rule.table, "") for rule in RULES if rule.columns == ROW]
+    return [(t, c) for t, c in named if t not in schema or (c and c not in schema[t])]
 
 
 def cutoff(now: datetime, retention_days: float) -> datetime:
@@ -24,3 +162,47 @@ def cutoff(now: datetime, retention_days: float) -> datetime:
 
 def is_due(status: PostStatus, closed_at: datetime, now: datetime, retention_days: float) -> bool:
     return status in CLOSED and closed_at < cutoff(now, retention_days)
+
+
+def shift_has_ended(when: ShiftWhen, active: bool, updated_at: datetime, before: datetime) -> bool:
+    """No occurrence of the shift starts at or after `before` (a cancelled shift: cancelled
+    before it)."""
+    if not active:
+        return updated_at < before
+    return not occurrences(when, before, 1)
+
+
+def parameters(config: BotConfig, now: datetime, ended_shifts: list[int]) -> dict[str, object]:
+    """The named values the rules' statements use (see the module doc)."""
+    at = cutoff(now, config.privacy.retention_days)
+    command_age = config.matrix.max_command_age_hours if config.matrix else 24.0
+    grace = timedelta(minutes=config.shifts.late_grace_minutes) + timedelta(days=1)
+    return {
+        "now": now_text(now),
+        "cutoff": now_text(at),
+        "cutoff_occurrence": occurrence_key(at),
+        "inbox_cutoff": now_text(min(at, now - timedelta(hours=command_age))),
+        "claimed_stale": now_text(now - timedelta(days=config.shifts.post_expiry_days)),
+        "reminder_cutoff": now_text(min(at, now - grace)),
+        "ended_shifts": json.dumps(ended_shifts),
+    }
+
+
+async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
+    """Apply every rule with a statement; returns how many rows were changed or deleted."""
+    before = cutoff(now, config.privacy.retention_days)
+    async with storage.transaction(bulk=True) as tx:
+        ended = [shift_id for shift_id, when, active, updated_at in await tx.privacy.shift_spans()
+                 if shift_has_ended(when, active, updated_at, before)]
+    values = parameters(config, now, ended)
+    changed = 0
+    for rule in RULES:
+        if rule.sql is None:
+            continue
+        async with storage.transaction() as tx:  # two index lookups
+            low, high = await tx.privacy.rowid_span(rule.table)
+        for start in range(low, high + 1, CHUNK_ROWS):
+            async with storage.transaction(bulk=True) as tx:
+                changed += await tx.privacy.apply_rule(rule.sql, values, start, start + CHUNK_ROWS)
+            await asyncio.sleep(0)  # let waiting commands take the lock between chunks
+    return changed

@@ -1,9 +1,7 @@
 """Which network delivers to which destination, when one bot serves several.
 
-Ids say their network: Signal rooms start with `signal:` (`signal:group:<id>`, `signal:dm:<uuid>`)
-and Signal people with `@signal:`; everything else is Matrix-shaped (the console speaks in Matrix
-ids too). The app talks to one `Router`, which looks like a single transport and hands each call to
-the transport of the right network.
+Ids say their network (bot/networks.py). The app talks to one `Router`, which looks like a single
+transport and hands each call to the transport of the right network.
 """
 
 from __future__ import annotations
@@ -12,29 +10,11 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 from bot.context import Transport
-from bot.messages import DeliveryError, Outgoing
-from bot.signal_text import PERSON_PREFIX as SIGNAL_PERSON_PREFIX
+from bot.messages import DeliveryError, Outgoing, RoomRequest
+from bot.networks import network_of_person, network_of_room, same_network
 
 if TYPE_CHECKING:
     from bot.app import App
-
-MATRIX = "matrix"
-SIGNAL = "signal"
-SIGNAL_ROOM_PREFIX = "signal:"
-SIGNAL_GROUP_PREFIX = SIGNAL_ROOM_PREFIX + "group:"
-
-
-def network_of_room(room_id: str) -> str:
-    return SIGNAL if room_id.startswith(SIGNAL_ROOM_PREFIX) else MATRIX
-
-
-def network_of_person(user_id: str) -> str:
-    return SIGNAL if user_id.startswith(SIGNAL_PERSON_PREFIX) else MATRIX
-
-
-def same_network(*people: str) -> bool:
-    return len({network_of_person(p) for p in people}) <= 1
-
 
 class NetworkTransport(Transport, Protocol):
     """A transport the runtime can attach: one network, started and stopped by the runtime."""
@@ -89,13 +69,20 @@ class Router:
         transport = self._for_person(user_id)
         return transport.rooms_with(user_id) if transport else []
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        invitees = request.invitees
         if not invitees or not same_network(*invitees):
-            raise ValueError("a private room needs people on one network (else: a relay)")
+            # Handlers introduce people on different networks through a relay instead.
+            raise DeliveryError("a room needs everyone on one network", permanent=True)
         transport = self._for_person(invitees[0])
         if transport is None:
             raise DeliveryError(f"no network attached for {invitees[0]}", permanent=True)
-        return await transport.create_private_room(name, invitees)
+        return await transport.make_room(request, existing)
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        # Which network made the room is not said: every one has to have caught up.
+        await asyncio.gather(*(t.caught_up_since(moment, timeout)
+                               for t in self.by_network.values()))
 
     def identity_unconfirmed(self, user_id: str) -> bool:
         transport = self._for_person(user_id)

@@ -311,16 +311,19 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
         if not post.author:
             return []
         what = f"{post.kind.value} #{post.number} ({shorten(post.text, 60)})"
+        # A private request is renewed here in the DM: renewing it in the pod room would
+        # show the room whose request it is.
+        where = "here" if post.private else "here or in the room where you posted it"
         if item.kind == EXPIRY_WARNING:
             return [Outgoing(render(
-                "Your {what} expires in {span}. Still need it? Send {renew} in the room where you "
-                "posted it.", what=what, span=fmt_span(item.at + timedelta(
+                "Your {what} expires in {span}. Still need it? Send {renew} {where}.",
+                what=what, span=fmt_span(item.at + timedelta(
                     days=config.shifts.expiry_warning_days) - now),
-                renew=Code(f"{p}renew #{post.number}"),
+                renew=Code(f"{p}renew #{post.number}"), where=where,
             ), user_id=post.author)]
         return [Outgoing(render(
-            "Your {what} has expired and is no longer listed. To bring it back, send {renew} in "
-            "the room where you posted it.", what=what, renew=Code(f"{p}renew #{post.number}"),
+            "Your {what} has expired and is no longer listed. To bring it back, send {renew} "
+            "{where}.", what=what, renew=Code(f"{p}renew #{post.number}"), where=where,
         ), user_id=post.author)]
     if item.kind == DIGEST:
         needs = open_needs or []

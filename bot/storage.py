@@ -36,6 +36,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.store.actions import ActionsArea
 from bot.store.base import Handle, StorageUsageError, now_text
 from bot.store.delivery import DeliveryArea
 from bot.store.migrations import MIGRATIONS, Migration
@@ -74,6 +75,7 @@ class Transaction(Handle):
         self.delivery = DeliveryArea(self)
         self.privacy = PrivacyArea(self)
         self.settings = SettingsArea(self)
+        self.actions = ActionsArea(self)
 
 
 def create_private_file(path: Path) -> None:

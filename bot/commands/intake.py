@@ -9,10 +9,12 @@ them there with the details. The conversation state lives in the database, so a 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 
 from bot import intake_rules as rules
 from bot import room_settings
+from bot.actions import FOLLOWUPS, Followup
 from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
@@ -20,9 +22,10 @@ from bot.formatting import Code, Mention, Rendered, join, render
 from bot.matching import find_matches
 from bot.messages import Redaction
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus
+from bot.networks import same_network
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
-from bot.router import same_network
-from bot.storage import Storage
+from bot.storage import Storage, Transaction
+from bot.store.actions import Action
 
 FLOW_INTAKE = "intake"
 FLOW_FORGET = "forget"
@@ -202,6 +205,45 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 
+# ---- the requester in the pod room -----------------------------------------------------------
+
+
+def acting_as_member(ctx: Context, post: Post) -> bool:
+    """Whether the requester of an anonymous request is speaking about it in its pod room.
+
+    There they have only the rights any member has: acting on their word as its author would
+    show the room whose request it is.
+    """
+    return post.anonymous and post.author == ctx.sender and ctx.room_id == post.room_id
+
+
+async def answer_privately_if_anonymous(ctx: Context, post: Post, handling: Awaitable[None],
+                                        ) -> None:
+    """Run a command about `post`; if it is an anonymous request and the command came from its
+    pod room, the answers go to the sender's DM, whoever they are, so the room never sees a
+    reply that could tell the requester from anyone else (status notices still go to the room,
+    from nobody)."""
+    start = len(ctx.outgoing)
+    await handling
+    if not (post.anonymous and ctx.room_id == post.room_id and not ctx.is_direct):
+        return
+    for i in range(start, len(ctx.outgoing)):
+        out = ctx.outgoing[i]
+        if out.room_id == ctx.room_id and out.reply_to == ctx.event_id:
+            ctx.outgoing[i] = Outgoing(out.message, user_id=ctx.sender, attachment=out.attachment)
+
+
+async def tell_requester_privately(ctx: Context, post: Post, word: str) -> None:
+    """The DM to a requester who used `!word N` on their anonymous request in the pod room."""
+    prefix = ctx.config.command_prefix
+    await ctx.dm(ctx.sender, "You sent {sent} in the pod room. **#{number}** is your anonymous "
+                 "request, so I did not act on it there: anyone watching could have told that it "
+                 "is yours. To {action}, send {command} here.",
+                 sent=Code(f"{prefix}{word} {post.number}"), number=post.number,
+                 action="close it" if word == "claim" else "do it",
+                 command=Code(f"{prefix}{'cancel' if word == 'claim' else word} {post.number}"))
+
+
 # ---- consent and introductions --------------------------------------------------------------
 
 
@@ -218,7 +260,14 @@ async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None 
 
 
 async def claim_private(ctx: Context, post: Post) -> None:
-    """`!claim` on a private request: ask the requester before anything is shared."""
+    """`!claim` on a private request: ask the requester before anything is shared.
+
+    The requester claiming their own anonymous request in the pod room is only told, by DM,
+    how to close it: the room sees nothing, as for anyone's claim on it.
+    """
+    if post.author == ctx.sender:
+        await tell_requester_privately(ctx, post, "claim")
+        return
     if await ctx.tx.privacy.asked_introductions(post_id=post.id):
         await ctx.reply("Someone has already offered to help with **#{number}**; I am waiting "
                         "for an answer. Thank you!", number=post.number)
@@ -262,26 +311,78 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
     coordinator = await _intro_coordinator(ctx, post, invitees)
     if coordinator is not None:
         invitees.append(coordinator)
-    room_id = await ctx.create_private_room(f"Mutual aid #{post.number}", invitees)
-    await ctx.tx.delivery.note_once(room_id, NOTE_PRIVATE_ROOM, ctx.now)
-    await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now, room_id=room_id)
+    # The room is made after this command is committed (never inside its transaction); the
+    # introduction goes on in `_introduction_room_made` once it exists.
+    await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now)
     await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro.helper)
+    await ctx.request_room(
+        key=f"intro:{intro.id}", name=f"Mutual aid #{post.number}", invitees=invitees,
+        then=THEN_INTRODUCTION, purpose=f"the private room for #{post.number}",
+        pod_room=post.room_id, data={"intro_id": intro.id, "coordinator": coordinator})
+    for other in posts[1:]:
+        if other[1].id == post.id:
+            await ctx.tx.privacy.set_introduction(other[0].id, "declined", ctx.now)
+    await say(ctx, f"Thank you! I am making a new private room for you both for #{post.number} "
+              f"and will tell you here when the invite is on its way.")
+
+
+THEN_INTRODUCTION = "introduction"
+
+
+async def _introduction_wanted(tx: Transaction, action: Action) -> bool:
+    """Still wanted unless the introduction was erased (`!forgetme`) or ended meanwhile."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    return intro is not None and intro.status == "accepted" and intro.room_id is None
+
+
+async def _introduction_room_made(tx: Transaction, action: Action, room_id: str, now: datetime,
+                                  config: BotConfig) -> list[Outgoing]:
+    """The room exists: record it and introduce the two there (in the step's transaction)."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    post = await tx.posts.by_id(intro.post_id) if intro is not None else None
+    await tx.delivery.note_once(room_id, NOTE_PRIVATE_ROOM, now)
+    if intro is None or post is None or post.author is None:
+        return []  # erased meanwhile: nobody to introduce
+    await tx.privacy.set_introduction(intro.id, "accepted", now, room_id=room_id)
+    coordinator = action.params["data"].get("coordinator")
     extra = " {coordinator} from the pod's coordinators is here too." if coordinator else ""
-    await ctx.send(room_id, render(
+    details = render(
         "Hello {requester} and {helper}! This private room is just for request **#{number}** "
         "({category}, {urgency})." + extra + "\n\nDetails: {details}\n\nPlease arrange things "
         "here. When it is done, {requester} can send {done} here.",
         requester=Mention(post.author), helper=Mention(intro.helper), number=post.number,
         category=post.category.value, urgency=post.urgency.label, details=post.text,
         coordinator=Mention(coordinator) if coordinator else "",
-        done=Code(f"{ctx.config.command_prefix}done {post.number}"),
-    ))
-    await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
-    for other in posts[1:]:
-        if other[1].id == post.id:
-            await ctx.tx.privacy.set_introduction(other[0]["id"], "declined", ctx.now)
-    await say(ctx, f"I have invited you both to a new private room for #{post.number}. "
-              f"Accept the invite to meet them there.")
+        done=Code(f"{config.command_prefix}done {post.number}"),
+    )
+    return [
+        Outgoing(details, room_id=room_id),
+        Outgoing(render("**#{number}** is being handled.", number=post.number),
+                 room_id=post.room_id),
+        Outgoing(_text(f"I have invited you both to a new private room for #{post.number}. "
+                       f"Accept the invite to meet them there."), user_id=post.author),
+    ]
+
+
+async def _introduction_failed(tx: Transaction, action: Action, reason: str, now: datetime,
+                               config: BotConfig) -> list[Outgoing]:
+    """The room could not be made: the request is open again, and both are told."""
+    intro = await tx.privacy.introduction(action.params["data"]["intro_id"])
+    post = await tx.posts.by_id(intro.post_id) if intro is not None else None
+    if intro is None or post is None:
+        return []
+    await tx.privacy.set_introduction(intro.id, "failed", now)
+    if post.status is PostStatus.CLAIMED and post.claimed_by == intro.helper:
+        await tx.posts.unclaim(post, now)
+    told = [Outgoing(_text(
+        f"Sorry: I could not make the private room for #{post.number} ({reason}), so you "
+        f"have not been introduced. The request is open again; the pod's coordinators can see "
+        f"this in !status."), user_id=person) for person in (post.author, intro.helper) if person]
+    return told
+
+
+FOLLOWUPS[THEN_INTRODUCTION] = Followup(
+    done=_introduction_room_made, failed=_introduction_failed, wanted=_introduction_wanted)
 
 
 async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> str | None:

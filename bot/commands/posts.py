@@ -7,9 +7,9 @@ from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.matching import find_matches
 from bot.models import Post, PostKind, PostStatus
+from bot.networks import same_network
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
 from bot.post_text import post_line
-from bot.router import same_network
 
 _LIST_LIMIT = 25
 
@@ -116,12 +116,16 @@ async def offers(ctx: Context, rest: str) -> None:
     await _list(ctx, PostKind.OFFER, rest)
 
 
-@command("mine", help="Your own open and claimed posts here.", examples=("mine",))
+@command("mine", help="Your own open and claimed posts here (in a DM: your private requests).",
+         examples=("mine",))
 async def mine(ctx: Context, rest: str) -> None:
-    posts = await ctx.tx.posts.list(
-        ctx.room_id, author=ctx.sender, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
-        limit=_LIST_LIMIT,
+    found = await ctx.tx.posts.list(
+        None if ctx.is_direct else ctx.room_id, author=ctx.sender,
+        statuses=(PostStatus.OPEN, PostStatus.CLAIMED), limit=10 * _LIST_LIMIT,
     )
+    # In a DM: the private requests made there. In a room others read: never an anonymous one.
+    posts = [p for p in found if p.private or not ctx.is_direct]
+    posts = [p for p in posts if ctx.is_direct or not p.anonymous][:_LIST_LIMIT]
     if not posts:
         await ctx.reply("You have no open posts here. Post one with {example}",
                         example=Code(f"{ctx.config.command_prefix}need groceries"))
@@ -151,18 +155,23 @@ async def _find(ctx: Context, rest: str) -> Post:
 def _may_close(ctx: Context, post: Post, status: PostStatus) -> bool:
     if status is PostStatus.DONE and post.claimed_by == ctx.sender:
         return True  # the helper who claimed it, as the claim reply tells them
-    return post.author == ctx.sender or (post.room_id == ctx.room_id and is_coordinator(ctx))
+    is_author = post.author == ctx.sender and not intake.acting_as_member(ctx, post)
+    return is_author or (post.room_id == ctx.room_id and is_coordinator(ctx))
 
 
 @command("claim", help="Say you will fulfil a need or take an offer.", args=(Arg("#id"),),
          examples=("claim 7",))
 async def claim(ctx: Context, rest: str) -> None:
     post = await _find(ctx, rest)
+    await intake.answer_privately_if_anonymous(ctx, post, _claim(ctx, post))
+
+
+async def _claim(ctx: Context, post: Post) -> None:
     if post.status is not PostStatus.OPEN:
         await ctx.reply("**#{number}** is already {status}.", number=post.number,
                         status=post.status.value)
         return
-    if post.author == ctx.sender:
+    if post.author == ctx.sender and not intake.acting_as_member(ctx, post):
         await ctx.reply("**#{number}** is your own post. To close it, use {done} or {cancel}.",
                         number=post.number, done=Code(f"{ctx.config.command_prefix}done {post.number}"),
                         cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"))
@@ -193,7 +202,16 @@ async def claim(ctx: Context, rest: str) -> None:
 
 async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
     post = await _find(ctx, rest)
-    if not _may_close(ctx, post, status):
+    await intake.answer_privately_if_anonymous(ctx, post, _close_post(ctx, post, status))
+
+
+async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
+    allowed = _may_close(ctx, post, status)
+    if not allowed and intake.acting_as_member(ctx, post):
+        await intake.tell_requester_privately(
+            ctx, post, "done" if status is PostStatus.DONE else "cancel")
+        return
+    if not allowed:
         await ctx.reply("Only the person who posted **#{number}** or a coordinator (power level "
                         "{level} or more in this room) can do that.", number=post.number,
                         level=ctx.config.bot.coordinator_power_level)
@@ -204,14 +222,15 @@ async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
         return
     await ctx.tx.posts.set_status(post, status, ctx.now)
     message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
-    if post.author not in (ctx.sender, None) and post.claimed_by == ctx.sender:
-        # The helper closed it: tell the poster, who may have been waiting to do so.
+    if post.author not in (ctx.sender, "") and post.claimed_by == ctx.sender and not post.anonymous:
+        # The helper closed it: tell the poster, who may have been waiting to do so (never
+        # by name in the room when they asked anonymously).
         await ctx.reply("**#{number}** {message} {author}: {helper} marked your {kind} finished.",
                         number=post.number, message=message, author=Mention(post.author),
                         helper=Mention(ctx.sender), kind=post.kind.value)
     else:
         await ctx.reply("**#{number}** {message}", number=post.number, message=message)
-    if post.room_id != ctx.room_id:  # closed from a DM or an introduction room
+    if post.room_id != ctx.room_id or post.anonymous:  # the pod hears it, from nobody
         await ctx.send(post.room_id, "**#{number}** {message}", number=post.number,
                        message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 

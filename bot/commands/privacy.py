@@ -23,13 +23,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIRM = (
-    "This erases everything I store about you, in every pod: your requests and offers lose your "
-    "name and details (open ones are withdrawn), requests you were helping with are reopened, you "
-    "are taken off shifts, and our conversations are forgotten. I will also delete my own messages "
-    "that named you where I can. What you wrote yourself in rooms stays until you delete it.\n\n"
-    "Reply yes to erase it all, or anything else to keep everything."
-)
+def confirm_text(config: BotConfig) -> str:
+    """The question before !forgetme: what goes, and exactly what stays."""
+    return (
+        "This erases everything I store about you, in every pod: your requests and offers lose "
+        "your name and details (open ones are withdrawn), requests you were helping with are "
+        "reopened, you are taken off shifts, and our conversations are forgotten. I will also "
+        "delete my own messages of the last "
+        f"{config.privacy.retention_days:g} days that were sent to you, mentioned you, named you "
+        "or answered you, where the server lets me. What stays: my older messages (I no longer "
+        "know which named you), what you wrote yourself in rooms until you delete it, and copies "
+        "in other people's devices.\n\n"
+        "Reply yes to erase it all, or anything else to keep everything."
+    )
 
 _TABLE_WORDS = {
     "posts": "posts", "inbox": "received-command records", "outbox": "sent-message records",
@@ -49,7 +55,7 @@ async def forgetme(ctx: Context, rest: str) -> None:
                         "confirm there.", command=Code(f"{ctx.config.command_prefix}forgetme"))
         return
     await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_FORGET, {}, ctx.now)
-    await say(ctx, CONFIRM)
+    await say(ctx, confirm_text(ctx.config))
 
 
 @command("confirm", help="Confirm it is still you after your Signal safety number changed "
@@ -85,8 +91,11 @@ async def forget(ctx: Context) -> None:
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
     counts = await tx.privacy.forget_person(person, ctx.now)
+    # Anonymous requests go without a word in the room: announced in the same breath as the
+    # person's public posts, they would be linked to them.
     for post in withdrawn:
-        await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
+        if not post.anonymous:
+            await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
     for post in reopened:
         await ctx.send(post.room_id, "**#{number}** is open again.", number=post.number)
     for sent in dict.fromkeys(to_redact):
@@ -99,13 +108,11 @@ async def forget(ctx: Context) -> None:
 
 
 async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
-    """Retention: erase details and people of posts closed longer ago than retention_days.
+    """Retention: apply every rule of `bot.retention` (in bounded chunks); rows changed.
 
-    Pure decision in `bot.retention`; call from a periodic job (hourly is plenty).
+    Call from a periodic job (hourly is plenty).
     """
-    # Scans every closed post: on the database thread, so the event loop keeps serving.
-    async with storage.transaction(bulk=True) as tx:
-        return await tx.privacy.erase_closed_posts(retention.cutoff(now, config.privacy.retention_days), now)
+    return await retention.sweep(storage, config, now)
 
 
 async def housekeeping(app: App, stop: asyncio.Event, interval: float | None = None) -> None:
@@ -132,7 +139,7 @@ async def housekeeping(app: App, stop: asyncio.Event, interval: float | None = N
                 erased = await sweep(app.storage, app.config, now)
                 last_sweep = now
                 if erased:
-                    log.info("retention: erased details and people of %d closed post(s)", erased)
+                    log.info("retention: erased or deleted %d row(s) past their time", erased)
         except Exception:
             log.exception("privacy housekeeping failed; trying again later")
         with contextlib.suppress(TimeoutError):

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from icalendar import Calendar, Event
 
 from bot import room_settings
-from bot.commands import Arg, UsageError, command, is_coordinator, require_coordinator
+from bot.commands import Arg, UsageError, command, intake, is_coordinator, require_coordinator
 from bot.context import Attachment, Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.models import Post, PostStatus
@@ -641,6 +641,9 @@ async def renew(ctx: Context, rest: str) -> None:
         mine = [p for p in await ctx.tx.posts.list(
                     author=ctx.sender, statuses=(PostStatus.OPEN, PostStatus.EXPIRED), limit=500)
                 if p.number == number]
+        # Private requests were made here, in the DM: they are what a number here means first
+        # (and asking "in the room where you posted it" would point at the pod).
+        mine = [p for p in mine if p.private] or mine
         if len(mine) > 1:
             await ctx.reply("You have more than one #{number} (in different rooms); send "
                             "{renew} in the room where you posted it.", number=number,
@@ -651,6 +654,14 @@ async def renew(ctx: Context, rest: str) -> None:
         post = await ctx.tx.posts.by_number(ctx.room_id, number)
     if post is None:
         raise UsageError(f"There is no post #{number} of yours here.")
+    await intake.answer_privately_if_anonymous(ctx, post, _renew(ctx, post))
+
+
+async def _renew(ctx: Context, post: Post) -> None:
+    masked = intake.acting_as_member(ctx, post)
+    if masked and not is_coordinator(ctx):
+        await intake.tell_requester_privately(ctx, post, "renew")
+        return
     if post.author != ctx.sender and not is_coordinator(ctx):
         await ctx.reply("Only the person who posted **#{number}** or a coordinator can renew it.",
                         number=post.number)

@@ -8,8 +8,9 @@ from importlib.metadata import PackageNotFoundError, version
 from bot.commands import command, require_coordinator
 from bot.context import Context
 from bot.formatting import Mention, Rendered, join, render
+from bot.store.actions import Action
 
-_DEAD_LETTERS_SHOWN = 10
+_SHOWN = 10  # dead letters, failed steps
 
 
 def bot_version() -> str:
@@ -50,16 +51,36 @@ async def status(ctx: Context, rest: str) -> None:
     dead = [letter for letter in await ctx.tx.delivery.dead_letters(limit=500)
             if letter.room_id == ctx.room_id
             or (letter.room_id is None and letter.destination.removeprefix("person:") in members)]
-    if not dead:
+    failed = [step for step in await ctx.tx.actions.failed(limit=500)
+              if step.params.get("pod_room") == ctx.room_id
+              or (step.params.get("pod_room") is None
+                  and set(step.params.get("invitees", ())) & members)]
+    if not dead and not failed:
         lines.append(render("Nothing is stuck: every message for this room and its members "
                             "was delivered."))
-    else:
-        lines.append(render("**{n} message(s) could not be delivered** (never retried):",
-                            n=len(dead)))
-        lines.extend(_dead_line(letter) for letter in dead[:_DEAD_LETTERS_SHOWN])
-        if len(dead) > _DEAD_LETTERS_SHOWN:
-            lines.append(render("… and {n} older.", n=len(dead) - _DEAD_LETTERS_SHOWN))
+    if failed:
+        _listed(lines, render("**{n} room(s) could not be made** (given up):", n=len(failed)),
+                [_failed_step_line(step) for step in failed])
+    if dead:
+        _listed(lines, render("**{n} message(s) could not be delivered** (never retried):",
+                              n=len(dead)), [_dead_line(letter) for letter in dead])
     await ctx.reply(join(lines))
+
+
+def _listed(lines: list[Rendered], heading: Rendered, items: list[Rendered]) -> None:
+    lines.append(heading)
+    lines.extend(items[:_SHOWN])
+    if len(items) > _SHOWN:
+        lines.append(render("… and {n} older.", n=len(items) - _SHOWN))
+
+
+def _failed_step_line(step: Action) -> Rendered:
+    when = step.updated_at.strftime("%Y-%m-%d %H:%M UTC")
+    if step.params.get("is_direct"):
+        return render("• {when}: a direct chat with {person}: {reason}", when=when,
+                      person=Mention(step.params["invitees"][0]), reason=step.error or "")
+    return render("• {when}: {purpose}: {reason}", when=when, purpose=step.params["purpose"],
+                  reason=step.error or "")
 
 
 def _dead_line(letter) -> Rendered:

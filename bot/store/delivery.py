@@ -4,12 +4,22 @@ failures backed off per destination and ended as dead letters), DM rooms and sma
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
 from bot.messages import Attachment, Edit, Event, Incoming, Outgoing, Reaction, Redaction, Rendered
 from bot.store.base import Area, now_text, parse_time
+
+# A Matrix user id as it appears in a message's text; a trailing dot ends a sentence.
+_USER_ID = re.compile(
+    r"@[A-Za-z0-9._=/+\-]+:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::[0-9]{1,5})?")
+
+
+def named_in(text: str) -> list[str]:
+    """The user ids a message's text names, whole, in order of first appearance."""
+    return list(dict.fromkeys(m.group().rstrip(".-") for m in _USER_ID.finditer(text)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +141,13 @@ class DeliveryArea(Area):
         )
         return [r["room_id"] for r in rows]
 
-    async def next_pending_and_more(self, room_id: str) -> tuple[Event | None, bool]:
-        """The room's next pending command, and whether another one is pending after it."""
+    async def pending_commands(self, room_id: str, limit: int) -> list[Event]:
+        """The room's oldest commands and events not yet handled, in the order they arrived."""
         rows = await self._tx.fetchall(
-            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT 2",
-            (room_id,),
+            "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT ?",
+            (room_id, limit),
         )
-        if not rows:
-            return None, False
-        return _event(rows[0]), len(rows) > 1
+        return [_event(row) for row in rows]
 
     async def mark_handled(self, event_id: str, now: datetime) -> None:
         # The text is only needed until the command has run; keeping it would be a record of
@@ -163,12 +171,13 @@ class DeliveryArea(Area):
                  json.dumps(list(out.message.mentions)), out.reply_to,
                  attachment.filename if attachment else None,
                  attachment.mimetype if attachment else None,
-                 attachment.data if attachment else None, stamp, out.redacts))
+                 attachment.data if attachment else None, stamp, out.redacts,
+                 json.dumps(named_in(out.message.body))))
         # Rows keep the order of `items` (AUTOINCREMENT ids, one statement after another).
         await self._tx.executemany(
             "INSERT INTO outbox (room_id, user_id, destination, body, html, mentions, reply_to, "
-            "attachment_name, attachment_type, attachment_data, created_at, redacts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "attachment_name, attachment_type, attachment_data, created_at, redacts, named) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -189,7 +198,8 @@ class DeliveryArea(Area):
         """Record (outbox id, event id) pairs as sent, in one statement.
 
         Sent messages are in the room's history; the copy here is no longer needed. Who was
-        mentioned is kept (until retention or !forgetme) so those messages can be redacted.
+        mentioned or named is kept (until retention or !forgetme) so those messages can be
+        redacted.
         """
         if not done:
             return

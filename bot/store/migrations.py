@@ -203,6 +203,31 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX outbox_dead ON outbox (id) WHERE dead_at IS NOT NULL;
         CREATE INDEX posts_claimed_by ON posts (claimed_by) WHERE claimed_by IS NOT NULL;
 """),
+    # Network steps (creating a room) are recorded before they are made and finished after, so
+    # no transaction waits on the network and a crash between the two repeats nothing.
+    Migration("actions: network steps with intent, outcome and tag", """
+        CREATE TABLE actions (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            params TEXT NOT NULL,
+            status TEXT NOT NULL,
+            result TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            first_failure_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE UNIQUE INDEX actions_pending_key ON actions (key) WHERE status = 'pending';
+        CREATE INDEX actions_key ON actions (key, id);
+"""),
+    # Who a sent message names in its text (a roster "On: @sam:example.org", a consent question
+    # naming the helper), kept after the text itself is erased so !forgetme can redact it.
+    Migration("outbox: people named in a message's text", """
+        ALTER TABLE outbox ADD COLUMN named TEXT NOT NULL DEFAULT '[]';
+"""),
     # Redactions, reactions and edits are typed events in the inbox, handled exactly once like
     # commands: `kind` says which, `target` the event they act on (text: an edit's new text, a
     # reaction's key). Relays: two people on different networks talking through the bot.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
+from typing import NamedTuple
 
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
 from bot.store.base import Area, now_text, parse_time, placeholders
@@ -32,6 +33,11 @@ def post_from_row(row: sqlite3.Row) -> Post:
         details_shown=bool(row["details_shown"]),
         event_id=row["event_id"],
     )
+
+
+class RenewablePost(NamedTuple):
+    post: Post
+    clock_started: datetime  # creation, or the last !renew
 
 
 class PostsArea(Area):
@@ -151,14 +157,15 @@ class PostsArea(Area):
         return [post_from_row(r) for r in rows]
 
     async def with_renewal(self, statuses: tuple[PostStatus, ...] = (PostStatus.OPEN,),
-                           ) -> list[tuple[Post, datetime]]:
+                           ) -> list[RenewablePost]:
         """Posts with the moment their expiry clock started (creation or last renewal)."""
         rows = await self._tx.fetchall(
             f"SELECT * FROM posts WHERE status IN ({placeholders(statuses)}) "  # noqa: S608
             "ORDER BY id",
             [s.value for s in statuses],
         )
-        return [(post_from_row(r), parse_time(r["renewed_at"] or r["created_at"])) for r in rows]
+        return [RenewablePost(post_from_row(r), parse_time(r["renewed_at"] or r["created_at"]))
+                for r in rows]
 
     async def renew(self, post: Post, now: datetime) -> Post:
         stamp = now_text(now)

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.models import PostStatus
+from bot.schedule_rules import ShiftWhen
+from bot.store.actions import dm_key
 from bot.store.base import Area, now_text, parse_time, placeholders
 from bot.store.delivery import SentMessage
 
@@ -120,6 +122,9 @@ class PrivacyArea(Area):
         )
         return cursor.lastrowid
 
+    async def introduction(self, intro_id: int) -> Introduction | None:
+        return await self._tx.fetch_by("introductions", _introduction, id=intro_id)
+
     async def asked_introductions(self, requester: str | None = None,
                                   post_id: int | None = None) -> list[Introduction]:
         """Introductions waiting for the requester's answer, oldest first."""
@@ -163,30 +168,29 @@ class PrivacyArea(Area):
         await self._tx.execute("UPDATE relays SET ended_at = ? WHERE id = ?",
                                (now_text(now), relay_id))
 
-    # ---- retention ---------------------------------------------------------------------------
+    # ---- retention (the rules and the sweep are in bot/retention.py) -------------------------
 
-    async def erase_closed_posts(self, before: datetime, now: datetime) -> int:
-        """Retention: details and people of posts closed before `before`; counts remain."""
-        closed = (PostStatus.DONE.value, PostStatus.CANCELLED.value, PostStatus.EXPIRED.value)
-        cutoff = now_text(before)
-        for table in ("introductions", "relays"):
-            await self._tx.execute(
-                f"DELETE FROM {table} WHERE post_id IN (SELECT id FROM posts "  # noqa: S608
-                "WHERE status IN (?, ?, ?) AND updated_at < ?)", (*closed, cutoff),
-            )
+    async def rowid_span(self, table: str) -> tuple[int, int]:
+        """The lowest and highest rowid of `table` (1, 0 when it is empty)."""
+        row = await self._tx.fetchone(
+            f"SELECT COALESCE(MIN(rowid), 1), COALESCE(MAX(rowid), 0) FROM {table}")  # noqa: S608
+        return row[0], row[1]
+
+    async def apply_rule(self, sql: str, values: dict[str, object], low: int, high: int) -> int:
+        """One retention statement over the rows with `low <= rowid < high`; rows changed."""
         cursor = await self._tx.execute(
-            "UPDATE posts SET text = NULL, author = NULL, claimed_by = NULL, event_id = NULL, "
-            "erased_at = ? WHERE status IN (?, ?, ?) AND updated_at < ? AND erased_at IS NULL",
-            (now_text(now), *closed, cutoff),
-        )
-        # Who sent which command and who was mentioned: kept only as long as the posts are.
-        await self._tx.execute(
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", (cutoff,))
-        await self._tx.execute(
-            "UPDATE inbox SET sender = '' WHERE handled_at IS NOT NULL AND handled_at < ?",
-            (cutoff,),
-        )
-        return cursor.rowcount
+            f"{sql} AND rowid >= :chunk_low AND rowid < :chunk_high",
+            {**values, "chunk_low": low, "chunk_high": high})
+        return max(cursor.rowcount, 0)
+
+    async def shift_spans(self) -> list[tuple[int, ShiftWhen, bool, datetime]]:
+        """Every shift that still names its creator or has all-dates sign-ups: (id, when,
+        active, updated_at), for deciding which have ended."""
+        rows = await self._tx.fetchall(
+            "SELECT id, when_json, active, updated_at FROM shifts WHERE created_by != '' "
+            "OR id IN (SELECT shift_id FROM shift_signups WHERE occurrence = '*')")
+        return [(r["id"], ShiftWhen.model_validate_json(r["when_json"]), bool(r["active"]),
+                 parse_time(r["updated_at"])) for r in rows]
 
     # ---- erasure (!forgetme) -----------------------------------------------------------------
 
@@ -202,12 +206,14 @@ class PrivacyArea(Area):
         dm_rooms = sorted(await self.person_dm_rooms(user_id))
         return await self._tx.fetchall(
             f"SELECT {columns} FROM outbox WHERE redacts IS NULL AND (user_id = ? "  # noqa: S608
-            "OR instr(mentions, ?) > 0 OR reply_to IN (SELECT event_id FROM inbox WHERE "
+            "OR instr(mentions, ?) > 0 OR instr(named, ?) > 0 "
+            "OR reply_to IN (SELECT event_id FROM inbox WHERE "
             f"sender = ?) OR room_id IN ({placeholders(dm_rooms)}))",
-            (user_id, json.dumps(user_id), user_id, *dm_rooms))
+            (user_id, json.dumps(user_id), json.dumps(user_id), user_id, *dm_rooms))
 
     async def bot_messages_about(self, user_id: str) -> list[SentMessage]:
-        """The bot's sent messages to, mentioning or answering the person."""
+        """The bot's sent messages to, mentioning, naming in their text or answering the person
+        (ids in JSON lists are matched whole: quotes around them)."""
         dm_room = await self._tx.fetchone(
             "SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
         found = []
@@ -265,6 +271,10 @@ class PrivacyArea(Area):
                 f"DELETE FROM {table} WHERE requester = ? OR helper = ?",  # noqa: S608
                 (user_id, user_id))
             add(table, cursor.rowcount)
+        # Rooms no longer to be made for them (a pending introduction's step finds it erased).
+        cursor = await self._tx.execute(
+            "DELETE FROM actions WHERE key = ?", (dm_key(user_id),))
+        add("actions", cursor.rowcount)
         for table, n in (await self._forget_everywhere(user_id)).items():
             add(table, n)
         return counts

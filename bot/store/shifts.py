@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from bot.schedule_rules import ShiftWhen
 from bot.shift_models import Shift, Signup, StandinRequest
@@ -26,6 +27,13 @@ def standin_from_row(row: sqlite3.Row) -> StandinRequest:
         occurrence=row["occurrence"], requester=row["requester"], status=row["status"],
         covered_by=row["covered_by"],
     )
+
+
+class CancelledDate(NamedTuple):
+    """One date of a shift that was called off."""
+
+    shift_id: int
+    occurrence: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,7 @@ class ShiftsArea(Area):
         )
         return cursor.rowcount == 1
 
-    async def cancelled_occurrences(self, shift_ids: list[int]) -> set[tuple[int, str]]:
+    async def cancelled_occurrences(self, shift_ids: list[int]) -> set[CancelledDate]:
         if not shift_ids:
             return set()
         rows = await self._tx.fetchall(
@@ -105,7 +113,7 @@ class ShiftsArea(Area):
             f"WHERE shift_id IN ({placeholders(shift_ids)})",
             shift_ids,
         )
-        return {(r["shift_id"], r["occurrence"]) for r in rows}
+        return {CancelledDate(r["shift_id"], r["occurrence"]) for r in rows}
 
     async def signups(self, shift_ids: list[int]) -> list[Signup]:
         if not shift_ids:

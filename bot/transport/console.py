@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.config import BotConfig
-from bot.messages import Incoming, Outgoing
-from bot.router import MATRIX
+from bot.messages import Incoming, Outgoing, RoomRequest
+from bot.networks import MATRIX
 from bot.runtime import Runtime
 
 POD_ROOM = "!pod:console"
@@ -80,10 +80,15 @@ class ConsoleTransport:
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         return [(POD_ROOM, "the pod")] if user_id in self.people else []
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        if existing is not None:
+            return existing
         room_id = f"{unique_id('!private')}:{SERVER}"
-        self.write(f"[created private room {name!r} for {', '.join(invitees)}]")
+        self.write(f"[created private room {request.name!r} for {', '.join(request.invitees)}]")
         return room_id
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        return  # nothing to catch up with: rooms are made here, at once
 
 
 def unique_id(prefix: str) -> str:

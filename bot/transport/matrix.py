@@ -32,6 +32,7 @@ from nio import (
     RedactionEvent,
     RoomCreateEvent,
     RoomCreateResponse,
+    RoomInviteResponse,
     RoomMessagesResponse,
     RoomMessageText,
     RoomRedactResponse,
@@ -44,6 +45,7 @@ from nio import (
 )
 from nio.crypto import ENCRYPTION_ENABLED  # noqa: F401 - fails early if the e2e extra is missing
 
+from bot.actions import TAG_EVENT, request_dm_room, tag_mark
 from bot.config import BotConfig, MatrixConfig
 from bot.formatting import render
 from bot.messages import (
@@ -55,8 +57,9 @@ from bot.messages import (
     Outgoing,
     Reaction,
     Redaction,
+    RoomRequest,
 )
-from bot.router import MATRIX
+from bot.networks import MATRIX
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
@@ -75,10 +78,13 @@ MAX_BACKOFF_S = 60.0
 # What a privileged room creator (room version 12+) counts as: above any power level.
 CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
+# Sent to the person by direct message (an encrypted one): nothing goes into a room in clear.
 UNENCRYPTED_WARNING = (
-    "I only work in end-to-end encrypted rooms, to keep what people share here private. "
-    "A room admin can turn on encryption in the room settings; until then I will not act on commands."
+    "You wrote to me in a room that is not end-to-end encrypted, so I did not act on it: I only "
+    "work in encrypted rooms, to keep what people share private. Talk to me here instead. For a "
+    "pod room, a room admin can turn on encryption in the room settings."
 )
+NOT_ENCRYPTED = "the room is not end-to-end encrypted; nothing is sent into it in clear"
 UNREADABLE_NOTE = (
     "I couldn't read your last message: its encryption keys never reached me. "
     "Could you send it again? If this keeps happening, verify your session or re-join the room."
@@ -161,11 +167,13 @@ class MatrixTransport:
         self._undecryptable: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sync_failures = 0
         self.last_good_sync: float | None = None
-        self._pending_marks: dict[str, str] = {}
         self._privileged_creators: dict[str, set[str]] = {}
         # Rooms the bot created, with their invitees, until a sync shows them complete.
         self._being_created: dict[str, set[str]] = {}
         self._next_sync = asyncio.Event()
+        # When the newest stored sync's request began (time.monotonic()): what it shows is at
+        # least as new as anything done before then.
+        self._synced_from = float("-inf")
         # room id -> when the bot joined it (ms), as in the "joined:<room>" meta rows. Only this
         # transport writes those rows, so it keeps them here instead of reading them every sync.
         self._joined_ms: dict[str, int] = {}
@@ -273,6 +281,7 @@ class MatrixTransport:
         metrics = self.app.metrics
         while not self._stopping.is_set():
             metrics.sync_requests.inc()
+            sync_started = time.monotonic()
             try:
                 response = await self.client.sync(
                     timeout=self._sync_timeout_ms(first_start),
@@ -298,6 +307,7 @@ class MatrixTransport:
                     continue
                 token = response.next_batch
                 first_start = False
+                self._synced_from = sync_started
                 self._next_sync.set()
                 self._next_sync = asyncio.Event()
                 self.last_good_sync = time.time()
@@ -347,6 +357,7 @@ class MatrixTransport:
         for room_id, info in response.rooms.join.items():
             events = list(info.timeline.events)
             self._note_creators(room_id, [*info.state, *events])
+            self._note_tags(room_id, [*info.state, *events], marks)
             if events:
                 marks[f"seen:{room_id}"] = str(max(e.server_timestamp for e in events))
             if skip_commands:
@@ -355,8 +366,6 @@ class MatrixTransport:
                 events = await self._backfill(room_id, info.timeline.prev_batch) + events
             items += await self._commands_from(room_id, events)
         items += await self._retry_undecryptable()
-        marks.update(self._pending_marks)
-        self._pending_marks.clear()
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
         if client.outgoing_to_device_messages:
@@ -428,7 +437,7 @@ class MatrixTransport:
             dm_partner = await tx.delivery.dm_partner(room_id)
         oldest = max(joined, self._oldest_allowed_ms())
         items: list[Event] = []
-        readable = room.encrypted or self.matrix.allow_unencrypted_rooms
+        readable = room.encrypted  # nothing from a room in clear is acted on
         for event in events:
             if event.sender == self.matrix.user_id or event.server_timestamp < oldest:
                 continue
@@ -460,8 +469,8 @@ class MatrixTransport:
                 continue
             if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
                 continue
-            if not room.encrypted and not self.matrix.allow_unencrypted_rooms:
-                await self._warn_unencrypted(room_id)
+            if not room.encrypted:
+                await self._warn_unencrypted(room_id, event.sender)
                 continue
             items.append(Incoming(event.event_id, room_id, event.sender, text, is_direct, when))
         return items
@@ -504,12 +513,14 @@ class MatrixTransport:
         if first:
             self.app.wake_outbox()
 
-    async def _warn_unencrypted(self, room_id: str) -> None:
+    async def _warn_unencrypted(self, room_id: str, sender: str) -> None:
+        """Tell the person, once per room, in an encrypted DM (never in the room itself)."""
         async with self.storage.transaction() as tx:
-            first = await tx.delivery.note_once(room_id, UNENCRYPTED_NOTE, self.app.clock())
+            first = await tx.delivery.note_once(room_id, f"{UNENCRYPTED_NOTE}:{sender}",
+                                                self.app.clock())
             if first:
-                await tx.delivery.enqueue([Outgoing(render(UNENCRYPTED_WARNING), room_id=room_id)],
-                                 self.app.clock())
+                await tx.delivery.enqueue([Outgoing(render(UNENCRYPTED_WARNING), user_id=sender)],
+                                          self.app.clock())
         if first:
             self.app.wake_outbox()
 
@@ -537,10 +548,13 @@ class MatrixTransport:
     # ---- delivery -------------------------------------------------------------------------
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
+        await self._caught_up()
         room_id = out.room_id or await self._dm_room(out.user_id)
         await self._wait_for_room(room_id)
         if out.redacts is not None:
+            # A redaction carries no content (and the spec sends it unencrypted in any room).
             return await self._redact(room_id, out.redacts, txn_id)
+        self._require_encrypted(room_id)
         content: dict[str, Any] = {
             "msgtype": "m.notice",
             "body": out.message.body,
@@ -576,61 +590,131 @@ class MatrixTransport:
         permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND")
         raise DeliveryError(getattr(response, "message", str(response)), permanent=permanent)
 
+    def _require_encrypted(self, room_id: str) -> None:
+        """The one check before anything goes into a room: it must be end-to-end encrypted.
+        Otherwise the message becomes a dead letter with this reason, never a clear-text send."""
+        room = self.client.rooms.get(room_id)
+        if room is None or not room.encrypted:
+            raise DeliveryError(f"{room_id}: {NOT_ENCRYPTED}", permanent=True)
+
     async def _upload(self, room_id: str, out: Outgoing) -> dict[str, Any]:
         attachment = out.attachment
-        room = self.client.rooms.get(room_id)
-        encrypt = bool(room and room.encrypted)
+        self._require_encrypted(room_id)
         response, keys = await self.client.upload(
             lambda *_: attachment.data, content_type=attachment.mimetype,
-            filename=attachment.filename, encrypt=encrypt, filesize=len(attachment.data),
+            filename=attachment.filename, encrypt=True, filesize=len(attachment.data),
         )
         if not isinstance(response, UploadResponse):
             raise DeliveryError(f"upload failed: {getattr(response, 'message', response)}")
-        content: dict[str, Any] = {
+        return {
             "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
             "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
+            "file": {**keys, "url": response.content_uri},
         }
-        if encrypt:
-            content["file"] = {**keys, "url": response.content_uri}
-        else:
-            content["url"] = response.content_uri
-        return content
 
     async def _dm_room(self, user_id: str) -> str:
+        """The person's direct chat; if there is none yet, a step makes it (bot/actions.py) and
+        this message waits, backing off only its own destination, until it exists."""
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
-        if room_id is not None and room_id in self.client.rooms:
-            return room_id
-        room_id = await self._create_room(invitees=[user_id], is_direct=True, name=None)
-        joined = self._note_joined(room_id)
-        async with self.storage.transaction() as tx:
-            await tx.delivery.set_dm_room(user_id, room_id)
-            await tx.delivery.set_meta(f"joined:{room_id}", joined)
+            # A room just made may not have reached a sync yet (_wait_for_room waits for it);
+            # one the bot is no longer in, or one the person made without encryption, is
+            # replaced by a fresh encrypted one (deliver runs once caught up).
+            known = self.client.rooms.get(room_id) if room_id is not None else None
+            if room_id is not None and (room_id in self._being_created
+                                        or (known is not None and known.encrypted)):
+                return room_id
+            step = await request_dm_room(tx, user_id, self.app.clock())
+        self.app.steps.wake()
+        raise DeliveryError(f"waiting for a direct chat with them to be made (step {step.id})")
+
+    # ---- rooms the bot makes (steps: bot/actions.py) ---------------------------------------
+
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        room_id = existing or await self._create_room(request)
+        if existing is not None:
+            # Made by an earlier attempt (found by its tag): whoever is not in it yet is invited.
+            await self._invite_missing(existing, request.invitees)
+        self._being_created[room_id] = set(request.invitees)
         return room_id
 
-    async def _create_room(self, invitees: list[str], is_direct: bool, name: str | None) -> str:
-        response = await self.client.room_create(
-            name=name, is_direct=is_direct, invite=invitees, federate=True,
-            initial_state=[{"type": "m.room.encryption", "state_key": "",
-                            "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
-            preset=None,
-        )
+    async def _create_room(self, request: RoomRequest) -> str:
+        try:
+            response = await self.client.room_create(
+                name=request.name, is_direct=request.is_direct, invite=list(request.invitees),
+                federate=True, preset=None,
+                initial_state=[
+                    {"type": "m.room.encryption", "state_key": "",
+                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                    {"type": TAG_EVENT, "state_key": "", "content": {"tag": request.tag}},
+                ],
+            )
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(f"creating a room: {type(exc).__name__}") from exc
         if not isinstance(response, RoomCreateResponse):
-            raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}")
-        self._being_created[response.room_id] = set(invitees)
+            raise DeliveryError(f"could not create a room: {getattr(response, 'message', response)}",
+                                permanent=_is_refusal(response))
         return response.room_id
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        # Called by handlers inside a storage transaction: the "joined" mark is written with the
-        # next sync's marks instead of opening a second (deadlocking) transaction here.
-        room_id = await self._create_room(invitees=invitees, is_direct=False, name=name)
-        self._pending_marks[f"joined:{room_id}"] = self._note_joined(room_id)
-        return room_id
+    async def _invite_missing(self, room_id: str, invitees: tuple[str, ...]) -> None:
+        room = self.client.rooms.get(room_id)
+        present = set(room.users) if room is not None else set()
+        for user_id in invitees:
+            if user_id in present:
+                continue
+            try:
+                response = await self.client.room_invite(room_id, user_id)
+            except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+                raise DeliveryError(f"inviting into a room: {type(exc).__name__}") from exc
+            if not isinstance(response, RoomInviteResponse):
+                raise DeliveryError(f"could not invite: {getattr(response, 'message', response)}",
+                                    permanent=_is_refusal(response))
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self._synced_from < moment:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryError("no sync with the homeserver since the last attempt")
+            try:
+                await asyncio.wait_for(self._next_sync.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _note_tags(self, room_id: str, events: list[Any], marks: dict[str, str]) -> None:
+        """A room the bot made for a step carries the step's tag: recorded with the sync, so a
+        step whose outcome was never committed finds its room instead of making another."""
+        for event in events:
+            source = getattr(event, "source", None) or {}
+            if source.get("type") != TAG_EVENT or source.get("sender") != self.matrix.user_id:
+                continue
+            content = source.get("content")
+            tag = content.get("tag") if isinstance(content, dict) else None
+            if not isinstance(tag, str):
+                continue
+            marks[tag_mark(tag)] = room_id
+            # The bot joined the room when it made it: nothing before that is a command for it.
+            self._joined_ms[room_id] = event.server_timestamp
+            marks[f"joined:{room_id}"] = str(event.server_timestamp)
+
+    async def _caught_up(self) -> None:
+        """Which rooms the bot is in is known once the first sync (full state) is done."""
+        try:
+            await asyncio.wait_for(self.first_sync_done.wait(), ROOM_WAIT_S)
+        except TimeoutError:
+            raise DeliveryError("not caught up with the homeserver yet") from None
 
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
         a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
-        never send in clear, and never share the room key before the invitees are members."""
+        never send in clear, and never share the room key before the invitees are members.
+
+        A room the bot is not in and is not creating (it left, was removed, or the room is
+        gone, found after a restart) will never be usable: that is a permanent failure.
+        """
+        if room_id not in self.client.rooms and room_id not in self._being_created:
+            raise DeliveryError("the bot is not in this room (it left or was removed)",
+                                permanent=True)
         deadline = time.monotonic() + ROOM_WAIT_S
 
         def unready() -> bool:
@@ -674,10 +758,12 @@ class MatrixTransport:
         return sorted(room.users) if room else []
 
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
+        """Encrypted rooms only: an unencrypted room is never offered (or used) as a pod."""
         if self.client is None:
             return []
         return sorted((room_id, room.display_name) for room_id, room in self.client.rooms.items()
-                      if user_id in room.users and self.matrix.user_id in room.users)
+                      if room.encrypted and user_id in room.users
+                      and self.matrix.user_id in room.users)
 
     def identity_unconfirmed(self, user_id: str) -> bool:
         return False  # Matrix shows key changes in the person's client; nothing to hold here
@@ -689,6 +775,13 @@ class MatrixTransport:
         self._stopping.set()
         if self.client is not None:
             await self.client.close()
+
+# Refusals a retry cannot change (forbidden, no such user or room, a malformed request).
+_REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
+
+
+def _is_refusal(response: object) -> bool:
+    return getattr(response, "status_code", None) in _REFUSALS
 
 
 def _chmod_private(path: Path) -> None:

@@ -17,14 +17,16 @@ from bot.secret_box import read_sealed, write_sealed
 
 class BotProcess:
     def __init__(self, synapse: Synapse, workdir: Path, user_id: str, password: str,
-                 *, extra_matrix: str = "", extra_bot: str = "", extra_sections: str = "") -> None:
+                 *, config_path: Path | None = None, extra_matrix: str = "", extra_bot: str = "",
+                 extra_sections: str = "") -> None:
+        """Writes a config for the account in `workdir`, unless given one (`config_path`)."""
         self.synapse = synapse
         self.workdir = workdir
         self.user_id = user_id
         self.password = password
         self.process: asyncio.subprocess.Process | None = None
         self.log_path = workdir / "bot.log"
-        self.config_path = write_bot_config(
+        self.config_path = config_path or write_bot_config(
             workdir, synapse.base_url, synapse.server_name, user_id, password, log_level="DEBUG",
             extra_matrix=extra_matrix, extra_bot=extra_bot, extra_sections=extra_sections,
         )
@@ -50,12 +52,14 @@ class BotProcess:
         write_sealed(self.workdir / "store" / "session.json", json.dumps(session).encode(),
                      passphrase, "session")
 
-    async def start(self, timeout: float = 60) -> None:
-        """Start and wait until the bot has finished its first sync."""
+    async def start(self, timeout: float = 60, test_env: dict[str, str] | None = None) -> None:
+        """Start and wait until the bot has finished its first sync. `test_env` sets test-only
+        variables (MAB_TEST_*), which are otherwise never passed on."""
         assert self.process is None or self.process.returncode is not None
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: ASYNC230, SIM115 - handed to the child, tiny
         env = {k: v for k, v in os.environ.items() if not k.startswith("MAB_TEST")}
+        env.update(test_env or {})
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bot", "run", "--config", str(self.config_path),
             stdout=log, stderr=asyncio.subprocess.STDOUT, cwd=self.workdir, env=env,

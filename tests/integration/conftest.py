@@ -38,14 +38,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-async def _started_synapse(tmp_path_factory: pytest.TempPathFactory, name: str) -> Synapse:
+def synapse_python_or_skip() -> str:
     try:
-        python = synapse_python()
+        return synapse_python()
     except FileNotFoundError as exc:
         if os.environ.get("MAB_REQUIRE_SYNAPSE") or os.environ.get("MAB_SYNAPSE_PYTHON"):
             raise
         pytest.skip(str(exc))
-    server = Synapse(tmp_path_factory.mktemp(name), python, federation=True)
+
+
+async def _started_synapse(tmp_path_factory: pytest.TempPathFactory, name: str) -> Synapse:
+    server = Synapse(tmp_path_factory.mktemp(name), synapse_python_or_skip(), federation=True)
     started = time.monotonic()
     await server.start()
     print(f"\nSynapse {server.server_name} ready at {server.base_url} "

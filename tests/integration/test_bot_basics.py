@@ -92,18 +92,20 @@ async def test_unknown_command_gets_a_suggestion(person_factory, bot):
     assert "Did you mean `!need`" in reply.body
 
 
-async def test_unencrypted_room_gets_one_warning_and_no_processing(person_factory, bot):
+async def test_unencrypted_room_gets_nothing_and_the_writer_an_encrypted_dm(person_factory, bot):
     room, (alice,) = await pod_with(person_factory, bot, "alice", encrypted=False)
     await alice.send(room, "!need groceries")
-    warning = await alice.wait_for(room, contains("only work in end-to-end encrypted"),
-                                   sender=bot.user_id)
+    dm = await alice.wait_for_invite()
+    await alice.join(dm)
+    assert alice.client.rooms[dm].encrypted
+    warning = await alice.wait_for(dm, contains("not end-to-end encrypted"), sender=bot.user_id)
     assert warning is not None
     await alice.send(room, "!need ride")
     await alice.send(room, "!help")
     await asyncio.sleep(3)
     await alice.sync_once()
-    from_bot = alice.bodies(room, sender=bot.user_id)
-    assert len(from_bot) == 1
+    assert alice.bodies(room, sender=bot.user_id) == []  # nothing, ever, in clear
+    assert len(alice.bodies(dm, sender=bot.user_id)) == 1  # told once
     with sqlite3.connect(bot.database) as db:
         assert db.execute("SELECT COUNT(*) FROM posts").fetchone()[0] == 0
 

@@ -8,9 +8,10 @@ from itertools import count
 
 import pytest
 
+from bot.actions import tag_mark
 from bot.app import App
 from bot.config import BotConfig
-from bot.messages import Event, Incoming, Outgoing, Redaction
+from bot.messages import DeliveryError, Event, Incoming, Outgoing, Redaction, RoomRequest
 from bot.storage import Storage
 
 POD = "!pod:test"
@@ -26,7 +27,18 @@ class FakeTransport:
     sent: list[Outgoing] = field(default_factory=list)
     power_levels: dict[str, int] = field(default_factory=dict)
     txn_ids: list[str] = field(default_factory=list)
+    # Rooms made: (name, invitees); invitations into a room an earlier attempt made.
     private_rooms: list[tuple[str, list[str]]] = field(default_factory=list)
+    invites: list[tuple[str, str]] = field(default_factory=list)
+    # The homeserver's side: the room each tag was made with (what a sync would show the bot).
+    tags: dict[str, str] = field(default_factory=dict)
+    # Faults for the next make_room calls, in order: ("before", error) fails making nothing,
+    # ("after", error) makes the room and then fails (as Synapse does when an invite fails).
+    room_faults: list[tuple[str, BaseException]] = field(default_factory=list)
+    # People whose homeserver is down: a room inviting them is made, then the invite fails.
+    unreachable: set[str] = field(default_factory=set)
+    syncs: int = 0
+    app: App | None = None
     # room id -> joined members (besides the bot), for rooms_with / members
     rooms: dict[str, list[str]] = field(default_factory=dict)
 
@@ -49,9 +61,30 @@ class FakeTransport:
     def redactions(self) -> list[tuple[str | None, str]]:
         return [(o.room_id, o.redacts) for o in self.sent if o.redacts]
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        self.private_rooms.append((name, invitees))
-        return f"!private{len(self.private_rooms)}:test"
+    async def make_room(self, request: RoomRequest, existing: str | None) -> str:
+        # The point of steps: never a network call while a transaction is open.
+        assert not self.app.storage._lock.locked(), "make_room called inside a transaction"
+        when, error = self.room_faults.pop(0) if self.room_faults else (None, None)
+        if when == "before":
+            raise error
+        if existing is None:
+            self.private_rooms.append((request.name, list(request.invitees)))
+            existing = self.tags[request.tag] = f"!private{len(self.private_rooms)}:test"
+        else:
+            self.invites += [(existing, user_id) for user_id in request.invitees]
+        if error is not None:
+            raise error
+        if self.unreachable & set(request.invitees):
+            raise DeliveryError("M_UNKNOWN Can't connect to their server")
+        return existing
+
+    async def caught_up_since(self, moment: float, timeout: float) -> None:
+        await self.sync()
+
+    async def sync(self) -> None:
+        """What a sync does for steps: the tagged rooms are recorded."""
+        self.syncs += 1
+        await self.app.receive([], marks={tag_mark(tag): room for tag, room in self.tags.items()})
 
     def identity_unconfirmed(self, user_id: str) -> bool:
         return False
@@ -109,6 +142,7 @@ async def pod(tmp_path):
     transport = FakeTransport()
     clock = Clock(datetime(2026, 11, 22, 12, 0, tzinfo=UTC))
     app = App(storage, BotConfig(), transport, clock=clock)
+    transport.app = app
     yield Pod(app, storage, transport, clock)
     await app.stop()
     await storage.close()

@@ -134,3 +134,19 @@ def test_bad_values_are_reported_by_key(tmp_path, text, where):
     with pytest.raises(ConfigError) as error:
         load_config(_write(tmp_path, text))
     assert any(where in p[0] for p in error.value.problems), error.value.problems
+
+
+def test_unencrypted_rooms_can_no_longer_be_allowed():
+    from pydantic import ValidationError
+
+    from bot.config import MatrixConfig
+
+    base = {"homeserver": "http://127.0.0.1:8008", "user_id": "@bot:example.org",
+            "password": {"env": "P"}, "store_passphrase": {"env": "S"}}
+    assert MatrixConfig.model_validate({**base, "allow_unencrypted_rooms": False})
+    try:
+        MatrixConfig.model_validate({**base, "allow_unencrypted_rooms": True})
+    except ValidationError as exc:
+        assert "never sends into a room that is not end-to-end encrypted" in str(exc)
+    else:
+        raise AssertionError("allow_unencrypted_rooms = true was accepted")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from cryptography import x509
 
-from bot.devserver import CONFIG_FILE, TLS_CERT_FILE, TLS_KEY_FILE, Synapse
+from bot.devserver import CONFIG_FILE, TLS_CERT_FILE, TLS_KEY_FILE, Synapse, SynapseError
 
 
 def written_config(server: Synapse) -> dict:
@@ -67,3 +68,34 @@ def test_a_work_dir_is_not_reused_across_federation_modes(tmp_path):
         Synapse(tmp_path / "federating", "python")
     with pytest.raises(ValueError, match="localhost:<federation port>"):
         Synapse(tmp_path / "named", "python", server_name="example.test", federation=True)
+
+
+def _listening_on(port: int) -> socket.socket:
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+    return holder
+
+
+def test_a_copied_work_dir_whose_port_is_taken_moves_to_a_free_one_keeping_its_name(tmp_path):
+    recorded = Synapse(tmp_path, "python")
+    with _listening_on(recorded.port):
+        server = Synapse(tmp_path, "python", move_if_busy=True)
+        server._claim_ports()
+    assert server.port != recorded.port and server.server_name == "localhost"
+    assert server.base_url == f"http://127.0.0.1:{server.port}"
+    assert written_config(server)["listeners"][0]["port"] == server.port
+    # The move is recorded: the next start from this work dir uses the new port.
+    assert Synapse(tmp_path, "python").port == server.port
+
+
+def test_a_taken_port_is_an_error_unless_moving_was_asked_for(tmp_path):
+    server = Synapse(tmp_path, "python")
+    with _listening_on(server.port), pytest.raises(SynapseError, match="is busy"):
+        server._claim_ports()
+    assert Synapse(tmp_path, "python").port == server.port
+
+
+def test_a_federating_server_cannot_move_because_its_name_has_the_port(tmp_path):
+    with pytest.raises(ValueError, match="cannot move"):
+        Synapse(tmp_path, "python", federation=True, move_if_busy=True)

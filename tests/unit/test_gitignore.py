@@ -13,10 +13,10 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git
                                 reason="not a git checkout")
 
 # config.example.toml's own paths (data/..., secrets/...), the config people copy it to, the secret
-# files init and the demo write, the console's default database, and build output.
+# files init and the demo write, migrate's backups, the console's default database, and build output.
 CREATED_BY_OPERATORS = [
     "config.toml", "data/mutual-aid-bot.db", "data/store/session.json", "secrets/password",
-    "password.txt", "store-passphrase.txt", "console.db", "console.db-wal", ".demo/credentials.json",
+    "password.txt", "store-passphrase.txt", "mutual-aid-bot.db.v4-20261201T120000Z.bak", "console.db", "console.db-wal", ".demo/credentials.json",
     "dist/mutual_aid_bot-0.2.0.tar.gz", "build/lib/bot/cli.py",
 ]
 

@@ -339,3 +339,26 @@ def test_out_of_range_numbers_and_dates_get_usage_not_an_apology(harness, head):
             event_id, sent = harness.dispatch(f"!{head} {value}", direct=direct)  # must not raise
             for reply in replies_to(event_id, sent):
                 assert reply.message.body != SORRY, (head, value)
+
+
+# ---- ids inside text: what !forgetme finds (and must not over-find) ------------------------------
+
+# text of a message the bot sends, the people it names (whole ids only)
+NAMED = [
+    ("sentence end", "On: @bob:example.org.", ["@bob:example.org"]),
+    ("longer id sharing a prefix", "On: @bob:example.org.uk", ["@bob:example.org.uk"]),
+    ("port", "ask @bob:example.org:8448 first", ["@bob:example.org:8448"]),
+    ("brackets and commas", "(@a:x.org, @b:y.org)", ["@a:x.org", "@b:y.org"]),
+    ("IPv6 server", "@c:[::1]:8448 is on", ["@c:[::1]:8448"]),
+    ("an e-mail address is nobody", "mail bob@example.org", []),
+    ("@room is nobody", "help @room now", []),
+    ("repeated", "@a:x.org and @a:x.org", ["@a:x.org"]),
+    ("markdown around it", "**@a:x.org**", ["@a:x.org"]),
+]
+
+
+@pytest.mark.parametrize("name, text, people", NAMED, ids=[n[0] for n in NAMED])
+def test_ids_named_in_text_are_whole(name, text, people):
+    from bot.store.delivery import named_in
+
+    assert named_in(text) == people

@@ -12,7 +12,7 @@ from bot.app import App
 from bot.commands import build_registry
 from bot.config import BotConfig, PodConfig
 from bot.formatting import render
-from bot.messages import DeliveryError, Edit, Outgoing, Reaction
+from bot.messages import DeliveryError, Edit, Outgoing, Reaction, RoomRequest
 from bot.router import Router
 from bot.storage import Storage
 
@@ -138,8 +138,9 @@ async def test_the_router_hands_each_destination_to_its_network():
     await router.deliver(Outgoing(render("hi"), room_id=POD), "mab-3")
     await router.deliver(Outgoing(render("hi"), user_id=ALICE), "mab-4")
     assert signal.txn_ids == ["mab-1", "mab-2"] and matrix.txn_ids == ["mab-3", "mab-4"]
-    with pytest.raises(ValueError, match="relay"):
-        await router.create_private_room("Mutual aid #1", [ALICE, SAM])
+    with pytest.raises(DeliveryError, match="one network") as mixed:
+        await router.make_room(RoomRequest("tag-1", "Mutual aid #1", (ALICE, SAM)), None)
+    assert mixed.value.permanent
     only_matrix = Router()
     only_matrix.attach(NetworkFake("matrix"))
     with pytest.raises(DeliveryError) as error:

@@ -101,7 +101,7 @@ async def test_retention_erases_details_after_the_period(pod_rooms):
     assert await sweep(pod.storage, pod.app.config, pod.clock()) == 0
     assert await mentioning(pod, SECRET)
     pod.clock.advance(days=2)
-    assert await sweep(pod.storage, pod.app.config, pod.clock()) == 1
+    assert await sweep(pod.storage, pod.app.config, pod.clock()) > 0
     assert await mentioning(pod, SECRET) == {}
     async with pod.storage.transaction() as tx:
         done = await tx.posts.by_number(POD, 1)
@@ -201,3 +201,71 @@ async def test_forgetme_withdraws_from_shifts(pod_rooms):
     assert "shift sign-ups" in reply[-1]
     assert await mentioning(pod, ALICE) == {}
     assert (await mentioning(pod, BOB)).get("shift_signups")  # others stay signed up
+
+
+# ---- erasure touches only the person ------------------------------------------------------------
+
+BOB_ORG = "@bob:example.org"
+BOB_UK = "@bob:example.org.uk"  # another person whose id starts with the first one's
+
+
+async def naming_whole(pod, user_id):
+    """Per table, rows in which `user_id` appears as a whole id."""
+    from bot.store.privacy import names_person
+
+    async with pod.storage.transaction() as tx:
+        found = {}
+        for table, column in await tx.privacy._text_columns():
+            values = await tx.fetchall(f"SELECT {column['name']} FROM {table}")  # noqa: S608
+            n = sum(names_person(v[0], user_id) for v in values)
+            if n:
+                found[table] = found.get(table, 0) + n
+        return found
+
+
+async def test_forgetme_matches_whole_ids_only(pod):
+    pod.transport.rooms[POD] = [BOB_ORG, BOB_UK, CAROL]
+    pod.transport.power_levels[CAROL] = 50
+    for bob in (BOB_ORG, BOB_UK):
+        await pod.say(bob, f"!need groceries for {bob}")  # post authors (and text)
+        await pod.say(bob, "!mine", room=f"!dm-{bob}", direct=True)  # DM rows
+    await pod.say(CAROL, "!claim 2")  # a reply mentioning the other bob
+    await pod.say(CAROL, "!shift add Food every saturday 10-13")
+    for bob in (BOB_ORG, BOB_UK):
+        await pod.say(bob, "!signup S1 all")  # shift sign-ups
+    other_before = await naming_whole(pod, BOB_UK)
+    assert set(other_before) >= {"posts", "dm_rooms", "outbox", "shift_signups"}
+    claim_reply = [o for o in pod.transport.sent if BOB_UK in o.message.mentions]
+    assert claim_reply
+
+    await pod.say(BOB_ORG, "!forgetme", room=f"!dm-{BOB_ORG}", direct=True)
+    await pod.say(BOB_ORG, "yes", room=f"!dm-{BOB_ORG}", direct=True)
+
+    assert await naming_whole(pod, BOB_ORG) == {}
+    assert await naming_whole(pod, BOB_UK) == other_before
+    sent_ids = {f"$sent{i + 1}": o for i, o in enumerate(pod.transport.sent)}
+    redacted = {sent_ids[event_id].room_id or "dm" for _, event_id in pod.transport.redactions}
+    assert redacted and f"!dm-{BOB_UK}" not in redacted
+    assert all(BOB_UK not in sent_ids[event_id].message.mentions
+               for _, event_id in pod.transport.redactions)
+    async with pod.storage.transaction() as tx:
+        assert (await tx.posts.by_number(POD, 2)).author == BOB_UK
+        assert await tx.delivery.get_dm_room(BOB_UK) == f"!dm-{BOB_UK}"
+
+
+async def test_forgetme_redacts_messages_that_name_the_person_in_their_text(pod_rooms):
+    pod = pod_rooms
+    pod.transport.power_levels[CAROL] = 50
+    await pod.say(CAROL, "!shift add Food every saturday 10-13")
+    pod.clock.now = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    noted = await pod.say(CAROL, f"!noshow {BOB} S1 2026-11-28")
+    assert BOB in noted[0].message.body and BOB not in noted[0].message.mentions
+    noted_event = f"$sent{pod.transport.sent.index(noted[0]) + 1}"
+    await pod.say(BOB, "!forgetme", room="!dm-bob:test", direct=True)
+    await pod.say(BOB, "yes", room="!dm-bob:test", direct=True)
+    assert (POD, noted_event) in pod.transport.redactions
+
+
+async def test_forgetme_says_exactly_what_stays(pod_rooms):
+    question = (await dm(pod_rooms, "!forgetme"))[0]
+    assert "last 30 days" in question and "What stays" in question

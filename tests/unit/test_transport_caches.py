@@ -11,11 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 from jsonschema import ValidationError
-from nio import RoomMessageText
+from nio import Event, RoomMessageText
 from nio.schemas import Schemas
 
+from bot.actions import TAG_EVENT, tag_mark
+from bot.app import App
 from bot.config import BotConfig, MatrixConfig
+from bot.messages import DeliveryError
 from bot.storage import Storage
+from bot.store.actions import dm_key
 from bot.transport import nio_tuning
 from bot.transport.matrix import MatrixTransport
 from bot.transport.nio_tuning import (
@@ -115,22 +119,24 @@ async def test_join_mark_is_read_once_and_updated_by_the_transport(tmp_path, mon
         await storage.close()
 
 
-async def test_a_room_the_bot_creates_has_its_join_mark_at_once(tmp_path, monkeypatch):
+async def test_a_room_the_bot_made_for_a_step_is_recorded_by_its_tag_with_its_join_mark(
+        tmp_path, monkeypatch):
     storage = await Storage.open(tmp_path / "bot.db")
     try:
-        transport = _transport(storage, monkeypatch, [])
+        transport = _transport(storage, monkeypatch, ["!new:test"])
         now_ms = int(datetime.now(UTC).timestamp() * 1000)
 
-        async def room_create(**kwargs):
-            from nio import RoomCreateResponse
+        def tag_event(sender: str, tag: str) -> Event:
+            return Event.parse_event({
+                "type": TAG_EVENT, "state_key": "", "sender": sender, "event_id": f"$t{tag}",
+                "origin_server_ts": now_ms, "content": {"tag": tag}})
 
-            return RoomCreateResponse("!new:test")
-
-        transport.client.room_create = room_create
-        room = await transport.create_private_room("intro", [ALICE])
-        transport.client.rooms[room] = SimpleNamespace(member_count=2, encrypted=True)
-        assert transport._pending_marks[f"joined:{room}"] == str(transport._joined_ms[room])
-        assert await _seen(transport, room, _text(ALICE, "!help", now_ms - 60_000)) == []
+        marks: dict[str, str] = {}
+        transport._note_tags("!new:test", [tag_event(BOT, "abc"), tag_event(ALICE, "forged")],
+                             marks)
+        assert marks == {tag_mark("abc"): "!new:test", "joined:!new:test": str(now_ms)}
+        # Nothing from before the bot made the room is taken as a command.
+        assert await _seen(transport, "!new:test", _text(ALICE, "!help", now_ms - 60_000)) == []
     finally:
         await storage.close()
 
@@ -406,3 +412,24 @@ def test_own_megolm_event_is_handled_as_nio_handles_one_it_cannot_decrypt(tmp_pa
             if kind is AsyncClient else client._handle_timeline_event(event, POD, room, set())
         outcomes.append((returned, event.room_id, room.summary, sorted(room.users)))
     assert outcomes[0] == outcomes[1]
+
+
+async def test_a_dm_to_someone_without_a_dm_room_asks_for_one_room_step_and_waits(
+        tmp_path, monkeypatch):
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        transport = _transport(storage, monkeypatch, [POD])
+        transport.app = App(storage, transport.config, transport)
+        transport.first_sync_done.set()
+        for _ in range(3):  # each retry of the message finds the same step
+            with pytest.raises(DeliveryError, match="waiting for a direct chat"):
+                await transport._dm_room(ALICE)
+        async with storage.transaction() as tx:
+            (step,) = await tx.actions.pending()
+            assert step.key == dm_key(ALICE) and step.params["invitees"] == [ALICE]
+            await tx.delivery.set_dm_room(ALICE, DM)
+        # Made but not yet seen in a sync: waited for, never replaced by another.
+        transport._being_created[DM] = {ALICE}
+        assert await transport._dm_room(ALICE) == DM
+    finally:
+        await storage.close()
