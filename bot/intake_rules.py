@@ -4,7 +4,7 @@ No I/O and no clock: the command layer loads the state from storage, calls `adva
 result and sends the prompt. A conversation goes
 
     category -> details -> urgency -> pod (only if the person shares several pods with the bot)
-    -> visibility -> confirm
+    -> zone (only if that pod counts its posts by zone) -> visibility -> confirm
 
 and "stop" / "!cancel" ends it at any step.
 """
@@ -32,6 +32,7 @@ class Step(StrEnum):
     DETAILS = "details"
     URGENCY = "urgency"
     POD = "pod"
+    ZONE = "zone"
     VISIBILITY = "visibility"
     CONFIRM = "confirm"
 
@@ -43,6 +44,8 @@ class IntakeState(BaseModel):
     urgency: Urgency | None = None
     pods: list[tuple[str, str]] = []  # (room id, display name) the person shares with the bot
     room_id: str | None = None
+    zones: dict[str, str] = {}  # room id -> the pod's own zone, for pods that use zones
+    zone: str | None = None
     anonymous: bool = True
     details_shown: bool = False
 
@@ -77,6 +80,12 @@ VISIBILITY_PROMPT = (
     "3. Anonymous, with the details\n"
     "4. With your name and the details"
 )
+ZONE_PROMPT = (
+    "Which part of the pod's area is it in? Reply with a short name (like north or riverside), "
+    "or skip to count it in {default}. Only the zone is counted in the pod's reports."
+)
+MAX_ZONE = 40
+SKIP_WORDS = frozenset({"", "skip", "-", "none", "no", "pass"})
 STOP_HINT = " (Send stop or !cancel at any time to drop this.)"
 
 _URGENCY_WORDS = {
@@ -111,9 +120,10 @@ def is_no(text: str) -> bool:
 
 
 def start(pods: list[tuple[str, str]], category: Category | None = None,
-          details: str | None = None) -> Turn:
-    """A new conversation; a `!need food ...` in the DM may already give category and details."""
-    state = IntakeState(pods=pods, category=category, details=details)
+          details: str | None = None, zones: dict[str, str] | None = None) -> Turn:
+    """A new conversation; a `!need food ...` in the DM may already give category and details.
+    `zones`: the pods that count posts by zone, with their own zone (the answer if skipped)."""
+    state = IntakeState(pods=pods, category=category, details=details, zones=zones or {})
     if len(pods) == 1:
         state.room_id = pods[0][0]
     if category is None:
@@ -140,6 +150,8 @@ def prompt_for(state: IntakeState) -> str:
         lines = ["Which pod should I ask?"]
         lines += [f"{i}. {name}" for i, (_, name) in enumerate(state.pods, 1)]
         return "\n".join(lines)
+    if state.step is Step.ZONE:
+        return ZONE_PROMPT.format(default=state.zones.get(state.room_id or "", ""))
     if state.step is Step.VISIBILITY:
         return VISIBILITY_PROMPT.format(category=state.category.value if state.category else "help")
     return summary(state) + "\n\nReply yes to post it, or stop to drop it."
@@ -150,8 +162,9 @@ def summary(state: IntakeState) -> str:
     shown = ("anonymously" if state.anonymous else "with your name") + (
         ", with the details" if state.details_shown else ", details private")
     urgency = state.urgency.label if state.urgency is not None else "?"
+    zone = f", zone {state.zone}" if state.zone else ""
     return (f"Your request: {state.category.value if state.category else '?'} ({urgency}), "
-            f"to {pod}, shown {shown}.\nDetails: {state.details}")
+            f"to {pod}{zone}, shown {shown}.\nDetails: {state.details}")
 
 
 def advance(state: IntakeState, text: str) -> Turn:
@@ -189,6 +202,14 @@ def advance(state: IntakeState, text: str) -> Turn:
         if chosen is None:
             return Turn(Outcome.ASK, state, "Please reply with the number. " + prompt_for(state))
         state.room_id = chosen
+        state.step = _after_pod(state)
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    if state.step is Step.ZONE:
+        zone = _zone_answer(state, text)
+        if zone is None:
+            return Turn(Outcome.ASK, state, f"Please keep it short (up to {MAX_ZONE} characters). "
+                        + prompt_for(state))
+        state.zone = zone
         state.step = Step.VISIBILITY
         return Turn(Outcome.ASK, state, prompt_for(state))
     if state.step is Step.VISIBILITY:
@@ -210,11 +231,22 @@ def _after_urgency(state: IntakeState) -> Turn:
         return Turn(Outcome.NO_POD, state,
                     "I am not in any pod room with you, so there is nowhere to post this. Ask a "
                     "coordinator to invite you (and me) to your pod's room, then try again.")
-    if state.room_id is None:
-        state.step = Step.POD
-    else:
-        state.step = Step.VISIBILITY
+    state.step = Step.POD if state.room_id is None else _after_pod(state)
     return Turn(Outcome.ASK, state, prompt_for(state))
+
+
+def _after_pod(state: IntakeState) -> Step:
+    return Step.ZONE if state.room_id in state.zones else Step.VISIBILITY
+
+
+def _zone_answer(state: IntakeState, text: str) -> str | None:
+    """The zone named, the pod's own for "skip" (or an empty answer); None if unusable."""
+    zone = " ".join(text.split()).lower()
+    if zone in SKIP_WORDS:
+        return state.zones.get(state.room_id or "")
+    if len(zone) > MAX_ZONE or "@" in zone:
+        return None
+    return zone
 
 
 def _choose_pod(state: IntakeState, answer: str) -> str | None:

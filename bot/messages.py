@@ -24,6 +24,13 @@ class Attachment:
     filename: str
     mimetype: str
     data: bytes
+    # An image's size in pixels: given, it is sent as an image (clients show it inline).
+    width: int | None = None
+    height: int | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.width is not None and self.height is not None
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,8 @@ class Post:
     anonymous: bool = False
     details_shown: bool = False  # a private request whose author chose to show the details
     event_id: str | None = None  # the command message; redacting it cancels the post
+    zone: str | None = None  # the part of the pod's area it is in, if the pod uses zones
+    claimed_at: datetime | None = None  # when it was (last) claimed: the time to match ends here
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,20 @@ RULES: tuple[Rule, ...] = (
     Rule("actions", ROW, "a room being made: until made or given up, then retention_days; a "
          "person's pending direct chat is dropped by !forgetme", "deleted",
          "DELETE FROM actions WHERE status != 'pending' AND updated_at < :cutoff"),
+    # ---- records (issue 13): the ledger and report requests name nobody ----
+    Rule("timebank", ("person",), "retention_days after the credit (so !balance counts the "
+         "hours of the retention period)", "blanked; the hours stay in the pod's total",
+         "UPDATE timebank SET person = '' WHERE person != '' AND at < :cutoff"),
+    Rule("items", ("owner", "name", "notes"), "while listed (the owner chose to list them); "
+         "withdrawn items: retention_days after", "blanked by !forgetme and the sweep",
+         "UPDATE items SET owner = NULL, name = NULL, notes = NULL WHERE status != 'available' "
+         "AND owner IS NOT NULL AND updated_at < :cutoff"),
+    Rule("loans", ("owner", "borrower"), "while asked or lent; closed loans: retention_days "
+         "after closing", "blanked; the loan stays as a count",
+         "UPDATE loans SET borrower = NULL, owner = NULL WHERE status NOT IN ('asked', 'lent') "
+         "AND closed_at < :cutoff AND (borrower IS NOT NULL OR owner IS NOT NULL)"),
+    Rule("report_requests", ROW, "until the report is sent (seconds; the reply goes to the "
+         "command, which may be a coordinator's DM)", "deleted by the report runner"),
     # ---- private intake ----
     Rule("intake", ROW, "until posted, stopped or idle for intake_timeout_minutes "
          "(expire_idle tells the person); this rule is the backstop", "deleted",
@@ -128,11 +142,18 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "room_counters": ("room_id", "last_number"),
     "room_settings": ("room_id", "key", "value"),
     "posts": ("id", "room_id", "number", "kind", "category", "urgency", "status", "created_at",
-              "updated_at", "private", "anonymous", "renewed_at", "details_shown", "erased_at"),
+              "updated_at", "private", "anonymous", "renewed_at", "details_shown", "erased_at",
+              "zone", "claimed_at"),
     "outbox": ("id",),  # the rest goes with the row
     "shifts": ("id", "room_id", "number", "title", "place", "needed", "when_json", "active",
                "created_at", "updated_at"),
     "shift_cancelled": ("shift_id", "occurrence", "at"),
+    # Records (issue 13): the ledger is counts and durations only, kept for good.
+    "ledger": ("id", "post_id", "room_id", "kind", "category", "zone", "urgency", "created_at",
+               "claimed_at", "done_at", "match_seconds", "fulfil_seconds", "hours"),
+    "timebank": ("id", "room_id", "hours", "ledger_id", "at"),
+    "items": ("id", "room_id", "number", "loan_days", "status", "created_at", "updated_at"),
+    "loans": ("id", "item_id", "room_id", "status", "asked_at", "lent_at", "due_on", "closed_at"),
 }
 
 

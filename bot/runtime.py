@@ -1,7 +1,7 @@
 """The composition root: one start-up path for `run`, `console`, the demo and the tests.
 
-`Runtime` builds storage, the command registry, the app, the scheduler, privacy housekeeping and
-metrics once, and attaches any number of transports (one per network: Matrix, Signal, or the
+`Runtime` builds storage, the command registry, the app, the scheduler, the report runner, privacy
+housekeeping and metrics once, and attaches any number of transports (one per network: Matrix, Signal, or the
 console standing in for Matrix) through a `Router`. It starts them, waits until each has caught up
 with its network before scheduled sends go out, and stops everything in the reverse order.
 
@@ -22,6 +22,7 @@ from datetime import datetime
 from bot.app import App, utc_now
 from bot.commands import build_registry
 from bot.commands.privacy import housekeeping
+from bot.commands.records import runner_for
 from bot.config import BotConfig
 from bot.logs import SecretFilter
 from bot.messages import FatalTransportError
@@ -44,6 +45,8 @@ class Runtime:
         self.router = Router()
         self.app = App(storage, config, self.router, clock=clock, registry=build_registry())
         self.scheduler = Scheduler(self.app, deliver=not background_delivery)
+        # Draws !report charts in a worker process; picks up reports asked for before a restart.
+        self.reports = runner_for(self.app, deliver=not background_delivery)
         self.secret_filter = secret_filter
         self._background_delivery = background_delivery
         self.transports: list[NetworkTransport] = []
@@ -78,6 +81,7 @@ class Runtime:
             self.app.start()
         await self.app.start_pending_workers()
         self.scheduler.start()  # its first run waits for app.ready
+        self.reports.start()
         self._ready_task = asyncio.create_task(self._ready_when_caught_up(), name="ready")
         self._loops += [asyncio.create_task(t.run(), name=f"{t.network} transport")
                         for t in self.transports]
@@ -125,6 +129,7 @@ class Runtime:
         """Stop everything, the transports last: the app's final delivery still goes out through
         them (what they receive meanwhile is refused and comes again on the next start)."""
         await self.scheduler.shutdown()
+        await self.reports.shutdown()
         if self._ready_task is not None:
             self._ready_task.cancel()
             await asyncio.gather(self._ready_task, return_exceptions=True)

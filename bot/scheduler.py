@@ -22,7 +22,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-from bot import room_settings
+from bot import library, room_settings
 from bot.config import BotConfig, ShiftsConfig
 from bot.context import Outgoing
 from bot.formatting import Code, join, render, shorten
@@ -32,6 +32,7 @@ from bot.schedule_rules import due as due_state
 from bot.schedule_rules import occurrences_between
 from bot.shift_models import Shift, Signup, occurrence_key
 from bot.shift_text import fmt_occurrence, fmt_span, roster
+from bot.store.library import Item, Loan
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -47,6 +48,7 @@ UNDERSTAFFED = "understaffed"
 EXPIRY_WARNING = "expiry_warning"
 EXPIRED = "expired"
 DIGEST = "digest"
+LOAN_REMINDER = "loan_reminder"
 
 MAX_LOOKBACK = timedelta(days=7)  # sends older than this are forgotten, not even logged
 MAX_SLEEP = timedelta(minutes=10)  # wake at least this often (posts made elsewhere, settings)
@@ -84,6 +86,7 @@ class Due:
     post: Post | None = None
     people: tuple[str, ...] = ()
     quiet: bool = False  # a skip nobody needs to hear about (before the shift existed, staffed)
+    loan: tuple[Loan, Item] | None = None
 
 
 @dataclass
@@ -96,6 +99,7 @@ class Snapshot:
     posts: list[tuple[Post, datetime]] = field(default_factory=list)  # (post, expiry clock start)
     room_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     last_run: datetime | None = None
+    loans: list[tuple[Loan, Item]] = field(default_factory=list)  # lent out now
 
 
 def _offsets(cfg: ShiftsConfig) -> list[timedelta]:
@@ -159,6 +163,33 @@ def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
                                    **common))
     out += _posts_due(snap, now, cfg)
     out += _digests_due(snap, now, config, window_start)
+    out += _loans_due(snap, now, config, window_start)
+    return out
+
+
+def _loan_times(snap: Snapshot, loan: Loan, config: BotConfig) -> list[tuple[str, datetime]]:
+    if loan.due_on is None:
+        return []
+    zone = ZoneInfo(room_zone(snap.room_settings.get(loan.room_id, {}), config))
+    return library.reminder_times(loan.due_on, zone)
+
+
+def _loans_due(snap: Snapshot, now: datetime, config: BotConfig, window_start: datetime) -> list[Due]:
+    """The borrower's reminders the day before a loan is due back and on the day."""
+    grace = timedelta(minutes=config.shifts.late_grace_minutes)
+    out = []
+    for loan, item in snap.loans:
+        if not loan.borrower:
+            continue
+        for key, at in _loan_times(snap, loan, config):
+            if not window_start < at <= now:
+                continue
+            quiet = loan.lent_at is not None and at < loan.lent_at  # lent after that moment
+            action: Literal["send", "skip"] = (
+                "send" if not quiet and due_state(at, now, grace) == "send" else "skip")
+            out.append(Due(kind=LOAN_REMINDER, ref=str(loan.id), occurrence=loan.due_on.isoformat(),
+                           offset_key=key, person=loan.borrower, at=at, action=action,
+                           room_id=loan.room_id, quiet=quiet, loan=(loan, item)))
     return out
 
 
@@ -261,6 +292,10 @@ def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
         at = _next_digest(now, zone, cfg)
         if now < at < best:
             best = at
+    for loan, _ in snap.loans:
+        for _, at in _loan_times(snap, loan, config):
+            if now < at < best:
+                best = at
     return best
 
 
@@ -325,6 +360,15 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
             "Your {what} has expired and is no longer listed. To bring it back, send {renew} "
             "{where}.", what=what, renew=Code(f"{p}renew #{post.number}"), where=where,
         ), user_id=post.author)]
+    if item.kind == LOAN_REMINDER:
+        assert item.loan is not None
+        loan, thing = item.loan
+        when = "tomorrow" if item.offset_key == library.DAY_BEFORE else "today"
+        return [Outgoing(render(
+            "Reminder: **item {number}** ({name}) is due back {when}. Please return it to its "
+            "owner; they will mark it with {returned}.", number=thing.number, name=thing.name,
+            when=when, returned=Code(f"{p}returned {thing.number}"),
+        ), user_id=item.person)]
     if item.kind == DIGEST:
         needs = open_needs or []
         if not needs:
@@ -345,12 +389,13 @@ async def load_snapshot(tx: Transaction) -> Snapshot:
     shifts = await tx.shifts.list()
     ids = [s.id for s in shifts]
     posts = await tx.posts.with_renewal()
-    rooms = {s.room_id for s in shifts} | {p.room_id for p, _ in posts}
+    loans = await tx.library.lent()
+    rooms = {s.room_id for s in shifts} | {p.room_id for p, _ in posts} | {lo.room_id for lo, _ in loans}
     last = await tx.delivery.get_meta("scheduler_last_run")
     return Snapshot(
         shifts=shifts, signups=await tx.shifts.signups(ids), cancelled=await tx.shifts.cancelled_occurrences(ids),
         posts=posts, room_settings={r: await tx.settings.room(r) for r in sorted(rooms)},
-        last_run=datetime.fromisoformat(last) if last else None,
+        last_run=datetime.fromisoformat(last) if last else None, loans=loans,
     )
 
 

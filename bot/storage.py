@@ -39,9 +39,11 @@ import aiosqlite
 from bot.store.actions import ActionsArea
 from bot.store.base import Handle, StorageUsageError, now_text
 from bot.store.delivery import DeliveryArea
+from bot.store.library import LibraryArea
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.posts import PostsArea
 from bot.store.privacy import SQL_FUNCTIONS, PrivacyArea
+from bot.store.records import RecordsArea
 from bot.store.settings import SettingsArea
 from bot.store.shifts import ShiftsArea
 
@@ -75,6 +77,8 @@ class Transaction(Handle):
         self.delivery = DeliveryArea(self)
         self.privacy = PrivacyArea(self)
         self.settings = SettingsArea(self)
+        self.library = LibraryArea(self)
+        self.records = RecordsArea(self)
         self.actions = ActionsArea(self)
 
 

@@ -89,8 +89,9 @@ class Registry:
                 continue  # imported from elsewhere: collected with its own module
             if isinstance(declared, Command):
                 self.add(declared)
-            elif declared == "direct":
+            elif isinstance(declared, tuple) and declared[0] == "direct":
                 self.direct_hooks.append(value)
+                self.direct_hooks.sort(key=lambda hook: getattr(hook, _DECLARED)[1])
             elif isinstance(declared, tuple):  # ("flow", name)
                 if declared[1] in self.flows:
                     raise ValueError(f"conversation {declared[1]!r} declared twice")
@@ -110,10 +111,15 @@ def command(
     return declare
 
 
-def direct_hook(hook: DirectHook) -> DirectHook:
-    """Sees every direct message before commands (in module order); True: handled."""
-    setattr(hook, _DECLARED, "direct")
-    return hook
+def direct_hook(*, rank: int) -> Callable[[DirectHook], DirectHook]:
+    """Sees every direct message before commands, lowest `rank` first; returning True means it
+    was handled (the later hooks and the command do not run)."""
+
+    def declare(hook: DirectHook) -> DirectHook:
+        setattr(hook, _DECLARED, ("direct", rank))
+        return hook
+
+    return declare
 
 
 def flow(name: str) -> Callable[[Flow], Flow]:
@@ -259,10 +265,11 @@ async def help_command(ctx: Context, rest: str) -> None:
     await ctx.reply(join(lines))
 
 
-# Collected in this order: direct hooks run in it (a relay before the private-request intake).
+# Collected in this order (`!help` lists groups in it).
 COMMAND_MODULES = ("bot.commands", "bot.commands.posts", "bot.commands.relay",
                    "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts",
-                   "bot.commands.settings", "bot.commands.status")
+                   "bot.commands.settings", "bot.commands.status", "bot.commands.records",
+                   "bot.commands.library")
 
 
 def build_registry(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:

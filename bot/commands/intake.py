@@ -54,7 +54,7 @@ async def say(ctx: Context, text: str) -> None:
 # ---- the DM entry point ---------------------------------------------------------------------
 
 
-@direct_hook
+@direct_hook(rank=30)
 async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     """Every direct message passes here before commands; True if it was handled here."""
     tx = ctx.tx
@@ -148,10 +148,21 @@ async def begin(ctx: Context, rest: str, category: Category | None = None) -> No
             parsed = None
         if parsed is not None:
             category, details = parsed.category, parsed.text
-    turn = rules.start(await pods_for(ctx), category, details)
+    pods = await pods_for(ctx)
+    turn = rules.start(pods, category, details, await _pod_zones(ctx, pods))
     await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
                                   turn.state.model_dump(mode="json"), ctx.now)
     await say(ctx, turn.prompt)
+
+
+async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, str]:
+    """The pods that count posts by zone (room setting `zone`), with their own zone."""
+    zones = {}
+    for room_id, _ in pods:
+        zone = room_settings.value("zone", await ctx.tx.settings.room(room_id), ctx.config)
+        if zone != "none":
+            zones[room_id] = zone
+    return zones
 
 
 @flow(FLOW_INTAKE)
@@ -194,6 +205,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
     post = await ctx.tx.posts.create(
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
         private=True, anonymous=state.anonymous, details_shown=state.details_shown, pod=pod,
+        zone=state.zone,
     )
     await ctx.send(post.room_id, pod_notice(post, ctx.config.command_prefix))
     await ctx.reply(

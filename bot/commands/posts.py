@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.commands import Arg, UsageError, command, intake, is_coordinator, relay
+from bot.commands import Arg, UsageError, command, intake, is_coordinator, records, relay
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.matching import find_matches
@@ -20,9 +20,10 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         parsed = parse_post(rest)
     except ParseError as exc:
         raise UsageError(str(exc)) from None
+    zone = records.room_zone(await ctx.tx.settings.room(ctx.room_id), ctx.config)
     pod = ctx.config.pod_rooms(ctx.room_id)[1:]
     post = await ctx.tx.posts.create(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
-                                     event_id=ctx.event_id, pod=pod)
+                                     event_id=ctx.event_id, zone=zone, pod=pod)
     prefix = ctx.config.command_prefix
     template = ("Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
                 "Anyone who can {action} can reply {claim}.")
@@ -200,12 +201,12 @@ async def _claim(ctx: Context, post: Post) -> None:
     )
 
 
-async def _close(ctx: Context, rest: str, status: PostStatus) -> None:
+async def _close(ctx: Context, rest: str, status: PostStatus, hours: str | None = None) -> None:
     post = await _find(ctx, rest)
-    await intake.answer_privately_if_anonymous(ctx, post, _close_post(ctx, post, status))
+    await intake.answer_privately_if_anonymous(ctx, post, _close_post(ctx, post, status, hours))
 
 
-async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
+async def _close_post(ctx: Context, post: Post, status: PostStatus, hours: str | None) -> None:
     allowed = _may_close(ctx, post, status)
     if not allowed and intake.acting_as_member(ctx, post):
         await intake.tell_requester_privately(
@@ -220,8 +221,11 @@ async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
         await ctx.reply("**#{number}** is already {status}.", number=post.number,
                         status=post.status.value)
         return
+    credited = await records.record_done(ctx, post, hours) if status is PostStatus.DONE else None
     await ctx.tx.posts.set_status(post, status, ctx.now)
     message = "marked done. Thank you!" if status is PostStatus.DONE else "cancelled."
+    if credited:
+        message += " " + credited
     if post.author not in (ctx.sender, "") and post.claimed_by == ctx.sender and not post.anonymous:
         # The helper closed it: tell the poster, who may have been waiting to do so (never
         # by name in the room when they asked anonymously).
@@ -235,10 +239,12 @@ async def _close_post(ctx: Context, post: Post, status: PostStatus) -> None:
                        message="is done. Thank you!" if status is PostStatus.DONE else "was withdrawn.")
 
 
-@command("done", help="Mark a post fulfilled: your own, one you claimed, or (coordinators) any.",
-         args=(Arg("#id"),), examples=("done 7",))
+@command("done", help="Mark a post fulfilled: your own, one you claimed, or (coordinators) any. "
+         "With the pod's time bank on, add the hours the helper gave.",
+         args=(Arg("#id"), Arg("hours", optional=True)), examples=("done 7", "done 7 2h"))
 async def done(ctx: Context, rest: str) -> None:
-    await _close(ctx, rest, PostStatus.DONE)
+    number, _, hours = rest.strip().partition(" ")
+    await _close(ctx, number, PostStatus.DONE, hours.strip() or None)
 
 
 @command("cancel", help="Withdraw your post (coordinators: any post).", args=(Arg("#id"),),

@@ -43,6 +43,7 @@ _TABLE_WORDS = {
     "introductions": "introductions", "shift_signups": "shift sign-ups",
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
     "sent_reminders": "reminder records", "relays": "relayed conversations",
+    "items": "tool-library items", "loans": "loans", "timebank": "time-bank credits",
 }
 
 
@@ -90,7 +91,10 @@ async def forget(ctx: Context) -> None:
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
-    counts = await tx.privacy.forget_person(person, ctx.now)
+    # Items and loans first: the generic pass in forget_person would only blank the names.
+    counts = await tx.library.forget(person, ctx.now)
+    for table, n in (await tx.privacy.forget_person(person, ctx.now)).items():
+        counts[table] = counts.get(table, 0) + n
     # Anonymous requests go without a word in the room: announced in the same breath as the
     # person's public posts, they would be linked to them.
     for post in withdrawn:

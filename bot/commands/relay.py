@@ -31,7 +31,7 @@ async def start(ctx: Context, post: Post, helper: str) -> None:
             other=other, number=post.number, category=post.category.value, end=end))
 
 
-@direct_hook
+@direct_hook(rank=20)  # before the private-request conversation, which takes any text
 async def relay_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     """A direct message that is not a command, from someone in a relay: pass it on."""
     if parsed is not None:

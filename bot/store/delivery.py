@@ -53,7 +53,8 @@ def _outbox_item(row: sqlite3.Row) -> OutboxItem:
     attachment = None
     if row["attachment_name"] is not None:
         attachment = Attachment(
-            row["attachment_name"], row["attachment_type"], bytes(row["attachment_data"]))
+            row["attachment_name"], row["attachment_type"], bytes(row["attachment_data"]),
+            row["attachment_width"], row["attachment_height"])
     message = Rendered(row["body"], row["html"], tuple(json.loads(row["mentions"])))
     failure = row["first_failure_at"]
     return OutboxItem(
@@ -171,13 +172,16 @@ class DeliveryArea(Area):
                  json.dumps(list(out.message.mentions)), out.reply_to,
                  attachment.filename if attachment else None,
                  attachment.mimetype if attachment else None,
-                 attachment.data if attachment else None, stamp, out.redacts,
+                 attachment.data if attachment else None,
+                 attachment.width if attachment else None,
+                 attachment.height if attachment else None, stamp, out.redacts,
                  json.dumps(named_in(out.message.body))))
         # Rows keep the order of `items` (AUTOINCREMENT ids, one statement after another).
         await self._tx.executemany(
             "INSERT INTO outbox (room_id, user_id, destination, body, html, mentions, reply_to, "
-            "attachment_name, attachment_type, attachment_data, created_at, redacts, named) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "attachment_name, attachment_type, attachment_data, attachment_width, "
+            "attachment_height, created_at, redacts, named) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 

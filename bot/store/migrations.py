@@ -228,6 +228,76 @@ MIGRATIONS: list[Migration] = [
     Migration("outbox: people named in a message's text", """
         ALTER TABLE outbox ADD COLUMN named TEXT NOT NULL DEFAULT '[]';
 """),
+    # Records a pod can act on (issue 13). The ledger and the zone name nobody: they stay for
+    # good. Time-bank credits, items and loans name people and follow retention and !forgetme.
+    Migration("records: zones, ledger, time bank, tool library, report requests", """
+        ALTER TABLE posts ADD COLUMN zone TEXT;
+        ALTER TABLE posts ADD COLUMN claimed_at TEXT;
+        ALTER TABLE outbox ADD COLUMN attachment_width INTEGER;
+        ALTER TABLE outbox ADD COLUMN attachment_height INTEGER;
+        CREATE TABLE ledger (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            post_id INTEGER NOT NULL UNIQUE REFERENCES posts (id),
+            room_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            category TEXT NOT NULL,
+            zone TEXT,
+            urgency INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            claimed_at TEXT,
+            done_at TEXT NOT NULL,
+            match_seconds REAL,
+            fulfil_seconds REAL NOT NULL,
+            hours REAL
+        );
+        CREATE INDEX ledger_room_done ON ledger (room_id, done_at);
+        CREATE INDEX posts_room_created ON posts (room_id, created_at, kind, category, zone);
+        CREATE TABLE timebank (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            person TEXT NOT NULL,
+            hours REAL NOT NULL,
+            ledger_id INTEGER NOT NULL REFERENCES ledger (id),
+            at TEXT NOT NULL
+        );
+        CREATE INDEX timebank_person ON timebank (person);
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            owner TEXT,
+            name TEXT,
+            notes TEXT,
+            loan_days INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (room_id, number)
+        );
+        CREATE INDEX items_owner ON items (owner);
+        CREATE TABLE loans (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            item_id INTEGER NOT NULL REFERENCES items (id),
+            room_id TEXT NOT NULL,
+            borrower TEXT,
+            owner TEXT,
+            status TEXT NOT NULL,
+            asked_at TEXT NOT NULL,
+            lent_at TEXT,
+            due_on TEXT,
+            closed_at TEXT
+        );
+        CREATE INDEX loans_item ON loans (item_id, status);
+        CREATE TABLE report_requests (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            pod_room TEXT NOT NULL,
+            period TEXT NOT NULL,
+            reply_room TEXT NOT NULL,
+            reply_to TEXT NOT NULL,
+            requested_at TEXT NOT NULL
+        );
+"""),
     # Redactions, reactions and edits are typed events in the inbox, handled exactly once like
     # commands: `kind` says which, `target` the event they act on (text: an edit's new text, a
     # reaction's key). Relays: two people on different networks talking through the bot.

@@ -32,6 +32,8 @@ def post_from_row(row: sqlite3.Row) -> Post:
         anonymous=bool(row["anonymous"]),
         details_shown=bool(row["details_shown"]),
         event_id=row["event_id"],
+        zone=row["zone"],
+        claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
     )
 
 
@@ -44,7 +46,7 @@ class PostsArea(Area):
     async def create(
         self, room_id: str, kind: PostKind, author: str, parsed: ParsedPost, now: datetime,
         *, private: bool = False, anonymous: bool = False, details_shown: bool = False,
-        event_id: str | None = None, pod: tuple[str, ...] = (),
+        event_id: str | None = None, zone: str | None = None, pod: tuple[str, ...] = (),
     ) -> Post:
         """`pod`: every room of the post's pod; numbers are then unique across all of them, so
         `!claim 7` means one post wherever in the pod it is typed."""
@@ -60,11 +62,11 @@ class PostsArea(Area):
         stamp = now_text(now)
         row = await self._tx.fetchone(
             "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
-            "created_at, updated_at, private, anonymous, details_shown, event_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            "created_at, updated_at, private, anonymous, details_shown, event_id, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (room_id, row[0], kind.value, author, parsed.category.value, int(parsed.urgency),
              parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
-             int(details_shown), event_id),
+             int(details_shown), event_id, zone),
         )
         return post_from_row(row)
 
@@ -133,9 +135,10 @@ class PostsArea(Area):
         self, post: Post, status: PostStatus, now: datetime, *, claimed_by: str | None = None
     ) -> Post:
         row = await self._tx.fetchone(
-            "UPDATE posts SET status = ?, claimed_by = COALESCE(?, claimed_by), updated_at = ? "
+            "UPDATE posts SET status = ?, claimed_by = COALESCE(?, claimed_by), updated_at = ?, "
+            "claimed_at = CASE WHEN ? = 'claimed' THEN ? ELSE claimed_at END "
             "WHERE id = ? RETURNING *",
-            (status.value, claimed_by, now_text(now), post.id),
+            (status.value, claimed_by, now_text(now), status.value, now_text(now), post.id),
         )
         if row is None:
             raise KeyError(post.id)
@@ -143,7 +146,8 @@ class PostsArea(Area):
 
     async def unclaim(self, post: Post, now: datetime) -> Post:
         row = await self._tx.fetchone(
-            "UPDATE posts SET status = ?, claimed_by = NULL, updated_at = ? WHERE id = ? "
+            "UPDATE posts SET status = ?, claimed_by = NULL, claimed_at = NULL, updated_at = ? "
+            "WHERE id = ? "
             "RETURNING *",
             (PostStatus.OPEN.value, now_text(now), post.id),
         )

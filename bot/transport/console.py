@@ -67,7 +67,9 @@ class ConsoleTransport:
             "pod" if out.room_id == POD_ROOM else f"DM {out.room_id}")
         text = out.message.body
         if out.attachment is not None:
-            text += f"\n[attachment {out.attachment.filename}, {len(out.attachment.data)} bytes]"
+            kind = (f"image {out.attachment.width}x{out.attachment.height}"
+                    if out.attachment.is_image else "attachment")
+            text += f"\n[{kind} {out.attachment.filename}, {len(out.attachment.data)} bytes]"
         self.write(f"[{where}] bot: " + text.replace("\n", "\n    "))
         return unique_id("$console-out")
 
@@ -137,6 +139,7 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
+            await runtime.reports.idle()
     finally:
         await runtime.close()
     return 0

@@ -606,11 +606,20 @@ class MatrixTransport:
         )
         if not isinstance(response, UploadResponse):
             raise DeliveryError(f"upload failed: {getattr(response, 'message', response)}")
-        return {
+        content: dict[str, Any] = {
             "msgtype": "m.file", "body": attachment.filename, "filename": attachment.filename,
             "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
             "file": {**keys, "url": response.content_uri},
         }
+        if attachment.is_image:
+            content["msgtype"] = "m.image"
+            content["info"] |= {"w": attachment.width, "h": attachment.height}
+        if out.message.body:
+            # A caption (Matrix 1.10): the body differs from the file name and may be formatted.
+            content |= {"body": out.message.body, "format": "org.matrix.custom.html",
+                        "formatted_body": out.message.html,
+                        "m.mentions": {"user_ids": list(out.message.mentions)}}
+        return content
 
     async def _dm_room(self, user_id: str) -> str:
         """The person's direct chat; if there is none yet, a step makes it (bot/actions.py) and

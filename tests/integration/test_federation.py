@@ -16,6 +16,7 @@ from nio import JoinedRoomsResponse, RoomCreateError, RoomInviteError
 
 from bot.devserver import Synapse
 
+from .botproc import BotProcess
 from .people import contains
 from .test_bot_basics import ask, reply_to
 
@@ -129,43 +130,58 @@ async def rooms_created_by(server: Synapse, user_id: str) -> list[dict]:
     return [room for room in rooms if room["creator"] == user_id]
 
 
-async def test_a_dm_to_a_person_whose_homeserver_is_down_does_not_hold_up_the_pod(
-    person_factory, bot, synapse, second_synapse
+async def test_a_reminder_dm_to_a_person_whose_homeserver_is_down_does_not_hold_up_the_pod(
+    person_factory, synapse, second_synapse, tmp_path
 ):
-    room, alice, bob = await pod_across_servers(person_factory, bot, second_synapse)
-    day = datetime.now(UTC) + timedelta(days=2)
-    await ask(alice, room, f"!shift add Van run {day:%Y-%m-%d} 10:00-12:00 need 1", bot)
-    await ask(bob, room, f"!signup S1 {day:%Y-%m-%d}", bot)
-    await ask(bob, room, f"!standin S1 {day:%Y-%m-%d}", bot)
-    await second_synapse.stop()
+    """Issue 9: Bob (second server) is signed up for a shift; his server stops; the reminder DM
+    cannot be delivered, and the pod's replies keep flowing; exactly one DM room is made."""
+    # The shift starts at the second minute boundary from now; its reminder falls due about
+    # 40 s from now (time for the bot to start and Bob to sign up).
+    now = datetime.now(UTC)
+    start = (now + timedelta(minutes=2)).replace(second=0, microsecond=0)
+    offset_s = (start - now).total_seconds() - 40
+    bot = await BotProcess.create(
+        synapse, tmp_path / "bot", f"bot-{tmp_path.name[-12:]}",
+        extra_sections=f"[shifts]\nreminder_offsets_hours = [{offset_s / 3600!r}]\n"
+                       "understaffed_alert_hours = 0\nlate_grace_minutes = 5\n")
+    await bot.start()
+    try:
+        room, alice, bob = await pod_across_servers(person_factory, bot, second_synapse)
+        await ask(alice, room, f"!shift add Van run {start:%Y-%m-%d} {start:%H:%M}-"
+                  f"{start + timedelta(hours=1):%H:%M} need 1", bot)
+        await ask(bob, room, f"!signup S1 {start:%Y-%m-%d}", bot)
+        await second_synapse.stop()
 
-    await ask(alice, room, "!cover R1", bot)  # queues a DM telling Bob he is released
-    listing = await ask(alice, room, "!needs", bot, timeout=10)
-    assert "No open needs" in listing.body
-    # Making Bob's DM room fails (Synapse makes the room, then cannot invite him) and is tried
-    # again, inviting him into that same room: never a second room.
-    failures = f"(dm:{bob.user_id}) failed"
-    await bot.wait_for_log(failures, 60)
-    started = time.monotonic()  # while the step retries, the pod's replies keep their pace
-    listing = await ask(alice, room, "!needs", bot, timeout=10)
-    print(f"\na reply while Bob's DM room step was failing: {time.monotonic() - started:.2f}s")
-    for _ in range(600):  # up to 60 s
-        if bot.log_text().count(failures) >= 2:
-            break
-        await asyncio.sleep(0.1)
-    assert bot.log_text().count(failures) >= 2, bot.log_tail()
-    created = await rooms_created_by(synapse, bot.user_id)
-    print(f"\nrooms the bot created while Bob's server was down: {len(created)}")
-    assert len(created) == 1
-    assert bot.process.returncode is None
+        # The reminder's room post arrives while Bob's DM cannot even be made.
+        posted = await alice.wait_for(room, contains("starts in"), 90, sender=bot.user_id)
+        assert "Van run" in posted.body
+        failures = f"(dm:{bob.user_id}) failed"
+        await bot.wait_for_log(failures, 60)
+        started = time.monotonic()  # while the step retries, the pod's replies keep their pace
+        listing = await ask(alice, room, "!needs", bot, timeout=10)
+        assert "No open needs" in listing.body
+        print(f"\na reply while Bob's reminder DM was failing: {time.monotonic() - started:.2f}s")
+        for _ in range(600):  # up to 60 s
+            if bot.log_text().count(failures) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert bot.log_text().count(failures) >= 2, bot.log_tail()
+        created = await rooms_created_by(synapse, bot.user_id)
+        print(f"rooms the bot created while Bob's server was down: {len(created)}")
+        assert len(created) == 1
+        assert bot.process.returncode is None
 
-    # Bob's server comes back: he is invited into that room and gets the message there.
-    await second_synapse.start()
-    started = time.monotonic()
-    await bob.send(room, "back online")  # tells the bot's server that Bob's is back
-    dm = await bob.wait_for_invite(timeout=120)
-    assert dm == created[0]["room_id"]
-    await bob.join(dm)
-    await bob.wait_for(dm, contains("you're released from that date"), 60, sender=bot.user_id)
-    print(f"the DM reached Bob {time.monotonic() - started:.1f}s after his server came back")
-    assert [r["room_id"] for r in await rooms_created_by(synapse, bot.user_id)] == [dm]
+        # Bob's server comes back: he is invited into that room and gets his reminder there.
+        await second_synapse.start()
+        started = time.monotonic()
+        await bob.send(room, "back online")  # tells the bot's server that Bob's is back
+        dm = await bob.wait_for_invite(timeout=120)
+        assert dm == created[0]["room_id"]
+        await bob.join(dm)
+        reminder = await bob.wait_for(dm, contains("starts in"), 60, sender=bot.user_id)
+        assert reminder.body.startswith("Reminder:") and "Van run" in reminder.body
+        print(f"the reminder reached Bob {time.monotonic() - started:.1f}s after his server "
+              "came back")
+        assert [r["room_id"] for r in await rooms_created_by(synapse, bot.user_id)] == [dm]
+    finally:
+        await bot.stop()
