@@ -54,6 +54,7 @@ bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	$(VENV)/bin/python bench/signal_roundtrip.py
 	$(VENV)/bin/python bench/inputsize.py
 	$(VENV)/bin/python bench/report.py
+	$(VENV)/bin/python bench/looplag.py
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/roundtrip.py
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml (needs the network).

@@ -159,6 +159,8 @@ class App:
                     after_commit += ctx.after_commit
                 if not more:
                     break
+                # A batch is many commands' work: let other tasks run between two of them.
+                await asyncio.sleep(0)
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
         for step in after_commit:

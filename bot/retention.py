@@ -116,6 +116,8 @@ RULES: tuple[Rule, ...] = (
     Rule("intake", ROW, "until posted, stopped or idle for intake_timeout_minutes "
          "(expire_idle tells the person); this rule is the backstop", "deleted",
          "DELETE FROM intake WHERE updated_at < :cutoff"),
+    Rule("erasures", ROW, "a confirmed !forgetme: until carried out (seconds later; a restart "
+         "carries it out on start)", "deleted by the housekeeping task that carries it out"),
     # ---- shifts ----
     Rule("shift_signups", ROW, "a dated sign-up: retention_days after that date", "deleted",
          "DELETE FROM shift_signups WHERE occurrence != '*' AND occurrence < :cutoff_occurrence"),

@@ -20,6 +20,7 @@ RELATIVE_BASE so results never depend on the wall clock.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -964,8 +965,15 @@ def _probe_ok(words: list[str]) -> bool:
 
 
 def _rule(when: ShiftWhen) -> rrulebase:
-    dtstart = datetime.combine(when.first_date, when.start_local)
-    r = rrulestr(when.rrule or "", dtstart=dtstart)
+    return _parsed_rule(when.rrule or "", datetime.combine(when.first_date, when.start_local))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_rule(text: str, dtstart: datetime) -> rrulebase:
+    """A rule is parsed once, and remembers the dates it has expanded (`cache=True`): dateutil
+    expands from the first date on every query, so without it a rota's every look at "now"
+    would cost its whole history. Same text and start, same dates: safe to share."""
+    r = rrulestr(text, dtstart=dtstart, cache=True)
     assert isinstance(r, rrulebase)
     return r
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+import time as clock
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 from bot import library, room_settings
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from bot.storage import Transaction
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SHIFT_DM = "shift_dm"
 SHIFT_ROOM = "shift_room"
@@ -97,6 +100,7 @@ class Snapshot:
     signups: list[Signup] = field(default_factory=list)
     cancelled: set[tuple[int, str]] = field(default_factory=set)
     posts: list[tuple[Post, datetime]] = field(default_factory=list)  # (post, expiry clock start)
+    need_rooms: list[str] = field(default_factory=list)  # rooms with open needs (for the digest)
     room_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     last_run: datetime | None = None
     loans: list[tuple[Loan, Item]] = field(default_factory=list)  # lent out now
@@ -116,6 +120,16 @@ def _horizon(cfg: ShiftsConfig) -> timedelta:
     return max([*_offsets(cfg), timedelta(hours=cfg.understaffed_alert_hours), timedelta(0)])
 
 
+def _window_start(last_run: datetime | None, now: datetime, cfg: ShiftsConfig) -> datetime:
+    """Shift sends due after this moment are considered: since the last run (at least the
+    grace, at most MAX_LOOKBACK back)."""
+    grace = timedelta(minutes=cfg.late_grace_minutes)
+    lookback = grace
+    if last_run is not None:
+        lookback = max(grace, min(MAX_LOOKBACK, now - last_run))
+    return now - lookback
+
+
 def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
     """Every send whose time has come and that may not have been recorded yet.
 
@@ -125,10 +139,7 @@ def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
     """
     cfg = config.shifts
     grace = timedelta(minutes=cfg.late_grace_minutes)
-    lookback = grace
-    if snap.last_run is not None:
-        lookback = max(grace, min(MAX_LOOKBACK, now - snap.last_run))
-    window_start = now - lookback
+    window_start = _window_start(snap.last_run, now, cfg)
     out: list[Due] = []
     horizon = _horizon(cfg)
     for shift in snap.shifts:
@@ -193,9 +204,15 @@ def _loans_due(snap: Snapshot, now: datetime, config: BotConfig, window_start: d
     return out
 
 
-def _post_times(basis: datetime, cfg: ShiftsConfig) -> tuple[datetime, datetime]:
-    expires = basis + timedelta(days=cfg.post_expiry_days)
+def _post_offsets(cfg: ShiftsConfig) -> tuple[timedelta, timedelta]:
+    """How long after the expiry clock starts the warning and the expiry come."""
+    expires = timedelta(days=cfg.post_expiry_days)
     return expires - timedelta(days=cfg.expiry_warning_days), expires
+
+
+def _post_times(basis: datetime, cfg: ShiftsConfig) -> tuple[datetime, datetime]:
+    warn_after, expire_after = _post_offsets(cfg)
+    return basis + warn_after, basis + expire_after
 
 
 def _posts_due(snap: Snapshot, now: datetime, cfg: ShiftsConfig) -> list[Due]:
@@ -245,17 +262,11 @@ def _next_digest(now: datetime, zone: ZoneInfo, cfg: ShiftsConfig) -> datetime:
     raise AssertionError("a digest slot is always within 8 days")
 
 
-def _digest_rooms(snap: Snapshot) -> list[str]:
-    rooms = {p.room_id for p, _ in snap.posts if p.kind is PostKind.NEED
-             and p.status is PostStatus.OPEN and not p.private}
-    return sorted(rooms)
-
-
 def _digests_due(snap: Snapshot, now: datetime, config: BotConfig, window_start: datetime) -> list[Due]:
     cfg = config.shifts
     grace = timedelta(minutes=cfg.late_grace_minutes)
     out = []
-    for room_id in _digest_rooms(snap):
+    for room_id in snap.need_rooms:
         stored = snap.room_settings.get(room_id, {})
         if not room_settings.is_on(room_settings.value("digest", stored, config)):
             continue
@@ -287,7 +298,7 @@ def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
             for at in _post_times(basis, cfg):
                 if now < at < best:
                     best = at
-    for room_id in _digest_rooms(snap):
+    for room_id in snap.need_rooms:
         zone = ZoneInfo(room_zone(snap.room_settings.get(room_id, {}), config))
         at = _next_digest(now, zone, cfg)
         if now < at < best:
@@ -385,18 +396,89 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
 
 # ---- running it ---------------------------------------------------------------------------------
 
-async def load_snapshot(tx: Transaction) -> Snapshot:
-    shifts = await tx.shifts.list()
-    ids = [s.id for s in shifts]
-    posts = await tx.posts.with_renewal()
-    loans = await tx.library.lent()
-    rooms = {s.room_id for s in shifts} | {p.room_id for p, _ in posts} | {lo.room_id for lo, _ in loans}
+_BASIS_SLACK = timedelta(seconds=1)  # read a little more than due; compute_due decides
+
+
+async def _posts_near(tx: Transaction, now: datetime, since: datetime | None,
+                      cfg: ShiftsConfig) -> list[tuple[Post, datetime]]:
+    """The open posts whose warning or expiry may be due at `now` and has not been handled by a
+    run at `since`, and the ones whose warning and expiry come next. Bounded by what is due:
+    - every post past its expiry (each is expired by the run);
+    - posts whose warning time came after `since` (earlier ones were warned by that run);
+    - posts changed after `since` (say, opened again) whose warning time has come;
+    - the first post whose warning, and the first whose expiry, is still ahead (next_wake)."""
+    warn_after, expire_after = _post_offsets(cfg)
+    found: dict[int, tuple[Post, datetime]] = {}
+    batches = [await tx.posts.open_by_basis(now - expire_after + _BASIS_SLACK)]
+    if cfg.expiry_warning_days > 0:
+        batches.append(await tx.posts.open_by_basis(
+            now - warn_after + _BASIS_SLACK,
+            after=None if since is None else since - warn_after - _BASIS_SLACK))
+    if since is not None:
+        batches.append(await tx.posts.open_changed_since(since - _BASIS_SLACK,
+                                                         now - warn_after + _BASIS_SLACK))
+    for offset in (warn_after, expire_after):
+        first = await tx.posts.first_open_after_basis(now - offset + _BASIS_SLACK)
+        batches.append([first] if first else [])
+    for batch in batches:
+        for post, basis in batch:
+            found[post.id] = (post, basis)
+    return sorted(found.values(), key=lambda item: item[0].id)
+
+
+async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Snapshot:
+    """What `compute_due` and `next_wake` need at `now`, and nothing more: shifts that can have
+    a date in the window, their sign-ups and cancellations for those dates, the posts near their
+    expiry times (`_posts_near`), and the rooms a digest may go to."""
+    cfg = config.shifts
     last = await tx.delivery.get_meta("scheduler_last_run")
-    return Snapshot(
-        shifts=shifts, signups=await tx.shifts.signups(ids), cancelled=await tx.shifts.cancelled_occurrences(ids),
-        posts=posts, room_settings={r: await tx.settings.room(r) for r in sorted(rooms)},
-        last_run=datetime.fromisoformat(last) if last else None, loans=loans,
-    )
+    last_run = datetime.fromisoformat(last) if last else None
+    window_start = _window_start(last_run, now, cfg)
+    window_end = now + _horizon(cfg) + MAX_SLEEP + timedelta(seconds=1)
+    first, last_key = occurrence_key(window_start), occurrence_key(window_end)
+    # Each step is a few milliseconds; other tasks get a turn between them.
+    shifts = await tx.shifts.active_near(window_start, window_end)
+    signups, cancelled = [], set()
+    for chunk in range(0, len(shifts), _SHIFTS_PER_READ):
+        await asyncio.sleep(0)
+        ids = [s.id for s in shifts[chunk:chunk + _SHIFTS_PER_READ]]
+        signups += await tx.shifts.signups_between(ids, first, last_key)
+        cancelled |= await tx.shifts.cancelled_between(ids, first, last_key)
+    await asyncio.sleep(0)
+    # Posts whose times came by the last run were handled by it (a clock set back: by now).
+    since = None if last_run is None else min(last_run, now)
+    posts = await _posts_near(tx, now, since, cfg)
+    await asyncio.sleep(0)
+    need_rooms = await tx.posts.rooms_with_open_needs()
+    loans = await tx.library.lent()  # what is lent out now, not the history
+    rooms = {s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
+    return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
+                    need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
+                    last_run=last_run, loans=loans)
+
+
+_SHIFTS_PER_READ = 32  # sign-ups and cancellations read for this many shifts at a time
+_SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting other tasks run
+
+
+def _parts(snap: Snapshot) -> list[Snapshot]:
+    """The snapshot cut into independent parts (one per shift, then posts, loans and digests),
+    so that the pure functions can run a part at a time between other tasks' turns."""
+    rest = replace(snap, shifts=[], posts=[], need_rooms=[], loans=[])
+    return ([replace(rest, shifts=[shift]) for shift in snap.shifts]
+            + [replace(snap, shifts=[])])
+
+
+async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T]:
+    """`compute` on each part, yielding to the event loop every `_SLICE_SECONDS` or so."""
+    results = []
+    mark = clock.perf_counter()
+    for part in _parts(snap):
+        results.append(compute(part))
+        if clock.perf_counter() - mark > _SLICE_SECONDS:
+            await asyncio.sleep(0)
+            mark = clock.perf_counter()
+    return results
 
 
 class Scheduler:
@@ -417,8 +499,13 @@ class Scheduler:
             now = now or self.app.clock()
             acted: list[Due] = []
             async with self.storage.transaction() as tx:
-                snap = await load_snapshot(tx)
-                for item in compute_due(snap, now, self.config):
+                snap = await load_snapshot(tx, now, self.config)
+                due = await _in_slices(snap, lambda part: compute_due(part, now, self.config))
+                mark = clock.perf_counter()
+                for item in (item for items in due for item in items):
+                    if clock.perf_counter() - mark > _SLICE_SECONDS:
+                        await asyncio.sleep(0)  # rendering adds up; let others run meanwhile
+                        mark = clock.perf_counter()
                     outcome = item.action if item.action == "skip" else "sent"
                     if not await tx.shifts.record_scheduled(item.kind, item.ref, item.occurrence,
                                                      item.offset_key, item.person, outcome, now):
@@ -449,8 +536,8 @@ class Scheduler:
     async def next_wake(self, now: datetime | None = None) -> datetime:
         now = now or self.app.clock()
         async with self.storage.transaction() as tx:
-            snap = await load_snapshot(tx)
-        return next_wake(snap, now, self.config)
+            snap = await load_snapshot(tx, now, self.config)
+        return min(await _in_slices(snap, lambda part: next_wake(part, now, self.config)))
 
     # ---- APScheduler wiring --------------------------------------------------------------------
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from bot import intake_rules as rules
 from bot import retention
 from bot.commands import command, flow
-from bot.commands.intake import FLOW_FORGET, say
+from bot.commands.intake import FLOW_FORGET, _text, say
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, render
 from bot.models import PostStatus
-from bot.storage import Storage
+from bot.storage import Storage, Transaction
+from bot.store.privacy import ErasureRequest
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -36,6 +38,7 @@ def confirm_text(config: BotConfig) -> str:
         "in other people's devices.\n\n"
         "Reply yes to erase it all, or anything else to keep everything."
     )
+
 
 _TABLE_WORDS = {
     "posts": "posts", "inbox": "received-command records", "outbox": "sent-message records",
@@ -86,29 +89,85 @@ async def forget_flow(ctx: Context, state: dict, text: str) -> None:
 
 
 async def forget(ctx: Context) -> None:
-    tx, person = ctx.tx, ctx.sender
+    """Record the request; `carry_out_erasures` erases and answers, off the event loop.
+
+    Erasure scans every table, so it must not run in this command's short transaction on the
+    loop (bot/storage.py). The request is committed with the command: after a restart it is
+    still carried out. The person's commands sent after the yes are not acted on.
+    """
+    await ctx.tx.privacy.end_intake(ctx.sender)
+    await ctx.tx.privacy.request_erasure(ctx.sender, ctx.room_id, ctx.event_id, ctx.now)
+    # Wakes the housekeeping task (and the scheduler: sign-ups and posts are about to go).
+    ctx.schedule_changed = True
+
+
+_ERASURES_PER_ROUND = 20  # requests carried out before housekeeping does its other work
+_SLICE_SECONDS = 0.002  # the longest an erasure renders its notices before yielding
+_ENQUEUE_SLICE = 100  # messages queued per statement batch (each one a trip to the thread)
+
+
+async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) -> int:
+    """Carry out waiting !forgetme requests, each in one bulk transaction with its answer (the
+    summary, the room notices and the redactions, all through the outbox); how many."""
+    done = 0
+    while done < _ERASURES_PER_ROUND:
+        now = clock()
+        async with storage.transaction(bulk=True) as tx:
+            request = await tx.privacy.next_erasure()
+            if request is None:
+                break
+            await tx.privacy.end_erasure(request.person)  # first: forgetting walks every table
+            out = await _erase(tx, request, now)
+            # Thousands of notices and redactions for a heavy user: queued a slice at a time.
+            for start in range(0, len(out), _ENQUEUE_SLICE):
+                await tx.delivery.enqueue(out[start:start + _ENQUEUE_SLICE], now)
+        done += 1
+    return done
+
+
+async def _yield_after_slice(mark: float) -> float:
+    """A message per post and per redaction adds up for a heavy user: every `_SLICE_SECONDS`,
+    let other tasks run; returns the new mark."""
+    if time.perf_counter() - mark <= _SLICE_SECONDS:
+        return mark
+    await asyncio.sleep(0)
+    return time.perf_counter()
+
+
+async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> list[Outgoing]:
+    person = request.person
     withdrawn = await tx.posts.list(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
     # Items and loans first: the generic pass in forget_person would only blank the names.
-    counts = await tx.library.forget(person, ctx.now)
-    for table, n in (await tx.privacy.forget_person(person, ctx.now)).items():
+    counts = await tx.library.forget(person, now)
+    for table, n in (await tx.privacy.forget_person(person, now)).items():
         counts[table] = counts.get(table, 0) + n
+    out = []
+    mark = time.perf_counter()
     # Anonymous requests go without a word in the room: announced in the same breath as the
     # person's public posts, they would be linked to them.
-    for post in withdrawn:
-        if not post.anonymous:
-            await ctx.send(post.room_id, "**#{number}** was withdrawn.", number=post.number)
-    for post in reopened:
-        await ctx.send(post.room_id, "**#{number}** is open again.", number=post.number)
+    notes = [(post, "was withdrawn") for post in withdrawn if not post.anonymous]
+    notes += [(post, "is open again") for post in reopened]
+    for post, note in notes:
+        if note == "is open again":
+            # Open again as of now: the scheduler looks at posts changed since its last run, so
+            # an expiry warning that came due while the post was claimed still goes out.
+            await tx.posts.set_status(post, PostStatus.OPEN, now)
+        out.append(Outgoing(render("**#{number}** {note}.", number=post.number, note=note),
+                            room_id=post.room_id))
+        mark = await _yield_after_slice(mark)
     for sent in dict.fromkeys(to_redact):
-        ctx.outgoing.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
+        out.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
+        mark = await _yield_after_slice(mark)
     parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
     erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
-    await say(ctx, f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
-              f"{len(reopened)} request(s) you were helping with, and am deleting "
-              f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
+    summary = (f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
+               f"{len(reopened)} request(s) you were helping with, and am deleting "
+               f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
+    out.append(Outgoing(_text(summary), room_id=request.room_id, reply_to=request.reply_to))
+    return out
 
 
 async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
@@ -120,31 +179,42 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
 
 
 async def housekeeping(app: App, stop: asyncio.Event, interval: float | None = None) -> None:
-    """Until `stop` is set: drop idle DM conversations (telling the person) and run retention.
-    Call it once the app is ready.
+    """Until `stop` is set: carry out !forgetme requests (woken as soon as one is committed), drop
+    idle DM conversations (telling the person) and run retention. Call it once the app is ready.
 
-    Runs beside the scheduler; both steps are single transactions and safe to repeat. It ends
-    between steps, never by cancellation inside one: a retention sweep runs on the database's
-    thread, and a cancelled one could leave that thread's transaction open.
+    Every step is its own transaction and safe to repeat; requests left by a restart are
+    carried out on the first round. It ends between steps, never by cancellation inside one: an
+    erasure or a retention sweep runs on the database's thread, and a cancelled one could leave
+    that thread's transaction open.
     """
     from bot.commands.intake import expire_idle
 
     timeout_s = app.config.privacy.intake_timeout_minutes * 60
     interval = interval or max(1.0, min(60.0, timeout_s / 4))
     last_sweep: datetime | None = None
-    while not stop.is_set():
-        now = app.clock()
-        try:
-            dropped = await expire_idle(app.storage, app.config, now)
-            if dropped:
-                log.info("dropped %d idle private conversation(s)", dropped)
-                app.wake_outbox()
-            if last_sweep is None or now - last_sweep >= retention.SWEEP_INTERVAL:
-                erased = await sweep(app.storage, app.config, now)
-                last_sweep = now
-                if erased:
-                    log.info("retention: erased or deleted %d row(s) past their time", erased)
-        except Exception:
-            log.exception("privacy housekeeping failed; trying again later")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    wake = asyncio.Event()
+    app.schedule_listeners.append(wake.set)
+    try:
+        while not stop.is_set():
+            wake.clear()
+            now = app.clock()
+            try:
+                if await carry_out_erasures(app.storage, app.clock):
+                    app.wake_outbox()
+                dropped = await expire_idle(app.storage, app.config, now)
+                if dropped:
+                    log.info("dropped %d idle private conversation(s)", dropped)
+                    app.wake_outbox()
+                if last_sweep is None or now - last_sweep >= retention.SWEEP_INTERVAL:
+                    erased = await sweep(app.storage, app.config, now)
+                    last_sweep = now
+                    if erased:
+                        log.info("retention: erased or deleted %d row(s) past their time", erased)
+            except Exception:
+                log.exception("privacy housekeeping failed; trying again later")
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
+    finally:
+        app.schedule_listeners.remove(wake.set)

@@ -298,6 +298,28 @@ MIGRATIONS: list[Migration] = [
             requested_at TEXT NOT NULL
         );
 """),
+    # The scheduler reads only what is due: posts by the start of their expiry clock, posts
+    # changed since its last run, one-off shifts by their (local) start, and recurring shifts.
+    Migration("indexes for what the scheduler finds due", """
+        CREATE INDEX posts_expiry ON posts (COALESCE(renewed_at, created_at))
+            WHERE status = 'open';
+        CREATE INDEX posts_open_updated ON posts (updated_at) WHERE status = 'open';
+        CREATE INDEX shifts_one_off ON shifts (
+            json_extract(when_json, '$.first_date') || 'T' || json_extract(when_json, '$.start_local'))
+            WHERE active = 1 AND json_extract(when_json, '$.rrule') IS NULL;
+        CREATE INDEX shifts_recurring ON shifts (room_id, number)
+            WHERE active = 1 AND json_extract(when_json, '$.rrule') IS NOT NULL;
+"""),
+    # !forgetme records the request in the command's short transaction; the erasure itself scans
+    # every table, so the housekeeping task carries it out in a bulk transaction off the loop.
+    Migration("erasure requests", """
+        CREATE TABLE erasures (
+            person TEXT PRIMARY KEY,
+            room_id TEXT NOT NULL,
+            reply_to TEXT NOT NULL,
+            requested_at TEXT NOT NULL
+        );
+"""),
     # Redactions, reactions and edits are typed events in the inbox, handled exactly once like
     # commands: `kind` says which, `target` the event they act on (text: an edit's new text, a
     # reaction's key). Relays: two people on different networks talking through the bot.

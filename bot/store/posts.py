@@ -13,6 +13,8 @@ _KINDS = {k.value: k for k in PostKind}
 _CATEGORIES = {c.value: c for c in Category}
 _URGENCIES = {int(u): u for u in Urgency}
 _STATUSES = {s.value: s for s in PostStatus}
+# When a post's expiry clock started: its creation or its last renewal (index `posts_expiry`).
+_BASIS = "COALESCE(renewed_at, created_at)"
 
 
 def post_from_row(row: sqlite3.Row) -> Post:
@@ -40,6 +42,10 @@ def post_from_row(row: sqlite3.Row) -> Post:
 class RenewablePost(NamedTuple):
     post: Post
     clock_started: datetime  # creation, or the last !renew
+
+
+def _renewable(row: sqlite3.Row) -> RenewablePost:
+    return RenewablePost(post_from_row(row), parse_time(row["renewed_at"] or row["created_at"]))
 
 
 class PostsArea(Area):
@@ -160,16 +166,52 @@ class PostsArea(Area):
         )
         return [post_from_row(r) for r in rows]
 
-    async def with_renewal(self, statuses: tuple[PostStatus, ...] = (PostStatus.OPEN,),
-                           ) -> list[RenewablePost]:
-        """Posts with the moment their expiry clock started (creation or last renewal)."""
+    # ---- expiry: the scheduler reads only the posts whose times have come ---------------------
+    #
+    # A post's expiry clock starts at its creation or last renewal (its "basis"); both the
+    # warning and the expiry are fixed times after it. Every query here is a range of the
+    # `posts_expiry` (or `posts_open_updated`) index, so what is read is what is due.
+
+    async def open_by_basis(self, up_to: datetime, after: datetime | None = None,
+                            ) -> list[RenewablePost]:
+        """Open posts whose expiry clock started in (after, up_to], with that start."""
+        # Two forms, so that the lower bound is a range of the index and not a filter.
+        lower, params = ("", [now_text(up_to)]) if after is None else (
+            f"AND {_BASIS} > ?", [now_text(up_to), now_text(after)])
         rows = await self._tx.fetchall(
-            f"SELECT * FROM posts WHERE status IN ({placeholders(statuses)}) "  # noqa: S608
-            "ORDER BY id",
-            [s.value for s in statuses],
+            f"SELECT * FROM posts WHERE status = 'open' AND {_BASIS} <= ? {lower} "  # noqa: S608
+            f"ORDER BY {_BASIS}, id", params,
         )
-        return [RenewablePost(post_from_row(r), parse_time(r["renewed_at"] or r["created_at"]))
-                for r in rows]
+        return [_renewable(r) for r in rows]
+
+    async def first_open_after_basis(self, after: datetime) -> RenewablePost | None:
+        """The open post whose expiry clock started first after `after`."""
+        row = await self._tx.fetchone(
+            f"SELECT * FROM posts WHERE status = 'open' AND {_BASIS} > ? "  # noqa: S608
+            f"ORDER BY {_BASIS}, id LIMIT 1", (now_text(after),),
+        )
+        return _renewable(row) if row else None
+
+    async def open_changed_since(self, since: datetime, basis_up_to: datetime,
+                                 ) -> list[RenewablePost]:
+        """Open posts changed after `since` (opened again, say) whose clock started by
+        `basis_up_to`."""
+        # Few posts change between runs, but many have a clock that started long ago: the
+        # planner is told which index bounds the read.
+        rows = await self._tx.fetchall(
+            "SELECT * FROM posts INDEXED BY posts_open_updated "  # noqa: S608 - fixed text
+            f"WHERE status = 'open' AND updated_at > ? AND {_BASIS} <= ?",
+            (now_text(since), now_text(basis_up_to)),
+        )
+        return [_renewable(r) for r in rows]
+
+    async def rooms_with_open_needs(self) -> list[str]:
+        """Rooms with at least one open need that is not private (one index probe per room)."""
+        rows = await self._tx.fetchall(
+            "SELECT room_id FROM room_counters WHERE EXISTS (SELECT 1 FROM posts "
+            "WHERE posts.room_id = room_counters.room_id AND kind = 'need' AND status = 'open' "
+            "AND private = 0) ORDER BY room_id")
+        return [r["room_id"] for r in rows]
 
     async def renew(self, post: Post, now: datetime) -> Post:
         stamp = now_text(now)

@@ -75,6 +75,16 @@ def _relay(row: sqlite3.Row) -> Relay:
     return Relay(row["id"], row["post_id"], row["requester"], row["helper"])
 
 
+@dataclass(frozen=True, slots=True)
+class ErasureRequest:
+    """A confirmed !forgetme, waiting to be carried out (and answered in `room_id`)."""
+
+    person: str
+    room_id: str
+    reply_to: str
+    requested_at: datetime
+
+
 def _intake(row: sqlite3.Row) -> IntakeConversation:
     return IntakeConversation(row["user_id"], row["room_id"], row["flow"],
                               json.loads(row["state"]), parse_time(row["updated_at"]))
@@ -293,23 +303,26 @@ class PrivacyArea(Area):
         counts: dict[str, int] = {}
         for name, col in await self._text_columns():
             column = col["name"]
+            # instr() (in C) passes only the few rows that contain the id at all to the
+            # whole-id check in Python, so the walk costs a scan, not a Python call per row.
+            names = f"instr({column}, :id) > 0 AND names_person({column}, :id)"
+            params = {"id": user_id}
             if col["pk"]:
                 cursor = await self._tx.execute(
-                    f"DELETE FROM {name} WHERE names_person({column}, ?)", (user_id,))  # noqa: S608
+                    f"DELETE FROM {name} WHERE {names}", params)  # noqa: S608
                 changed = cursor.rowcount
             else:
                 blank = "NULL" if not col["notnull"] else "''"
-                exact = f"UPDATE {name} SET {column} = {blank} WHERE {column} = ?"  # noqa: S608
-                inside = (f"UPDATE {name} SET {column} = without_person({column}, ?) "  # noqa: S608
-                          f"WHERE names_person({column}, ?)")
+                exact = f"UPDATE {name} SET {column} = {blank} WHERE {column} = :id"  # noqa: S608
+                inside = (f"UPDATE {name} SET {column} = without_person({column}, :id) "  # noqa: S608
+                          f"WHERE {names}")
                 changed = 0
-                for sql, params in ((exact, (user_id,)), (inside, (user_id, user_id))):
+                for sql in (exact, inside):
                     try:
                         cursor = await self._tx.execute(sql, params)
                     except sqlite3.IntegrityError:
                         cursor = await self._tx.execute(
-                            f"DELETE FROM {name} WHERE names_person({column}, ?)",  # noqa: S608
-                            (user_id,))
+                            f"DELETE FROM {name} WHERE {names}", params)  # noqa: S608
                     changed += cursor.rowcount
             if changed:
                 counts[name] = counts.get(name, 0) + changed
@@ -328,3 +341,28 @@ class PrivacyArea(Area):
                 [text] * len(columns))
             counts[name] = row[0]
         return counts
+
+    # ---- erasure requests: recorded by !forgetme, carried out by the housekeeping task -------
+
+    async def request_erasure(self, person: str, room_id: str, reply_to: str,
+                              now: datetime) -> None:
+        """Record the request, and blank the person's commands not handled yet (the inbox's
+        pending rows only), so that nothing they sent after it is acted on."""
+        await self._tx.execute(
+            "INSERT INTO erasures (person, room_id, reply_to, requested_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (person) DO UPDATE SET room_id = excluded.room_id, "
+            "reply_to = excluded.reply_to",
+            (person, room_id, reply_to, now_text(now)))
+        await self._tx.execute(
+            "UPDATE inbox SET sender = '', text = '' WHERE handled_at IS NULL AND sender = ?",
+            (person,))
+
+    async def next_erasure(self) -> ErasureRequest | None:
+        row = await self._tx.fetchone("SELECT * FROM erasures ORDER BY requested_at LIMIT 1")
+        if row is None:
+            return None
+        return ErasureRequest(row["person"], row["room_id"], row["reply_to"],
+                              parse_time(row["requested_at"]))
+
+    async def end_erasure(self, person: str) -> None:
+        await self._tx.execute("DELETE FROM erasures WHERE person = ?", (person,))

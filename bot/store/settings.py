@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.store.base import Area
+from bot.store.base import Area, placeholders
 
 
 class SettingsArea(Area):
@@ -10,6 +10,16 @@ class SettingsArea(Area):
         rows = await self._tx.fetchall(
             "SELECT key, value FROM room_settings WHERE room_id = ?", (room_id,))
         return {r["key"]: r["value"] for r in rows}
+
+    async def rooms(self, room_ids: list[str]) -> dict[str, dict[str, str]]:
+        """Several rooms' stored values in one query; every room asked for has an entry."""
+        found: dict[str, dict[str, str]] = {room_id: {} for room_id in room_ids}
+        rows = await self._tx.fetchall(
+            f"SELECT room_id, key, value FROM room_settings "  # noqa: S608 - placeholders only
+            f"WHERE room_id IN ({placeholders(room_ids)})", room_ids)
+        for r in rows:
+            found[r["room_id"]][r["key"]] = r["value"]
+        return found
 
     async def set(self, room_id: str, key: str, value: str | None) -> None:
         """Store a room's value for `key`; None removes it (back to the default)."""

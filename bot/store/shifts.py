@@ -2,21 +2,48 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from bot.schedule_rules import ShiftWhen
-from bot.shift_models import Shift, Signup, StandinRequest
+from bot.shift_models import ALL_DATES, Shift, Signup, StandinRequest
 from bot.store.base import Area, now_text, parse_time, placeholders
+
+# A one-off shift's start as local wall-clock text ("2026-11-28T10:00:00"), and whether a shift
+# is recurring: both indexed (`shifts_one_off`, `shifts_recurring`), so the scheduler reads only
+# the shifts that can have a date near now.
+_ONE_OFF_START = ("json_extract(when_json, '$.first_date') || 'T' || "
+                  "json_extract(when_json, '$.start_local')")
+_ONE_OFF = "json_extract(when_json, '$.rrule') IS NULL"
+_RECURRING = "json_extract(when_json, '$.rrule') IS NOT NULL"
+# Local time is at most 14 hours from UTC; a day either side covers every zone and DST.
+_ZONE_SLACK = timedelta(days=1)
+
+
+def _naive_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _signup(row: sqlite3.Row) -> Signup:
+    return Signup(shift_id=row["shift_id"], occurrence=row["occurrence"], person=row["person"],
+                  present=bool(row["present"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _when(text: str) -> ShiftWhen:
+    """Parsed once per distinct text (ShiftWhen is frozen): the scheduler reads the same
+    shifts at every wake-up."""
+    return ShiftWhen.model_validate_json(text)
 
 
 def shift_from_row(row: sqlite3.Row) -> Shift:
     return Shift(
         id=row["id"], room_id=row["room_id"], number=row["number"], title=row["title"],
         place=row["place"], needed=row["needed"],
-        when=ShiftWhen.model_validate_json(row["when_json"]), active=bool(row["active"]),
+        when=_when(row["when_json"]), active=bool(row["active"]),
         created_by=row["created_by"], created_at=parse_time(row["created_at"]),
     )
 
@@ -123,8 +150,41 @@ class ShiftsArea(Area):
             f"WHERE shift_id IN ({placeholders(shift_ids)}) ORDER BY at, person",
             shift_ids,
         )
-        return [Signup(shift_id=r["shift_id"], occurrence=r["occurrence"], person=r["person"],
-                       present=bool(r["present"])) for r in rows]
+        return [_signup(r) for r in rows]
+
+    # ---- what the scheduler reads: bounded by the time window, not by the history ----------
+
+    async def active_near(self, start: datetime, end: datetime) -> list[Shift]:
+        """Every active recurring shift, and the active one-off shifts starting between `start`
+        and `end` (give or take a day: the caller works out the exact dates)."""
+        rows = await self._tx.fetchall(
+            f"SELECT * FROM shifts WHERE active = 1 AND {_ONE_OFF} "  # noqa: S608 - fixed text
+            f"AND {_ONE_OFF_START} BETWEEN ? AND ? "
+            f"UNION ALL SELECT * FROM shifts WHERE active = 1 AND {_RECURRING} "
+            "ORDER BY room_id, number",
+            (_naive_text(start - _ZONE_SLACK), _naive_text(end + _ZONE_SLACK)),
+        )
+        return [shift_from_row(r) for r in rows]
+
+    async def signups_between(self, shift_ids: list[int], first: str, last: str) -> list[Signup]:
+        """Sign-ups of these shifts for every date or for an occurrence key in [first, last]."""
+        marks = placeholders(shift_ids)
+        rows = await self._tx.fetchall(
+            f"SELECT * FROM shift_signups WHERE shift_id IN ({marks}) "  # noqa: S608
+            f"AND occurrence = ? UNION ALL SELECT * FROM shift_signups WHERE shift_id IN ({marks}) "
+            "AND occurrence BETWEEN ? AND ? ORDER BY at, person",
+            (*shift_ids, ALL_DATES, *shift_ids, first, last),
+        )
+        return [_signup(r) for r in rows]
+
+    async def cancelled_between(self, shift_ids: list[int], first: str, last: str,
+                                ) -> set[tuple[int, str]]:
+        rows = await self._tx.fetchall(
+            "SELECT shift_id, occurrence FROM shift_cancelled "  # noqa: S608 - placeholders only
+            f"WHERE shift_id IN ({placeholders(shift_ids)}) AND occurrence BETWEEN ? AND ?",
+            (*shift_ids, first, last),
+        )
+        return {(r["shift_id"], r["occurrence"]) for r in rows}
 
     async def set_signup(self, shift_id: int, occurrence: str, person: str, present: bool,
                          now: datetime) -> None:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
 from bot.messages import Incoming, Outgoing, RoomRequest
 from bot.networks import MATRIX
@@ -139,6 +140,9 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
             await app.receive([Incoming(unique_id("$console-in"), room, person, line, direct,
                                         app.clock())])
             await app.run_until_idle()
+            # A confirmed !forgetme is carried out here, as the bot's housekeeping task would.
+            if await carry_out_erasures(runtime.storage, app.clock):
+                await app.run_until_idle()
             await runtime.reports.idle()
     finally:
         await runtime.close()

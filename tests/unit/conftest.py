@@ -10,6 +10,7 @@ import pytest
 
 from bot.actions import tag_mark
 from bot.app import App
+from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
 from bot.messages import DeliveryError, Event, Incoming, Outgoing, Redaction, RoomRequest
 from bot.storage import Storage
@@ -125,8 +126,15 @@ class Pod:
     async def receive(self, event: Event) -> list[Outgoing]:
         before = len(self.transport.sent)
         await self.app.receive([event])
-        await self.app.run_until_idle()
+        await self.settle()
         return self.transport.sent[before:]
+
+    async def settle(self) -> None:
+        """Handle what was received and deliver the replies; then carry out a confirmed
+        !forgetme and deliver its answer, as the bot's housekeeping task does at once."""
+        await self.app.run_until_idle()
+        if await carry_out_erasures(self.storage, self.clock):
+            await self.app.run_until_idle()
 
     async def reply_to(self, sender: str, text: str, **kwargs: object) -> str:
         """The body of the single reply to this message."""

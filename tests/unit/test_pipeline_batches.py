@@ -21,7 +21,7 @@ async def receive_together(pod, messages: list[tuple[str, str, str, bool]]) -> l
     items = [Incoming(f"$together{n}", room, sender, text, direct, pod.clock())
              for n, (sender, room, text, direct) in enumerate(messages)]
     await pod.app.receive(items)
-    await pod.app.run_until_idle()
+    await pod.settle()
     return [item.event_id for item in items]
 
 
