@@ -13,7 +13,7 @@ LOCK_ARGS ?=
 LOCK := uv pip compile pyproject.toml --quiet --universal --python-version 3.11 --generate-hashes \
 	--custom-compile-command "make lock" $(LOCK_ARGS)
 
-.PHONY: demo test console bench lint lock clean
+.PHONY: demo test console bench lint lock clean signal-cli
 
 $(VENV)/.installed: pyproject.toml requirements/dev.txt
 	@echo "Installing the bot's Python packages into $(VENV)/ (first time only, about a minute)..."
@@ -31,6 +31,10 @@ $(SYNAPSE_VENV)/.installed:
 	$(SYNAPSE_VENV)/bin/pip install --quiet '$(SYNAPSE_SPEC)'
 	touch $@
 
+# signal-cli and a Java runtime for the contract tests against the real daemon (cached in .cache/).
+signal-cli: $(VENV)/.installed
+	scripts/install-signal-cli.sh $(VENV)
+
 demo: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/mutual-aid-bot demo
 
@@ -40,12 +44,14 @@ console: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot tests $(wildcard bench)
 
-test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed lint
+test: $(VENV)/.installed $(SYNAPSE_VENV)/.installed signal-cli lint
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python MAB_REQUIRE_SYNAPSE=1 \
+		MAB_SIGNAL_CLI=$(CURDIR)/.cache/signal-cli/bin/signal-cli \
 		$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	$(VENV)/bin/python bench/pipeline.py
+	$(VENV)/bin/python bench/signal_roundtrip.py
 	$(VENV)/bin/python bench/inputsize.py
 	$(VENV)/bin/python bench/report.py
 	$(VENV)/bin/python bench/looplag.py
@@ -58,4 +64,4 @@ lock: $(VENV)/.installed
 	$(VENV)/bin/$(LOCK) --extra dev -o requirements/dev.txt
 
 clean:
-	rm -rf $(VENV) $(SYNAPSE_VENV) .demo .pytest_cache
+	rm -rf $(VENV) $(SYNAPSE_VENV) .demo .pytest_cache .cache

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, write_results  # noqa: E402
 from bot.app import App  # noqa: E402
-from bot.commands import dispatch, load_commands  # noqa: E402
+from bot.commands import build_registry, dispatch  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Context, Incoming, Outgoing  # noqa: E402
 from bot.messages import RoomRequest  # noqa: E402
@@ -88,6 +88,12 @@ class SeededTransport:
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         return
 
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
+
 
 class Bench:
     def __init__(self, storage: Storage, app: App) -> None:
@@ -112,7 +118,7 @@ class Bench:
             async with self.storage.transaction() as tx:
                 ctx = Context(sender=COORDINATOR, room_id=room, is_direct=direct, text=text,
                               event_id=event_id, now=self.now, tx=tx, config=self.app.config,
-                              transport=self.app.transport)
+                              transport=self.app.transport, registry=self.app.registry)
                 await dispatch(ctx)
             outcome = f"{len(ctx.outgoing)} sent"
         except Exception as exc:  # reported in the table, not raised: the next rows still run
@@ -122,7 +128,7 @@ class Bench:
 
 def prefixes() -> list[tuple[str, bool]]:
     """(message prefix, in a direct chat) for every command and the deeper forms of its examples."""
-    registry = load_commands()
+    registry = build_registry()
     found: dict[tuple[str, bool], None] = {}
     for cmd in registry.commands.values():
         for direct in (False, True):

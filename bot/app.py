@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.actions import StepRunner, fmt_hours
-from bot.commands import REGISTRY, dispatch, load_commands, split_command
+from bot.commands import Registry, build_registry, dispatch, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing, Transport
 from bot.formatting import render
-from bot.messages import DeliveryError
+from bot.messages import DeliveryError, Event
 from bot.metrics import Metrics
 from bot.storage import Storage, Transaction
 from bot.store.delivery import OutboxItem
@@ -48,10 +48,13 @@ SORRY = ("Sorry, something went wrong on my side while handling that. It has bee
 
 class App:
     def __init__(self, storage: Storage, config: BotConfig, transport: Transport,
-                 clock: Clock = utc_now) -> None:
+                 clock: Clock = utc_now, registry: Registry | None = None) -> None:
+        """`transport`: what delivers to every destination (the runtime's router when several
+        networks are attached); `registry`: the commands (by default every command module's)."""
         self.storage = storage
         self.config = config
         self.transport = transport
+        self.registry = registry if registry is not None else build_registry()
         self.clock = clock
         self._room_workers: dict[str, asyncio.Task[None]] = {}
         # Rooms that got inbox rows since their worker last looked (saves an empty query).
@@ -77,13 +80,13 @@ class App:
         self.metrics = Metrics(config.metrics)
         # Network steps (room creation) that handlers asked for, run outside any transaction.
         self.steps = StepRunner(self)
-        load_commands()
 
     # ---- intake ---------------------------------------------------------------------------
 
-    async def receive(self, items: list[Incoming], sync_token: str | None = None,
+    async def receive(self, items: list[Event], sync_token: str | None = None,
                       marks: dict[str, str] | None = None) -> int:
-        """Durably queue commands with the sync token (and transport marks) that cover them."""
+        """Durably queue commands and typed events with the sync token (and transport marks)
+        that cover them."""
         if not self._accepting:
             return 0
         async with self.storage.transaction() as tx:
@@ -136,7 +139,8 @@ class App:
         what is stored then (a `!forgetme` earlier in the batch may have blanked it). Handlers
         never touch the network: a room they need is a step, run once the batch is committed.
         """
-        handled: list[tuple[Incoming, str, int, float]] = []
+        handled: list[tuple[Event, str, int, float]] = []
+        after_commit: list[Callable[[], Coroutine[Any, Any, object]]] = []
         more = schedule_changed = steps_requested = False
         async with self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
@@ -151,12 +155,19 @@ class App:
                 handled.append((item, outcome, replies, time.monotonic() - started))
                 schedule_changed |= ctx is not None and ctx.schedule_changed and outcome == "ok"
                 steps_requested |= ctx is not None and ctx.steps_requested and outcome == "ok"
+                if ctx is not None and outcome == "ok":
+                    after_commit += ctx.after_commit
                 if not more:
                     break
                 # A batch is many commands' work: let other tasks run between two of them.
                 await asyncio.sleep(0)
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
+        for step in after_commit:
+            try:
+                await step()
+            except Exception:
+                log.exception("a step after a command's commit failed")
         self._outbox_wakeup.set()
         if steps_requested:
             self.steps.wake()
@@ -165,20 +176,21 @@ class App:
                 listener()
         return more
 
-    async def _handle(self, tx: Transaction, item: Incoming) -> tuple[str, int, Context | None]:
+    async def _handle(self, tx: Transaction, item: Event) -> tuple[str, int, Context | None]:
         now = self.clock()
         if not item.sender:
             # Erased by a `!forgetme` handled before it: that person asked to be forgotten.
             await tx.delivery.mark_handled(item.event_id, now)
             return "erased", 0, None
+        message = item if isinstance(item, Incoming) else None
         ctx = Context(
-            sender=item.sender, room_id=item.room_id, is_direct=item.is_direct, text=item.text,
-            event_id=item.event_id, now=now, tx=tx, config=self.config,
-            transport=self.transport, runtime=self,
+            sender=item.sender, room_id=item.room_id, is_direct=item.is_direct,
+            text=message.text if message else "", event_id=item.event_id, now=now, tx=tx,
+            config=self.config, transport=self.transport, registry=self.registry, runtime=self,
         )
         try:
             async with tx.savepoint():
-                await dispatch(ctx)
+                await dispatch(ctx, None if message else item)
                 await tx.delivery.mark_handled(item.event_id, now)
                 await tx.delivery.enqueue(ctx.outgoing, now)
             return "ok", len(ctx.outgoing), ctx
@@ -196,10 +208,12 @@ class App:
                                        reply_to=item.event_id)], now)
             return "error", 1, ctx
 
-    def _record(self, handled: list[tuple[Incoming, str, int, float]]) -> None:
+    def _record(self, handled: list[tuple[Event, str, int, float]]) -> None:
         for item, outcome, replies, elapsed in handled:
             self.handled_count += 1
-            self.metrics.commands.labels(self._command_name(item.text), outcome).inc()
+            name = (self._command_name(item.text) if isinstance(item, Incoming)
+                    else type(item).__name__.lower())
+            self.metrics.commands.labels(name, outcome).inc()
             self.metrics.handle_seconds.observe(elapsed)
             if outcome == "error":
                 self.metrics.errors.inc()
@@ -211,15 +225,11 @@ class App:
         parsed = split_command(text, self.config.command_prefix)
         if parsed is None:
             return "none"
-        cmd = REGISTRY.by_word.get(parsed[0])
+        cmd = self.registry.by_word.get(parsed[0])
         return cmd.name if cmd is not None else "unknown"
 
     def sync_age(self) -> float:
         return self.metrics.sync_age()
-
-    def too_old(self, item: Incoming) -> bool:
-        max_age = timedelta(hours=self.config.matrix.max_command_age_hours if self.config.matrix else 24)
-        return self.clock() - item.timestamp > max_age
 
     # ---- delivery -------------------------------------------------------------------------
     #

@@ -1,4 +1,4 @@
-"""`mutual-aid-bot init | run | console | check-config | backup | migrate | demo`."""
+"""`mutual-aid-bot init | run | console | check-config | backup | migrate | demo | signal link`."""
 
 from __future__ import annotations
 
@@ -9,66 +9,10 @@ import sys
 from pathlib import Path
 
 from bot import __version__
-from bot.config import BotConfig, ConfigError, load_config, load_for_matrix
+from bot.config import BotConfig, ConfigError, load_config, load_for_run
+from bot.logs import configure_logging
 from bot.setup_wizard import add_arguments as add_init_arguments
 from bot.storage import StorageError, backup_database
-
-
-class SecretFilter(logging.Filter):
-    """Last line of defence: a secret that reaches a log record is replaced before output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            message = record.getMessage()
-            for secret in self.secrets:
-                if secret and secret in message:
-                    message = message.replace(secret, "[redacted]")
-            record.msg, record.args = message, None
-        return True
-
-
-SECRET_FILTER = SecretFilter()
-
-
-class LibraryMessageFilter(logging.Filter):
-    """matrix-nio quotes whole events, bodies included, in some warnings ("Error validating event:
-    <the validation error and the event>"). From the libraries that see events, only what comes
-    before the first colon of a record is kept, and never a traceback's text."""
-
-    LIBRARIES = ("nio",)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.split(".", 1)[0] in self.LIBRARIES:
-            head, colon, _ = record.getMessage().partition(":")
-            record.msg = head + (": [details withheld: they can quote a message]" if colon else "")
-            record.args = None
-            if record.exc_info and record.exc_info[0] is not None:
-                record.msg += f" ({record.exc_info[0].__name__})"
-            record.exc_info, record.exc_text, record.stack_info = None, None, None
-        return True
-
-
-LIBRARY_FILTER = LibraryMessageFilter()
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(LIBRARY_FILTER)
-    handler.addFilter(SECRET_FILTER)
-    # A handler that fails would print the exception being handled, which can quote an event.
-    logging.raiseExceptions = False
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # These libraries log whole events, SQL parameters or request bodies at DEBUG, which would put
-    # what people typed into the log; keep them to warnings whatever our level.
-    for noisy in ("nio", "aiohttp", "aiosqlite", "peewee", "apscheduler.executors"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _print_problems(error: ConfigError, path: str) -> None:
@@ -77,9 +21,9 @@ def _print_problems(error: ConfigError, path: str) -> None:
         print(f"  {where}: {what}" + (f"\n    fix: {hint}" if hint else ""), file=sys.stderr)
 
 
-def _load_for_matrix(path: str) -> BotConfig | None:
+def _load_for_run(path: str) -> BotConfig | None:
     try:
-        config = load_for_matrix(path)
+        config = load_for_run(path)
     except ConfigError as exc:
         _print_problems(exc, path)
         return None
@@ -87,21 +31,21 @@ def _load_for_matrix(path: str) -> BotConfig | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    if _load_for_matrix(args.path) is None:
+    if _load_for_run(args.path) is None:
         return 1
     print(f"{args.path}: OK")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load_for_matrix(args.config)
+    config = _load_for_run(args.config)
     if config is None:
         return 1
-    configure_logging(args.log_level or config.bot.log_level)
-    from bot.transport.matrix import run_matrix_bot
+    secret_filter = configure_logging(args.log_level or config.bot.log_level)
+    from bot.runtime import serve_networks
 
     try:
-        return asyncio.run(run_matrix_bot(config))
+        return asyncio.run(serve_networks(config, secret_filter))
     except StorageError as exc:
         logging.getLogger("bot").error("cannot use the database: %s", exc)
         return 2
@@ -166,6 +110,31 @@ def cmd_init(args: argparse.Namespace) -> int:
     return run_init(args)
 
 
+def cmd_signal_link(args: argparse.Namespace) -> int:
+    from bot.transport.signal_link import link_device
+    from bot.transport.signal_rpc import ConnectionLost, RpcError
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _print_problems(exc, args.config)
+        return 1
+    if config.signal is None:
+        print(f"{args.config}: add a [signal] section (see config.example.toml)", file=sys.stderr)
+        return 1
+    configure_logging(args.log_level or "WARNING")
+    try:
+        aci = asyncio.run(link_device(config.signal, print))
+    except (ConnectionLost, RpcError, TimeoutError, OSError) as exc:
+        print(f"linking failed: {exc or type(exc).__name__}. Is `signal-cli daemon` running "
+              f"without -a at {config.signal.daemon}, and can it reach the Signal servers?",
+              file=sys.stderr)
+        return 2
+    print("Linked." + (f" Set signal.account = \"{aci}\" in {args.config}." if aci else
+                       " Set signal.account to the account's id or number in the config."))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from bot.demo import run_demo
@@ -174,8 +143,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
 
-    configure_logging(args.log_level or "INFO")
-    return run_demo(Path(args.dir))
+    secret_filter = configure_logging(args.log_level or "INFO")
+    return run_demo(Path(args.dir), secret_filter)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration and its secrets")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
+    signal_cmd = sub.add_parser("signal", help="Signal set-up")
+    signal_sub = signal_cmd.add_subparsers(dest="signal_command", required=True)
+    link = signal_sub.add_parser("link", help="link the bot as a device of a Signal account (QR)")
+    link.add_argument("--config", required=True, help="path to the TOML configuration")
+    link.set_defaults(func=cmd_signal_link)
     backup = sub.add_parser("backup", help="copy the database safely while the bot runs")
     backup.add_argument("target", help="the new backup file (must not exist yet)")
     where = backup.add_mutually_exclusive_group(required=True)

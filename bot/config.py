@@ -7,9 +7,13 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.networks import SIGNAL_GROUP_PREFIX
+from bot.transport.signal_rpc import parse_address
 
 # Names the tz database gives UTC; shown everywhere as plain "UTC" (the demo's /etc/localtime says
 # "Etc/UTC" while the config default says "UTC": one zone, one name).
@@ -109,6 +113,48 @@ class MatrixConfig(Section):
         return user_id in allowed or server in allowed
 
 
+class SignalConfig(Section):
+    """The Signal transport: a signal-cli daemon that the bot talks JSON-RPC to."""
+
+    daemon: str = "tcp:127.0.0.1:7583"
+    # The bot's account in a multi-account daemon (phone number or ACI); empty for a daemon
+    # started with `-a ACCOUNT`. Never logged.
+    account: str = ""
+    # "manual" for a daemon started with --receive-mode=manual: the bot subscribes on connect.
+    receive_mode: Literal["manual", "on-start"] = "manual"
+    device_name: str = "mutual-aid-bot"
+    max_command_age_hours: float = Field(default=24.0, gt=0)
+    group_cache_seconds: float = Field(default=30.0, ge=0, le=3600)
+
+    @field_validator("daemon")
+    @classmethod
+    def _daemon(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class PodConfig(Section):
+    """One pod: its rooms and groups on every network. A need in one matches an offer in any."""
+
+    name: str = Field(min_length=1)
+    matrix_rooms: list[str] = Field(default_factory=list)  # room ids, like "!abc:example.org"
+    signal_groups: list[str] = Field(default_factory=list)  # group ids, as signal-cli shows them
+
+    @field_validator("matrix_rooms")
+    @classmethod
+    def _matrix_ids(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not value.startswith("!"):
+                raise ValueError(f"{value!r} is not a Matrix room id (they start with !); "
+                                 "Element shows it under Room settings > Advanced")
+        return values
+
+    @property
+    def rooms(self) -> tuple[str, ...]:
+        """Every room of the pod as the bot names rooms (Signal groups as `signal:group:<id>`)."""
+        return (*self.matrix_rooms, *(SIGNAL_GROUP_PREFIX + g for g in self.signal_groups))
+
+
 class StorageConfig(Section):
     database: Path = Path("data/mutual-aid-bot.db")
 
@@ -204,16 +250,40 @@ _DIGEST_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturda
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
+    signal: SignalConfig | None = None
     storage: StorageConfig = Field(default_factory=StorageConfig)
     bot: BotSettings = Field(default_factory=BotSettings)
     shifts: ShiftsConfig = Field(default_factory=ShiftsConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    pods: list[PodConfig] = Field(default_factory=list)
 
     @property
     def command_prefix(self) -> str:
         return self.matrix.command_prefix if self.matrix else "!"
+
+    @model_validator(mode="after")
+    def _one_pod_per_room(self) -> BotConfig:
+        seen: dict[str, str] = {}
+        names: set[str] = set()
+        for pod in self.pods:
+            if pod.name in names:
+                raise ValueError(f"two pods are named {pod.name!r}; give each its own name")
+            names.add(pod.name)
+            for room in pod.rooms:
+                if room in seen:
+                    raise ValueError(f"{room} is in pods {seen[room]!r} and {pod.name!r}; a room "
+                                     "belongs to one pod")
+                seen[room] = pod.name
+        return self
+
+    def pod_rooms(self, room_id: str) -> tuple[str, ...]:
+        """The rooms of the pod `room_id` is in, itself first; just itself outside any pod."""
+        for pod in self.pods:
+            if room_id in pod.rooms:
+                return (room_id, *(r for r in pod.rooms if r != room_id))
+        return (room_id,)
 
 
 @dataclass
@@ -308,8 +378,9 @@ def load_config(path: str | Path) -> BotConfig:
     return config
 
 
-def load_for_matrix(path: str | Path) -> BotConfig:
-    """What `run` and `check-config` need: a valid file with a matrix section and readable secrets.
+def load_for_run(path: str | Path) -> BotConfig:
+    """What `run` and `check-config` need: a valid file with a network (a matrix section with
+    readable secrets, or a signal section).
     Every problem is reported at once, the secrets' included, even when other keys are wrong."""
     path = Path(path)
     raw = _read_toml(path)
@@ -328,16 +399,18 @@ def load_for_matrix(path: str | Path) -> BotConfig:
             problems += _secret_problems(f"matrix.{key}", secret)
         raise ConfigError(problems) from None
     _resolve_paths(config, path.parent)
-    check_for_matrix(config)
+    check_for_run(config)
     return config
 
 
-def check_for_matrix(config: BotConfig) -> MatrixConfig:
-    """What `run` and `check-config` need on top of validation: a matrix section and its secrets."""
-    if config.matrix is None:
-        raise ConfigError([("matrix", "section is missing", "copy it from config.example.toml")])
-    check_secrets(config.matrix)
-    return config.matrix
+def check_for_run(config: BotConfig) -> None:
+    """What `run` and `check-config` need on top of validation: a network (a matrix section with
+    its secrets, or a signal section)."""
+    if config.matrix is None and config.signal is None:
+        raise ConfigError([("matrix", "section is missing (and there is no [signal] either)",
+                            "copy [matrix] or [signal] from config.example.toml")])
+    if config.matrix is not None:
+        check_secrets(config.matrix)
 
 
 def _secret_problems(name: str, secret: SecretSource) -> list[tuple[str, str, str]]:

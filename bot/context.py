@@ -8,6 +8,7 @@ happen exactly once, even if the bot is killed in between.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -17,14 +18,11 @@ from bot.formatting import render
 from bot.messages import Attachment, Incoming, Outgoing, Rendered, RoomRequest
 
 if TYPE_CHECKING:
+    from bot.commands import Registry
     from bot.config import BotConfig
     from bot.storage import Transaction
 
-__all__ = ["REDACTION_PREFIX", "Attachment", "Context", "Incoming", "Outgoing", "Transport"]
-
-# An Incoming whose text starts with this is not a message: the sender redacted the event whose id
-# follows. Transports never pass a typed message starting with a NUL character.
-REDACTION_PREFIX = "\x00redacted "
+__all__ = ["Attachment", "Context", "Incoming", "Outgoing", "Transport"]
 
 
 class Transport(Protocol):
@@ -53,6 +51,14 @@ class Transport(Protocol):
         """(room id, display name) of every room both the bot and the person have joined."""
         ...
 
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        """Whether the person's safety number changed and they have not confirmed it yet."""
+        ...
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        """The person confirmed their new safety number (opens its own transaction)."""
+        ...
+
 
 class Runtime(Protocol):
     """What commands may know about the running bot (for !status)."""
@@ -75,8 +81,12 @@ class Context:
     tx: Transaction  # the transaction the command runs in
     config: BotConfig
     transport: Transport
+    registry: Registry  # the commands and hooks of this running bot
     runtime: Runtime | None = None
     outgoing: list[Outgoing] = field(default_factory=list)
+    # Run by the app once the command's transaction is committed: work that opens a transaction
+    # of its own (a transport confirming a safety number).
+    after_commit: list[Callable[[], Awaitable[object]]] = field(default_factory=list)
     # Set when the handler asked for a network step (a room): the step runner looks once the
     # command's transaction is committed.
     steps_requested: bool = False

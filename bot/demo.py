@@ -17,6 +17,7 @@ from nio import AsyncClient, JoinError, LoginResponse, RoomCreateError, RoomPres
 
 from bot.config import load_config
 from bot.devserver import Synapse, synapse_python, write_bot_config
+from bot.logs import SecretFilter
 from bot.storage import create_private_file
 
 log = logging.getLogger(__name__)
@@ -107,21 +108,21 @@ def _instructions(credentials: dict, directory: Path) -> str:
 """
 
 
-async def _demo(directory: Path) -> int:
-    from bot.transport.matrix import run_matrix_bot
+async def _demo(directory: Path, secret_filter: SecretFilter | None) -> int:
+    from bot.runtime import serve_networks
 
     synapse, config_path, credentials = await prepare(directory)
     try:
         config = load_config(config_path)
         print(_instructions(credentials, directory), flush=True)
-        return await run_matrix_bot(config)
+        return await serve_networks(config, secret_filter)
     finally:
         await synapse.stop()
         print("demo stopped; run it again to pick up where you left off.", flush=True)
 
 
-def run_demo(directory: Path) -> int:
+def run_demo(directory: Path, secret_filter: SecretFilter | None = None) -> int:
     try:
-        return asyncio.run(_demo(directory.resolve()))
+        return asyncio.run(_demo(directory.resolve(), secret_filter))
     except KeyboardInterrupt:
         return 0

@@ -62,6 +62,48 @@ class Incoming:
     timestamp: datetime
 
 
+@dataclass(frozen=True)
+class Redaction:
+    """The sender deleted their event `redacts` (Matrix redaction, Signal remote delete)."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    redacts: str
+    is_direct: bool
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """The sender reacted to `relates_to` with `key` (an emoji)."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    relates_to: str
+    key: str
+    is_direct: bool
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class Edit:
+    """The sender replaced the text of their event `replaces` with `text`."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    replaces: str
+    text: str
+    is_direct: bool
+    timestamp: datetime
+
+
+# What a transport hands the app, and the inbox keeps until it is handled, exactly once.
+Event = Incoming | Redaction | Reaction | Edit
+
+
 class DeliveryError(Exception):
     """A message could not be delivered.
 
@@ -75,6 +117,11 @@ class DeliveryError(Exception):
         super().__init__(reason)
         self.permanent = permanent
         self.retry_after = retry_after
+
+
+class FatalTransportError(RuntimeError):
+    """A transport cannot go on (bad credentials, a mismatched store, a daemon without the
+    account); the message says why, and the bot stops."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,10 @@ RULES: tuple[Rule, ...] = (
          "deleted",
          f"DELETE FROM introductions WHERE post_id IN (SELECT id FROM posts WHERE status IN "  # noqa: S608
          f"{_CLOSED_SQL} AND updated_at < :cutoff)"),
+    Rule("relays", ROW, "until ended by !end, then until their post's people and details are "
+         "erased", "deleted",
+         f"DELETE FROM relays WHERE post_id IN (SELECT id FROM posts WHERE status IN "  # noqa: S608
+         f"{_CLOSED_SQL} AND updated_at < :cutoff)"),
     Rule("posts", ("author", "claimed_by", "text", "event_id"),
          "open: while listed; closed (done, cancelled, expired): retention_days after closing",
          "erased; room, number, kind, category, urgency, dates and status stay as aggregates",

@@ -29,9 +29,11 @@ from bot.config import BotConfig, ShiftsConfig
 from bot.context import Outgoing
 from bot.formatting import Code, join, render, shorten
 from bot.models import Post, PostKind, PostStatus
+from bot.post_text import post_line
 from bot.schedule_rules import due as due_state
 from bot.schedule_rules import occurrences_between
-from bot.shift_models import ALL_DATES, Shift, Signup, occurrence_key
+from bot.shift_models import Shift, Signup, occurrence_key
+from bot.shift_text import fmt_occurrence, fmt_span, roster
 from bot.store.library import Item, Loan
 
 if TYPE_CHECKING:
@@ -54,41 +56,6 @@ LOAN_REMINDER = "loan_reminder"
 MAX_LOOKBACK = timedelta(days=7)  # sends older than this are forgotten, not even logged
 MAX_SLEEP = timedelta(minutes=10)  # wake at least this often (posts made elsewhere, settings)
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DAY_ABBR = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTH_ABBR = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-# ---- pure helpers shared with the shift commands ------------------------------------------------
-
-
-def roster(shift_id: int, occurrence: str, signups: list[Signup]) -> list[str]:
-    """Who is on for one occurrence, in sign-up order: standing or dated sign-ups, minus opt-outs."""
-    out = {s.person for s in signups
-           if s.shift_id == shift_id and s.occurrence == occurrence and not s.present}
-    people: list[str] = []
-    for s in signups:
-        if (s.shift_id == shift_id and s.present and s.occurrence in (ALL_DATES, occurrence)
-                and s.person not in out and s.person not in people):
-            people.append(s.person)
-    return people
-
-
-def fmt_occurrence(shift: Shift, start: datetime) -> str:
-    """'Sat 28 Nov 10:00-13:00' in the shift's own time zone."""
-    local = start.astimezone(shift.when.zone)
-    end = (local + shift.when.duration).astimezone(shift.when.zone)
-    return (f"{_DAY_ABBR[local.weekday()]} {local.day} {_MONTH_ABBR[local.month - 1]} "
-            f"{local:%H:%M}-{end:%H:%M}")
-
-
-def fmt_span(delta: timedelta) -> str:
-    """'2 hours', '1 day', '45 minutes', '20 seconds'."""
-    seconds = max(0, round(delta.total_seconds()))
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and (seconds % size == 0 or seconds >= 3 * size or unit == "minute"):
-            n = round(seconds / size)
-            return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
 def _starts(start: datetime, now: datetime) -> str:
@@ -414,8 +381,6 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
             when=when, returned=Code(f"{p}returned {thing.number}"),
         ), user_id=item.person)]
     if item.kind == DIGEST:
-        from bot.commands.posts import post_line
-
         needs = open_needs or []
         if not needs:
             return []
@@ -634,4 +599,4 @@ class Scheduler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-__all__ = ["Due", "Scheduler", "Snapshot", "compute_due", "next_wake", "roster"]
+__all__ = ["Due", "Scheduler", "Snapshot", "compute_due", "next_wake"]

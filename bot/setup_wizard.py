@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
-from bot.config import ConfigError, load_for_matrix
+from bot.config import ConfigError, load_for_run
 
 APP = "mutual-aid-bot"
 PASSWORD_FILE = "password.txt"
@@ -359,7 +359,7 @@ def run_init(args: argparse.Namespace) -> int:
         print("\ninit: stopped; nothing was written.", file=sys.stderr)
         return 1
     try:
-        load_for_matrix(answers.config)
+        load_for_run(answers.config)
     except ConfigError as exc:  # would be a bug in what init writes: say so plainly
         print(f"init: the written config does not pass check-config:\n{exc}", file=sys.stderr)
         return 1

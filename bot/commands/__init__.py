@@ -1,8 +1,11 @@
 """Command registry, dispatch, usage and help.
 
-A command is a small async function registered with `@command`, which carries its name, aliases,
-arguments and help. The first word of a message is matched exactly against names and aliases;
-help and usage lines are generated from the registrations.
+A command is a small async function marked with `@command`, which carries its name, aliases,
+arguments and help; `@direct_hook` and `@event_hook` mark functions that see every direct message,
+or a kind of typed event (a redaction, reaction or edit). The marks are only declarations: the
+composition root builds a `Registry` from the command modules (`build_registry`), and that
+instance, not a module global, is what dispatch consults. The first word of a message is matched
+exactly against names and aliases; help and usage lines are generated from the registrations.
 """
 
 from __future__ import annotations
@@ -11,17 +14,23 @@ import difflib
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
 
-from bot.context import REDACTION_PREFIX, Context
+from bot.context import Context
 from bot.formatting import Code, Rendered, join, render
+from bot.messages import Edit, Event, Reaction, Redaction
 
 Handler = Callable[[Context, str], Awaitable[None]]
 # Gets every direct message (parsed command or None) before commands; True means it was handled.
 DirectHook = Callable[[Context, "tuple[str, str] | None"], Awaitable[bool]]
-# Gets the id of an event its sender redacted.
-RedactionHook = Callable[[Context, str], Awaitable[None]]
-DIRECT_HOOKS: list[DirectHook] = []
-REDACTION_HOOKS: list[RedactionHook] = []
+# Gets a typed event (Redaction, Reaction or Edit) of the kind it was declared for.
+EventHook = Callable[[Context, Any], Awaitable[None]]
+# Gets the next direct message of a conversation in progress (its stored state, the text).
+Flow = Callable[[Context, dict, str], Awaitable[None]]
+EVENT_KINDS = (Redaction, Reaction, Edit)
+# The attribute a decorator leaves on a function for `build_registry` to collect.
+_DECLARED = "_mab_declared"
 
 MAX_COMMAND_WORD = 32
 
@@ -57,8 +66,13 @@ class UsageError(ValueError):
 
 @dataclass
 class Registry:
+    """The commands and hooks one running bot dispatches to, built by the composition root."""
+
     commands: dict[str, Command] = field(default_factory=dict)
     by_word: dict[str, Command] = field(default_factory=dict)
+    direct_hooks: list[DirectHook] = field(default_factory=list)
+    event_hooks: dict[type, list[EventHook]] = field(default_factory=dict)
+    flows: dict[str, Flow] = field(default_factory=dict)  # conversation name -> its next step
 
     def add(self, cmd: Command) -> None:
         for word in (cmd.name, *cmd.aliases):
@@ -67,19 +81,67 @@ class Registry:
             self.by_word[word] = cmd
         self.commands[cmd.name] = cmd
 
-
-REGISTRY = Registry()
+    def collect(self, module: ModuleType) -> None:
+        """Add what a module declared, in the order it declared it."""
+        for value in list(vars(module).values()):
+            declared = getattr(value, _DECLARED, None)
+            if getattr(value, "__module__", None) != module.__name__ or declared is None:
+                continue  # imported from elsewhere: collected with its own module
+            if isinstance(declared, Command):
+                self.add(declared)
+            elif isinstance(declared, tuple) and declared[0] == "direct":
+                self.direct_hooks.append(value)
+                self.direct_hooks.sort(key=lambda hook: getattr(hook, _DECLARED)[1])
+            elif isinstance(declared, tuple):  # ("flow", name)
+                if declared[1] in self.flows:
+                    raise ValueError(f"conversation {declared[1]!r} declared twice")
+                self.flows[declared[1]] = value
+            else:
+                self.event_hooks.setdefault(declared, []).append(value)
 
 
 def command(
     name: str, *, help: str, args: tuple[Arg, ...] = (), aliases: tuple[str, ...] = (),
     examples: tuple[str, ...] = (), group: str = "Posts",
 ) -> Callable[[Handler], Handler]:
-    def register(handler: Handler) -> Handler:
-        REGISTRY.add(Command(name, handler, help, args, aliases, examples, group))
+    def declare(handler: Handler) -> Handler:
+        setattr(handler, _DECLARED, Command(name, handler, help, args, aliases, examples, group))
         return handler
 
-    return register
+    return declare
+
+
+def direct_hook(*, rank: int) -> Callable[[DirectHook], DirectHook]:
+    """Sees every direct message before commands, lowest `rank` first; returning True means it
+    was handled (the later hooks and the command do not run)."""
+
+    def declare(hook: DirectHook) -> DirectHook:
+        setattr(hook, _DECLARED, ("direct", rank))
+        return hook
+
+    return declare
+
+
+def flow(name: str) -> Callable[[Flow], Flow]:
+    """The step of the DM conversation `name` (stored with the person's intake state)."""
+
+    def declare(step: Flow) -> Flow:
+        setattr(step, _DECLARED, ("flow", name))
+        return step
+
+    return declare
+
+
+def event_hook(kind: type) -> Callable[[EventHook], EventHook]:
+    """Sees every typed event of `kind` (Redaction, Reaction or Edit)."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"{kind!r} is not a typed event")
+
+    def declare(hook: EventHook) -> EventHook:
+        setattr(hook, _DECLARED, kind)
+        return hook
+
+    return declare
 
 
 def split_command(text: str, prefix: str) -> tuple[str, str] | None:
@@ -103,24 +165,26 @@ def usage_reply(cmd: Command, prefix: str, problem: str | None = None) -> Render
     return join(parts)
 
 
-async def dispatch(ctx: Context) -> None:
-    """Run the command in `ctx.text`; every path ends in exactly one reply or a handler's own."""
-    if ctx.text.startswith(REDACTION_PREFIX):
-        for redaction_hook in REDACTION_HOOKS:
-            await redaction_hook(ctx, ctx.text[len(REDACTION_PREFIX):].strip())
+async def dispatch(ctx: Context, event: Event | None = None) -> None:
+    """Run the command in `ctx.text` (or the hooks for a typed `event`); every path ends in
+    exactly one reply or a handler's own."""
+    registry = ctx.registry
+    if event is not None:
+        for hook in registry.event_hooks.get(type(event), []):
+            await hook(ctx, event)
         return
     prefix = ctx.config.command_prefix
     parsed = split_command(ctx.text, prefix)
     if ctx.is_direct:
-        for hook in DIRECT_HOOKS:
+        for hook in registry.direct_hooks:
             if await hook(ctx, parsed):
                 return
     if parsed is None:
         return
     word, rest = parsed
-    cmd = REGISTRY.by_word.get(word)
+    cmd = registry.by_word.get(word)
     if cmd is None:
-        await ctx.reply(unknown_command_reply(word, prefix))
+        await ctx.reply(unknown_command_reply(registry, word, prefix))
         return
     if not rest and any(not a.optional for a in cmd.args):
         await ctx.reply(usage_reply(cmd, prefix))
@@ -160,13 +224,13 @@ async def require_coordinator(ctx: Context, action: str) -> bool:
     return False
 
 
-def unknown_command_reply(word: str, prefix: str) -> Rendered:
-    close = difflib.get_close_matches(word, list(REGISTRY.by_word), n=1, cutoff=0.6)
+def unknown_command_reply(registry: Registry, word: str, prefix: str) -> Rendered:
+    close = difflib.get_close_matches(word, list(registry.by_word), n=1, cutoff=0.6)
     shown = word if len(word) <= MAX_COMMAND_WORD else word[:MAX_COMMAND_WORD] + "…"
     if close:
         return render(
             "I don't know {given}. Did you mean {suggestion}? Send {help} for all commands.",
-            given=Code(prefix + shown), suggestion=Code(prefix + REGISTRY.by_word[close[0]].name),
+            given=Code(prefix + shown), suggestion=Code(prefix + registry.by_word[close[0]].name),
             help=Code(prefix + "help"),
         )
     return render("I don't know {given}. Send {help} for all commands.",
@@ -179,9 +243,9 @@ async def help_command(ctx: Context, rest: str) -> None:
     prefix = ctx.config.command_prefix
     if rest:
         word = rest.split()[0].removeprefix(prefix).lower()
-        cmd = REGISTRY.by_word.get(word)
+        cmd = ctx.registry.by_word.get(word)
         if cmd is None:
-            await ctx.reply(unknown_command_reply(word, prefix))
+            await ctx.reply(unknown_command_reply(ctx.registry, word, prefix))
             return
         lines = [render("{usage}: {help}", usage=Code(cmd.usage(prefix)), help=cmd.help)]
         if cmd.aliases:
@@ -191,7 +255,7 @@ async def help_command(ctx: Context, rest: str) -> None:
         await ctx.reply(join(lines))
         return
     groups: dict[str, list[Command]] = {}
-    for cmd in REGISTRY.commands.values():
+    for cmd in ctx.registry.commands.values():
         groups.setdefault(cmd.group, []).append(cmd)
     lines = []
     for group, cmds in groups.items():
@@ -201,10 +265,16 @@ async def help_command(ctx: Context, rest: str) -> None:
     await ctx.reply(join(lines))
 
 
-COMMAND_MODULES = ["bot.commands.posts", "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts", "bot.commands.settings", "bot.commands.status", "bot.commands.records", "bot.commands.library"]
+# Collected in this order (`!help` lists groups in it).
+COMMAND_MODULES = ("bot.commands", "bot.commands.posts", "bot.commands.relay",
+                   "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts",
+                   "bot.commands.settings", "bot.commands.status", "bot.commands.records",
+                   "bot.commands.library")
 
 
-def load_commands() -> Registry:
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
-    return REGISTRY
+def build_registry(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:
+    """A fresh registry of everything the command modules declare."""
+    registry = Registry()
+    for name in modules:
+        registry.collect(importlib.import_module(name))
+    return registry

@@ -9,18 +9,20 @@ them there with the details. The conversation state lives in the database, so a 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import datetime
 
 from bot import intake_rules as rules
 from bot import room_settings
 from bot.actions import FOLLOWUPS, Followup
-from bot.commands import DIRECT_HOOKS, REDACTION_HOOKS, Arg, UsageError, command
+from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, Mention, Rendered, join, render
 from bot.matching import find_matches
+from bot.messages import Redaction
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus
+from bot.networks import same_network
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
 from bot.storage import Storage, Transaction
 from bot.store.actions import Action
@@ -30,10 +32,6 @@ FLOW_FORGET = "forget"
 SETTING_INTRO_COORDINATOR = "intro_with_coordinator"
 # Room notes (no personal data, so they survive !forgetme and retention): never offered as pods.
 NOTE_PRIVATE_ROOM = "private-room"
-
-# flow name -> handler(ctx, state, text); other modules (privacy) add theirs.
-Flow = Callable[[Context, dict, str], Awaitable[None]]
-FLOWS: dict[str, Flow] = {}
 
 INTRO_COORDINATOR = room_settings.register(room_settings.Setting(
     key=SETTING_INTRO_COORDINATOR,
@@ -56,6 +54,7 @@ async def say(ctx: Context, text: str) -> None:
 # ---- the DM entry point ---------------------------------------------------------------------
 
 
+@direct_hook(rank=30)
 async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     """Every direct message passes here before commands; True if it was handled here."""
     tx = ctx.tx
@@ -74,14 +73,14 @@ async def on_direct(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         return True
     conversation = await tx.privacy.intake(ctx.sender)
     if conversation is not None:
-        flow, state, updated_at = conversation.flow, conversation.state, conversation.updated_at
+        flow_name, state, updated_at = conversation.flow, conversation.state, conversation.updated_at
         if rules.timed_out(updated_at, ctx.now, ctx.config.privacy.intake_timeout_minutes):
             await tx.privacy.end_intake(ctx.sender)
             await say(ctx, timeout_message(ctx.config))
             if parsed is None or (word in ("cancel", "stop") and not rest):
                 return True
         elif parsed is None or (word in ("cancel", "stop") and not rest):
-            handler = FLOWS.get(flow)
+            handler = ctx.registry.flows.get(flow_name)
             if handler is None:
                 await tx.privacy.end_intake(ctx.sender)
                 return False
@@ -166,6 +165,7 @@ async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, str
     return zones
 
 
+@flow(FLOW_INTAKE)
 async def intake_flow(ctx: Context, state: dict, text: str) -> None:
     current = rules.IntakeState.model_validate(state)
     turn = rules.advance(current, text)
@@ -179,9 +179,6 @@ async def intake_flow(ctx: Context, state: dict, text: str) -> None:
         await post_private(ctx, turn.state)
     else:
         await say(ctx, turn.prompt)
-
-
-FLOWS[FLOW_INTAKE] = intake_flow
 
 
 def pod_notice(post: Post, prefix: str) -> Rendered:
@@ -204,9 +201,10 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         return
     parsed = ParsedPost(category=state.category, urgency=state.urgency,
                         what=state.category.value, text=state.details or "")
+    pod = ctx.config.pod_rooms(state.room_id)[1:]
     post = await ctx.tx.posts.create(
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
-        private=True, anonymous=state.anonymous, details_shown=state.details_shown,
+        private=True, anonymous=state.anonymous, details_shown=state.details_shown, pod=pod,
         zone=state.zone,
     )
     await ctx.send(post.room_id, pod_notice(post, ctx.config.command_prefix))
@@ -215,7 +213,7 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
         "about you is shared before you say yes. To withdraw it, send {cancel} here.",
         number=post.number, cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"),
     )
-    for match in find_matches(post, await ctx.tx.posts.match_candidates(post, 1), 1):
+    for match in find_matches(post, await ctx.tx.posts.match_candidates(post, 1, pod), 1, pod):
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 
 
@@ -315,6 +313,12 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
         await ctx.tx.privacy.set_introduction(intro.id, "declined", ctx.now)
         await say(ctx, f"#{post.number} is already {post.status.value}, so I did not introduce you.")
         return
+    if not same_network(post.author, intro.helper):
+        await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now)
+        await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro.helper)
+        await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
+        await relay.start(ctx, post, helper=intro.helper)
+        return
     invitees = [post.author, intro.helper]
     coordinator = await _intro_coordinator(ctx, post, invitees)
     if coordinator is not None:
@@ -410,7 +414,9 @@ async def _intro_coordinator(ctx: Context, post: Post, invitees: list[str]) -> s
 # ---- a person deleting their own !need / !offer withdraws it ---------------------------------
 
 
-async def on_redaction(ctx: Context, redacted_event_id: str) -> None:
+@event_hook(Redaction)
+async def on_redaction(ctx: Context, redaction: Redaction) -> None:
+    redacted_event_id = redaction.redacts
     post = await ctx.tx.posts.by_event(ctx.room_id, redacted_event_id)
     if post is None or post.author != ctx.sender:
         return
@@ -420,10 +426,6 @@ async def on_redaction(ctx: Context, redacted_event_id: str) -> None:
         await ctx.tx.posts.set_status(post, PostStatus.CANCELLED, ctx.now)
         await ctx.send(ctx.room_id, "**#{number}** was withdrawn: its message was deleted.",
                        number=post.number)
-
-
-DIRECT_HOOKS.append(on_direct)
-REDACTION_HOOKS.append(on_redaction)
 
 
 @command("accept", help="Say yes to an offer of help on your private request (in a DM).",

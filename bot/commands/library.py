@@ -6,7 +6,7 @@ import re
 from zoneinfo import ZoneInfo
 
 from bot import intake_rules, library, room_settings
-from bot.commands import DIRECT_HOOKS, Arg, UsageError, command
+from bot.commands import Arg, UsageError, command, direct_hook
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.store.library import LENT, REFUSED, RETURNED, Item, Loan
@@ -117,6 +117,7 @@ async def borrow(ctx: Context, rest: str) -> None:
                     "their answer in a direct message.", number=item.number)
 
 
+@direct_hook(rank=10)  # before the relay and the private-request conversation
 async def on_owner_answer(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     """A yes or no in a DM, from an owner asked about a loan. Runs before the private-request
     conversation, which would otherwise take a bare yes or no as the start of a new request."""
@@ -159,9 +160,6 @@ async def on_owner_answer(ctx: Context, parsed: tuple[str, str] | None) -> bool:
         number=item.number, name=item.name, items=Code(f"{ctx.config.command_prefix}items")))
     await ctx.reply("OK, I declined politely for you; nothing was lent.")
     return True
-
-
-DIRECT_HOOKS.insert(0, on_owner_answer)
 
 
 @command("returned", help="Owners: you have your item back; the loan is closed.",

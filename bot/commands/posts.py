@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from bot.commands import Arg, UsageError, command, intake, is_coordinator, records
+from bot.commands import Arg, UsageError, command, intake, is_coordinator, records, relay
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.matching import find_matches
 from bot.models import Post, PostKind, PostStatus
+from bot.networks import same_network
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
+from bot.post_text import post_line
 
 _LIST_LIMIT = 25
 
-
-
-def post_line(post: Post) -> Rendered:
-    """One line of a listing. People are named as text, not mentioned: listings ping nobody."""
-    who = "someone" if post.anonymous or not post.author else post.author
-    text = post.text if not post.private or post.details_shown else "(details private)"
-    return render(
-        "**#{number}** {kind} · {category}{urgency} · {text} ({who}{status})",
-        number=post.number, kind=post.kind.value, category=post.category.value,
-        urgency=" · " + post.urgency.label if post.urgency else "",
-        text=shorten(text), who=who,
-        status="" if post.status is PostStatus.OPEN else ", " + post.status.value,
-    )
 
 
 async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
@@ -32,8 +21,9 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
     except ParseError as exc:
         raise UsageError(str(exc)) from None
     zone = records.room_zone(await ctx.tx.settings.room(ctx.room_id), ctx.config)
+    pod = ctx.config.pod_rooms(ctx.room_id)[1:]
     post = await ctx.tx.posts.create(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
-                                     event_id=ctx.event_id, zone=zone)
+                                     event_id=ctx.event_id, zone=zone, pod=pod)
     prefix = ctx.config.command_prefix
     template = ("Noted {kind} **#{number}** · {category}{urgency}: {text}\n\n"
                 "Anyone who can {action} can reply {claim}.")
@@ -44,7 +34,8 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
     )
     limit = ctx.config.bot.max_matches
     announced = []
-    for match in find_matches(post, await ctx.tx.posts.match_candidates(post, limit), limit):
+    candidates = await ctx.tx.posts.match_candidates(post, limit, pod)
+    for match in find_matches(post, candidates, limit, pod):
         need, offer = (match.new, match.other) if kind is PostKind.NEED else (match.other, match.new)
         if need.private:
             # Never name the requester or show private details: ask them in their DM instead.
@@ -62,6 +53,20 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
             values |= {f"who{i}": Mention(other.author), f"number{i}": other.number,
                        f"text{i}": shorten(other.text, 60), f"claim{i}": Code(f"{prefix}claim {other.number}")}
     await ctx.reply(template, **values)
+    # A match in another room of the pod (maybe on another network): its poster is told there.
+    for other in announced:
+        if other.room_id != post.room_id:
+            await ctx.send(other.room_id, _match_elsewhere(post, other, prefix))
+
+
+def _match_elsewhere(post: Post, other: Post, prefix: str) -> Rendered:
+    return render(
+        "Possible match in {category} for {who}'s {other_kind} **#{other_number}**: {poster} "
+        "{kind}s **#{number}** ({text}), posted in another room of the pod: {claim}",
+        category=post.category.value, who=Mention(other.author), other_kind=other.kind.value,
+        other_number=other.number, poster=Mention(post.author), kind=post.kind.value,
+        number=post.number, text=shorten(post.text, 60), claim=Code(f"{prefix}claim {post.number}"),
+    )
 
 
 @command("need", help="Ask for something. Category and urgency are read from your words.",
@@ -133,7 +138,8 @@ async def _find(ctx: Context, rest: str) -> Post:
     number = parse_post_ref(rest.split()[0]) if rest else None
     if number is None:
         raise UsageError("Give the post number, like #7.")
-    post = await ctx.tx.posts.by_number(ctx.room_id, number)
+    post = await ctx.tx.posts.by_number(ctx.room_id, number,
+                                        pod=ctx.config.pod_rooms(ctx.room_id)[1:])
     if post is None:
         # In a DM or an introduction room: the person's own (private) request by its number.
         intro_post = await ctx.tx.privacy.introduction_post_id(ctx.room_id)
@@ -176,6 +182,16 @@ async def _claim(ctx: Context, post: Post) -> None:
         return
     post = await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=ctx.sender)
     verb = "will help with" if post.kind is PostKind.NEED else "would like"
+    if not same_network(post.author, ctx.sender):
+        # They cannot write to each other directly: the bot relays between their DMs.
+        await ctx.reply("**#{number}** is claimed. {author} is on another network, so I will pass "
+                        "messages between you: I have written to you both privately.",
+                        number=post.number, author=Mention(post.author))
+        await ctx.send(post.room_id, "**#{number}** is claimed: {claimer} {verb} it. I have "
+                       "written to {author} privately.", number=post.number,
+                       claimer=Mention(ctx.sender), verb=verb, author=Mention(post.author))
+        await relay.start(ctx, post, helper=ctx.sender)
+        return
     await ctx.reply(
         "**#{number}** is claimed. {author}: {claimer} {verb} your {kind} ({text}). "
         "Please arrange the details directly; mark it finished with {done}.",

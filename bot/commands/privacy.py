@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -12,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from bot import intake_rules as rules
 from bot import retention
-from bot.commands import command
-from bot.commands.intake import FLOW_FORGET, FLOWS, _text, say
+from bot.commands import command, flow
+from bot.commands.intake import FLOW_FORGET, _text, say
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, render
@@ -46,8 +45,8 @@ _TABLE_WORDS = {
     "dm_rooms": "direct-chat record", "intake": "unfinished conversation",
     "introductions": "introductions", "shift_signups": "shift sign-ups",
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
-    "sent_reminders": "reminder records", "items": "tool-library items", "loans": "loans",
-    "timebank": "time-bank credits",
+    "sent_reminders": "reminder records", "relays": "relayed conversations",
+    "items": "tool-library items", "loans": "loans", "timebank": "time-bank credits",
 }
 
 
@@ -63,15 +62,30 @@ async def forgetme(ctx: Context, rest: str) -> None:
     await say(ctx, confirm_text(ctx.config))
 
 
+@command("confirm", help="Confirm it is still you after your Signal safety number changed "
+         "(in a DM).", examples=("confirm",), group="Privacy")
+async def confirm(ctx: Context, rest: str) -> None:
+    if not ctx.is_direct:
+        await ctx.reply("Send {command} to me in our direct chat.",
+                        command=Code(f"{ctx.config.command_prefix}confirm"))
+        return
+    if not ctx.transport.identity_unconfirmed(ctx.sender):
+        await ctx.reply("There is nothing to confirm: your safety number has not changed since "
+                        "you last confirmed it.")
+        return
+    # The transport records it in a transaction of its own: after this command's commit.
+    ctx.after_commit.append(lambda: ctx.transport.confirm_identity(ctx.sender))
+    await ctx.reply("Thank you, confirmed. Private messages (your requests' details, "
+                    "introductions) can reach you again.")
+
+
+@flow(FLOW_FORGET)
 async def forget_flow(ctx: Context, state: dict, text: str) -> None:
     if not rules.is_yes(text):
         await ctx.tx.privacy.end_intake(ctx.sender)
         await say(ctx, "OK, nothing was erased.")
         return
     await forget(ctx)
-
-
-FLOWS[FLOW_FORGET] = forget_flow
 
 
 async def forget(ctx: Context) -> None:
@@ -164,12 +178,14 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
     return await retention.sweep(storage, config, now)
 
 
-async def housekeeping(app: App, interval: float | None = None) -> None:
-    """Until cancelled: carry out !forgetme requests (woken as soon as one is committed), drop
-    idle DM conversations (telling the person) and run retention.
+async def housekeeping(app: App, stop: asyncio.Event, interval: float | None = None) -> None:
+    """Until `stop` is set: carry out !forgetme requests (woken as soon as one is committed), drop
+    idle DM conversations (telling the person) and run retention. Call it once the app is ready.
 
     Every step is its own transaction and safe to repeat; requests left by a restart are
-    carried out on the first round.
+    carried out on the first round. It ends between steps, never by cancellation inside one: an
+    erasure or a retention sweep runs on the database's thread, and a cancelled one could leave
+    that thread's transaction open.
     """
     from bot.commands.intake import expire_idle
 
@@ -179,8 +195,7 @@ async def housekeeping(app: App, interval: float | None = None) -> None:
     wake = asyncio.Event()
     app.schedule_listeners.append(wake.set)
     try:
-        await app.ready.wait()
-        while True:
+        while not stop.is_set():
             wake.clear()
             now = app.clock()
             try:
@@ -197,7 +212,9 @@ async def housekeeping(app: App, interval: float | None = None) -> None:
                         log.info("retention: erased or deleted %d row(s) past their time", erased)
             except Exception:
                 log.exception("privacy housekeeping failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in waits:
+                waiting.cancel()
     finally:
         app.schedule_listeners.remove(wake.set)

@@ -28,8 +28,8 @@ from bot.schedule_rules import (
     parse_when,
     split_shift_args,
 )
-from bot.scheduler import fmt_occurrence, roster
 from bot.shift_models import ALL_DATES, Shift, Signup, StandinRequest, occurrence_key
+from bot.shift_text import fmt_occurrence, roster
 
 GROUP = "Shifts"
 _LIST_LIMIT = 40

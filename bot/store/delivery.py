@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import Attachment, Incoming, Outgoing, Rendered
+from bot.messages import Attachment, Edit, Event, Incoming, Outgoing, Reaction, Redaction, Rendered
 from bot.store.base import Area, now_text, parse_time
 
 # A Matrix user id as it appears in a message's text; a trailing dot ends a sentence.
@@ -65,6 +65,30 @@ def _outbox_item(row: sqlite3.Row) -> OutboxItem:
     )
 
 
+def _kind_row(item: Event) -> tuple[str, str, str | None]:
+    """(text, kind, target) of an event as the inbox keeps it."""
+    if isinstance(item, Redaction):
+        return "", "redaction", item.redacts
+    if isinstance(item, Reaction):
+        return item.key, "reaction", item.relates_to
+    if isinstance(item, Edit):
+        return item.text, "edit", item.replaces
+    return item.text, "message", None
+
+
+def _event(row: sqlite3.Row) -> Event:
+    common = dict(event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
+                  is_direct=bool(row["is_direct"]), timestamp=parse_time(row["ts"]))
+    kind, target = row["kind"], row["target"] or ""
+    if kind == "redaction":
+        return Redaction(redacts=target, **common)
+    if kind == "reaction":
+        return Reaction(relates_to=target, key=row["text"], **common)
+    if kind == "edit":
+        return Edit(replaces=target, text=row["text"], **common)
+    return Incoming(text=row["text"], **common)
+
+
 class DeliveryArea(Area):
     # ---- key/value marks (sync token, first-start marks) ------------------------------------
 
@@ -94,13 +118,15 @@ class DeliveryArea(Area):
 
     # ---- inbox: commands received, handled exactly once ------------------------------------
 
-    async def add_to_inbox(self, items: list[Incoming]) -> int:
-        """Store received commands (known event ids are ignored); returns how many were new."""
+    async def add_to_inbox(self, items: list[Event]) -> int:
+        """Store received commands and events (known event ids are ignored); returns how many
+        were new."""
         # Each row's seq is taken after the previous row's insert.
         cursor = await self._tx.executemany(
-            "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, text, is_direct, ts, seq) "
-            "VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
-            [(item.event_id, item.room_id, item.sender, item.text, int(item.is_direct),
+            "INSERT OR IGNORE INTO inbox (event_id, room_id, sender, text, kind, target, "
+            "is_direct, ts, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+            "(SELECT COALESCE(MAX(seq), 0) + 1 FROM inbox))",
+            [(item.event_id, item.room_id, item.sender, *_kind_row(item), int(item.is_direct),
               now_text(item.timestamp)) for item in items],
         )
         return max(cursor.rowcount, 0)
@@ -116,15 +142,13 @@ class DeliveryArea(Area):
         )
         return [r["room_id"] for r in rows]
 
-    async def pending_commands(self, room_id: str, limit: int) -> list[Incoming]:
-        """The room's oldest commands not yet handled, in the order they arrived."""
+    async def pending_commands(self, room_id: str, limit: int) -> list[Event]:
+        """The room's oldest commands and events not yet handled, in the order they arrived."""
         rows = await self._tx.fetchall(
             "SELECT * FROM inbox WHERE room_id = ? AND handled_at IS NULL ORDER BY seq LIMIT ?",
             (room_id, limit),
         )
-        return [Incoming(event_id=row["event_id"], room_id=row["room_id"], sender=row["sender"],
-                         text=row["text"], is_direct=bool(row["is_direct"]),
-                         timestamp=parse_time(row["ts"])) for row in rows]
+        return [_event(row) for row in rows]
 
     async def mark_handled(self, event_id: str, now: datetime) -> None:
         # The text is only needed until the command has run; keeping it would be a record of

@@ -320,4 +320,23 @@ MIGRATIONS: list[Migration] = [
             requested_at TEXT NOT NULL
         );
 """),
+    # Redactions, reactions and edits are typed events in the inbox, handled exactly once like
+    # commands: `kind` says which, `target` the event they act on (text: an edit's new text, a
+    # reaction's key). Relays: two people on different networks talking through the bot.
+    Migration("typed inbox events; relays", """
+        ALTER TABLE inbox ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+        ALTER TABLE inbox ADD COLUMN target TEXT;
+        UPDATE inbox SET kind = 'redaction', target = substr(text, 11), text = ''
+            WHERE substr(text, 1, 10) = char(0) || 'redacted ';
+        CREATE TABLE relays (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            post_id INTEGER NOT NULL REFERENCES posts (id),
+            requester TEXT NOT NULL,
+            helper TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT
+        );
+        CREATE INDEX relays_requester ON relays (requester) WHERE ended_at IS NULL;
+        CREATE INDEX relays_helper ON relays (helper) WHERE ended_at IS NULL;
+"""),
 ]

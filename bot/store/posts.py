@@ -52,14 +52,19 @@ class PostsArea(Area):
     async def create(
         self, room_id: str, kind: PostKind, author: str, parsed: ParsedPost, now: datetime,
         *, private: bool = False, anonymous: bool = False, details_shown: bool = False,
-        event_id: str | None = None, zone: str | None = None,
+        event_id: str | None = None, zone: str | None = None, pod: tuple[str, ...] = (),
     ) -> Post:
-        row = await self._tx.fetchone(
-            "INSERT INTO room_counters (room_id, last_number) VALUES (?, 1) "
-            "ON CONFLICT (room_id) DO UPDATE SET last_number = last_number + 1 "
-            "RETURNING last_number",
-            (room_id,),
-        )
+        """`pod`: every room of the post's pod; numbers are then unique across all of them, so
+        `!claim 7` means one post wherever in the pod it is typed."""
+        rooms = (room_id, *pod)
+        # Only placeholders are formatted into the SQL.
+        next_number = (
+            "INSERT INTO room_counters (room_id, last_number) VALUES (?, (SELECT "  # noqa: S608
+            "COALESCE(MAX(last_number), 0) + 1 FROM room_counters "
+            f"WHERE room_id IN ({placeholders(rooms)}))) "
+            "ON CONFLICT (room_id) DO UPDATE SET last_number = excluded.last_number "
+            "RETURNING last_number")
+        row = await self._tx.fetchone(next_number, (room_id, *rooms))
         stamp = now_text(now)
         row = await self._tx.fetchone(
             "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
@@ -77,8 +82,15 @@ class PostsArea(Area):
             raise KeyError(post_id)
         return post
 
-    async def by_number(self, room_id: str, number: int) -> Post | None:
-        return await self._tx.fetch_by("posts", post_from_row, room_id=room_id, number=number)
+    async def by_number(self, room_id: str, number: int, *, pod: tuple[str, ...] = ()) -> Post | None:
+        """The post with this number in the room, or else in another room of its pod."""
+        rooms = (room_id, *pod)
+        row = await self._tx.fetchone(
+            f"SELECT * FROM posts WHERE room_id IN ({placeholders(rooms)}) AND number = ? "  # noqa: S608
+            "ORDER BY room_id = ? DESC, id DESC LIMIT 1",
+            (*rooms, number, room_id),
+        )
+        return post_from_row(row) if row else None
 
     async def by_event(self, room_id: str, event_id: str) -> Post | None:
         return await self._tx.fetch_by("posts", post_from_row, room_id=room_id, event_id=event_id)
@@ -111,13 +123,16 @@ class PostsArea(Area):
         )
         return [post_from_row(r) for r in rows]
 
-    async def match_candidates(self, post: Post, limit: int) -> list[Post]:
-        """Open posts of the opposite kind in the same room and category, not by the same
-        person, best first (the order of `matching.rank_key`)."""
+    async def match_candidates(self, post: Post, limit: int,
+                               pod: tuple[str, ...] = ()) -> list[Post]:
+        """Open posts of the opposite kind in the same room (or any room of its `pod`) and
+        category, not by the same person, best first (the order of `matching.rank_key`)."""
+        rooms = (post.room_id, *pod)
         rows = await self._tx.fetchall(
-            "SELECT * FROM posts WHERE room_id = ? AND kind = ? AND category = ? AND status = ? "
-            "AND id != ? AND author IS NOT ? ORDER BY urgency DESC, created_at, id LIMIT ?",
-            (post.room_id, post.kind.opposite.value, post.category.value, PostStatus.OPEN.value,
+            f"SELECT * FROM posts WHERE room_id IN ({placeholders(rooms)}) AND kind = ? "  # noqa: S608
+            "AND category = ? AND status = ? AND id != ? AND author IS NOT ? "
+            "ORDER BY urgency DESC, created_at, id LIMIT ?",
+            (*rooms, post.kind.opposite.value, post.category.value, PostStatus.OPEN.value,
              post.id, post.author, limit),
         )
         return [post_from_row(r) for r in rows]

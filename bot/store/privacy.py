@@ -59,6 +59,23 @@ class Introduction:
 
 
 @dataclass(frozen=True, slots=True)
+class Relay:
+    """Two people on different networks talking through the bot, about one post."""
+
+    id: int
+    post_id: int
+    requester: str
+    helper: str
+
+    def partner_of(self, person: str) -> str:
+        return self.helper if person == self.requester else self.requester
+
+
+def _relay(row: sqlite3.Row) -> Relay:
+    return Relay(row["id"], row["post_id"], row["requester"], row["helper"])
+
+
+@dataclass(frozen=True, slots=True)
 class ErasureRequest:
     """A confirmed !forgetme, waiting to be carried out (and answered in `room_id`)."""
 
@@ -141,6 +158,25 @@ class PrivacyArea(Area):
         row = await self._tx.fetchone(
             "SELECT post_id FROM introductions WHERE room_id = ?", (room_id,))
         return row["post_id"] if row else None
+
+    # ---- relays: introductions across networks ------------------------------------------------
+
+    async def start_relay(self, post_id: int, requester: str, helper: str, now: datetime) -> Relay:
+        row = await self._tx.fetchone(
+            "INSERT INTO relays (post_id, requester, helper, started_at) VALUES (?, ?, ?, ?) "
+            "RETURNING *", (post_id, requester, helper, now_text(now)))
+        return _relay(row)
+
+    async def active_relay(self, person: str) -> Relay | None:
+        """The person's open relay (the newest, if several)."""
+        row = await self._tx.fetchone(
+            "SELECT * FROM relays WHERE ended_at IS NULL AND (requester = ? OR helper = ?) "
+            "ORDER BY id DESC LIMIT 1", (person, person))
+        return _relay(row) if row else None
+
+    async def end_relay(self, relay_id: int, now: datetime) -> None:
+        await self._tx.execute("UPDATE relays SET ended_at = ? WHERE id = ?",
+                               (now_text(now), relay_id))
 
     # ---- retention (the rules and the sweep are in bot/retention.py) -------------------------
 
@@ -240,9 +276,11 @@ class PrivacyArea(Area):
             cursor = await self._tx.execute(
                 f"DELETE FROM {table} WHERE {column} = ?", (user_id,))  # noqa: S608
             add(table, cursor.rowcount)
-        cursor = await self._tx.execute(
-            "DELETE FROM introductions WHERE requester = ? OR helper = ?", (user_id, user_id))
-        add("introductions", cursor.rowcount)
+        for table in ("introductions", "relays"):
+            cursor = await self._tx.execute(
+                f"DELETE FROM {table} WHERE requester = ? OR helper = ?",  # noqa: S608
+                (user_id, user_id))
+            add(table, cursor.rowcount)
         # Rooms no longer to be made for them (a pending introduction's step finds it erased).
         cursor = await self._tx.execute(
             "DELETE FROM actions WHERE key = ?", (dm_key(user_id),))

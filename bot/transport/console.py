@@ -13,14 +13,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.app import App
 from bot.commands.privacy import carry_out_erasures
-from bot.commands.records import runner_for
 from bot.config import BotConfig
-from bot.context import Incoming, Outgoing
-from bot.messages import RoomRequest
-from bot.scheduler import Scheduler
-from bot.storage import Storage
+from bot.messages import Incoming, Outgoing, RoomRequest
+from bot.networks import MATRIX
+from bot.runtime import Runtime
 
 POD_ROOM = "!pod:console"
 SERVER = "console"
@@ -38,9 +35,30 @@ def user_id(name: str) -> str:
 
 @dataclass
 class ConsoleTransport:
+    """Stands in for Matrix (its ids are Matrix-shaped) in a terminal."""
+
     write: Callable[[str], None]
     power_levels: dict[str, int] = field(default_factory=dict)
     people: set[str] = field(default_factory=set)
+    network: str = MATRIX
+    app: object = None
+    secrets: set[str] = field(default_factory=set)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def connect(self) -> None:
+        self.caught_up.set()  # nothing to catch up on in a terminal
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # lines come from run_console; nothing to listen to
+
+    async def close(self) -> None:
+        pass
+
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         if out.redacts is not None:
@@ -89,14 +107,10 @@ def dm_room(user: str) -> str:
 async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None = None,
                       write: Callable[[str], None] = print) -> int:
     """Read lines (from stdin unless a queue is given) until /quit or end of input."""
-    storage = await Storage.open(config.storage.database)
-    transport = ConsoleTransport(write)
-    app = App(storage, config, transport)
-    app.ready.set()  # nothing to catch up on in a terminal
-    scheduler = Scheduler(app, deliver=True)
-    scheduler.start()
-    reports = runner_for(app, deliver=True)
-    reports.start()
+    runtime = await Runtime.open(config, background_delivery=False)
+    transport = runtime.attach(ConsoleTransport(write))
+    app = runtime.app
+    await runtime.start()
     person, direct = user_id("alice"), False
     transport.people.add(person)
     write(HELP)
@@ -127,14 +141,11 @@ async def run_console(config: BotConfig, lines: asyncio.Queue[str | None] | None
                                         app.clock())])
             await app.run_until_idle()
             # A confirmed !forgetme is carried out here, as the bot's housekeeping task would.
-            if await carry_out_erasures(storage, app.clock):
+            if await carry_out_erasures(runtime.storage, app.clock):
                 await app.run_until_idle()
-            await reports.idle()
+            await runtime.reports.idle()
     finally:
-        await scheduler.shutdown()
-        await reports.shutdown()
-        await app.stop()
-        await storage.close()
+        await runtime.close()
     return 0
 
 

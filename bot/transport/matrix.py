@@ -13,11 +13,10 @@ import json
 import logging
 import os
 import random
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from nio import (
@@ -29,6 +28,7 @@ from nio import (
     LoginResponse,
     MegolmEvent,
     MessageDirection,
+    ReactionEvent,
     RedactionEvent,
     RoomCreateEvent,
     RoomCreateResponse,
@@ -46,15 +46,26 @@ from nio import (
 from nio.crypto import ENCRYPTION_ENABLED  # noqa: F401 - fails early if the e2e extra is missing
 
 from bot.actions import TAG_EVENT, request_dm_room, tag_mark
-from bot.app import App, DeliveryError
 from bot.config import BotConfig, MatrixConfig
-from bot.context import REDACTION_PREFIX, Incoming, Outgoing
 from bot.formatting import render
-from bot.messages import RoomRequest
-from bot.scheduler import Scheduler
+from bot.messages import (
+    DeliveryError,
+    Edit,
+    Event,
+    FatalTransportError,
+    Incoming,
+    Outgoing,
+    Reaction,
+    Redaction,
+    RoomRequest,
+)
+from bot.networks import MATRIX
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +101,6 @@ SYNC_FILTER = {
 }
 
 
-class FatalTransportError(RuntimeError):
-    """The bot cannot go on (bad credentials, a mismatched store); the message says why."""
-
-
 @dataclass
 class SavedSession:
     user_id: str
@@ -124,16 +131,28 @@ def _save_session(path: Path, session: SavedSession, passphrase: str) -> None:
     write_sealed(path, json.dumps(session.__dict__).encode("utf-8"), passphrase, "session")
 
 
-def event_text(event: RoomMessageText) -> str | None:
-    """The text to act on, or None for edits (we act on the original only, never on edits)."""
-    relates = event.source.get("content", {}).get("m.relates_to") or {}
-    if relates.get("rel_type") == "m.replace":
+def edited(event: RoomMessageText) -> tuple[str, str] | None:
+    """(the event it replaces, the new text) for an edit; None for an ordinary message."""
+    content = event.source.get("content", {})
+    relates = content.get("m.relates_to") or {}
+    if relates.get("rel_type") != "m.replace" or not isinstance(relates.get("event_id"), str):
         return None
-    body = event.body
-    return body if isinstance(body, str) else None
+    new = content.get("m.new_content") or {}
+    text = new.get("body") if isinstance(new.get("body"), str) else ""
+    return relates["event_id"], text
+
+
+def event_text(event: RoomMessageText) -> str | None:
+    """The text of an ordinary message; None for an edit (an `Edit` event, never a second
+    command) and for a body that is not text."""
+    if edited(event) is not None:
+        return None
+    return event.body if isinstance(event.body, str) else None
 
 
 class MatrixTransport:
+    network = MATRIX
+
     def __init__(self, config: BotConfig, storage: Storage) -> None:
         assert config.matrix is not None
         self.config = config
@@ -142,6 +161,8 @@ class MatrixTransport:
         self.app: App | None = None
         self.client: AsyncClient | None = None
         self.first_sync_done = asyncio.Event()
+        self.caught_up = self.first_sync_done  # what the runtime waits for before scheduled sends
+        self.secrets: set[str] = set()
         self._stopping = asyncio.Event()
         self._undecryptable: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sync_failures = 0
@@ -221,7 +242,7 @@ class MatrixTransport:
             await client.keys_upload()
         await self._cross_sign(password, passphrase)
         await self._upload_sync_filter()
-        SECRET_VALUES.update({session.access_token, password, passphrase})
+        self.secrets |= {session.access_token, password, passphrase}
 
     async def _upload_sync_filter(self) -> None:
         try:
@@ -293,7 +314,6 @@ class MatrixTransport:
                 metrics.sync_ok()
                 if not self.first_sync_done.is_set():
                     self.first_sync_done.set()
-                    self.app.ready.set()  # scheduled sends may go out now
                     log.info("first sync complete: %d rooms", len(self.client.rooms))
                 continue
             if isinstance(response, SyncError) and response.status_code in (
@@ -332,7 +352,7 @@ class MatrixTransport:
         await self._keep_crypto_up_to_date()
         for room_id, info in response.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
-        items: list[Incoming] = []
+        items: list[Event] = []
         marks: dict[str, str] = {}
         for room_id, info in response.rooms.join.items():
             events = list(info.timeline.events)
@@ -407,7 +427,7 @@ class MatrixTransport:
     def _oldest_allowed_ms(self) -> int:
         return int((time.time() - self.matrix.max_command_age_hours * 3600) * 1000)
 
-    async def _commands_from(self, room_id: str, events: list[Any]) -> list[Incoming]:
+    async def _commands_from(self, room_id: str, events: list[Any]) -> list[Event]:
         room = self.client.rooms.get(room_id)
         if room is None or all(getattr(e, "sender", None) == self.matrix.user_id for e in events):
             return []  # in a busy room most syncs bring only the bot's own replies
@@ -416,34 +436,43 @@ class MatrixTransport:
             # Not cached: handlers and !forgetme change dm_rooms too.
             dm_partner = await tx.delivery.dm_partner(room_id)
         oldest = max(joined, self._oldest_allowed_ms())
-        items = []
+        items: list[Event] = []
+        readable = room.encrypted  # nothing from a room in clear is acted on
         for event in events:
             if event.sender == self.matrix.user_id or event.server_timestamp < oldest:
                 continue
             if isinstance(event, MegolmEvent):
                 self._remember_undecryptable(room_id, event)
                 continue
-            if isinstance(event, RedactionEvent):
-                # Someone deleted a message; the app withdraws a post whose command it was.
-                if room.encrypted:
-                    items.append(Incoming(event.event_id, room_id, event.sender,
-                                          REDACTION_PREFIX + event.redacts,
-                                          dm_partner == event.sender,
-                                          _from_ms(event.server_timestamp)))
+            is_direct = dm_partner == event.sender
+            when = _from_ms(event.server_timestamp)
+            if isinstance(event, RedactionEvent | ReactionEvent):
+                # Someone deleted a message (the app withdraws a post whose command it was) or
+                # reacted to one: typed events, handled once like commands.
+                if readable and isinstance(event, RedactionEvent):
+                    items.append(Redaction(event.event_id, room_id, event.sender, event.redacts,
+                                           is_direct, when))
+                elif readable:
+                    items.append(Reaction(event.event_id, room_id, event.sender,
+                                          event.reacts_to, event.key, is_direct, when))
                 continue
             if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
                 continue
-            text = event_text(event)
-            if text is None or text.startswith("\x00"):  # NUL-prefixed text is ours only
+            edit = edited(event)
+            if edit is not None:
+                if readable:
+                    items.append(Edit(event.event_id, room_id, event.sender, *edit, is_direct,
+                                      when))
                 continue
-            is_direct = dm_partner == event.sender
+            text = event_text(event)
+            if text is None:
+                continue
             if not is_direct and not text.lstrip().startswith(self.matrix.command_prefix):
                 continue
             if not room.encrypted:
                 await self._warn_unencrypted(room_id, event.sender)
                 continue
-            items.append(Incoming(event.event_id, room_id, event.sender, text, is_direct,
-                                  _from_ms(event.server_timestamp)))
+            items.append(Incoming(event.event_id, room_id, event.sender, text, is_direct, when))
         return items
 
     def _remember_undecryptable(self, room_id: str, event: MegolmEvent) -> None:
@@ -459,7 +488,7 @@ class MatrixTransport:
         except LocalProtocolError:
             pass  # already requested
 
-    async def _retry_undecryptable(self) -> list[Incoming]:
+    async def _retry_undecryptable(self) -> list[Event]:
         recovered = []
         for event_id, (event, room_id, first_seen) in list(self._undecryptable.items()):
             try:
@@ -745,16 +774,17 @@ class MatrixTransport:
                       if room.encrypted and user_id in room.users
                       and self.matrix.user_id in room.users)
 
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False  # Matrix shows key changes in the person's client; nothing to hold here
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
+
     async def close(self) -> None:
         self._stopping.set()
         if self.client is not None:
             await self.client.close()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-
-SECRET_VALUES: set[str] = set()
 # Refusals a retry cannot change (forbidden, no such user or room, a malformed request).
 _REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
 
@@ -774,61 +804,3 @@ def _from_ms(ms: int) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-async def run_matrix_bot(config: BotConfig) -> int:
-    """Run until SIGTERM/SIGINT (exit 0) or a fatal problem (non-zero)."""
-    from bot.cli import SECRET_FILTER
-    from bot.commands.privacy import housekeeping as privacy_housekeeping
-    from bot.commands.records import runner_for
-
-    storage = await Storage.open(config.storage.database)
-    transport = MatrixTransport(config, storage)
-    app = App(storage, config, transport)
-    transport.app = app
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, transport.stop)
-    exit_code = 0
-    sync_task = None
-    housekeeping: asyncio.Task[None] | None = None
-    scheduler = Scheduler(app)
-    try:
-        await app.metrics.start_server()
-        await transport.connect()
-        SECRET_FILTER.secrets |= SECRET_VALUES
-        app.start()
-        await app.start_pending_workers()
-        scheduler.start()  # its first run waits for app.ready (first sync)
-        runner_for(app).start()  # reports asked for before a restart; the drawing process
-        housekeeping = asyncio.create_task(privacy_housekeeping(app), name="privacy")
-        sync_task = asyncio.create_task(transport.run(), name="sync")
-        stop_task = asyncio.create_task(transport._stopping.wait(), name="stop-signal")
-        done, _ = await asyncio.wait({sync_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        if sync_task in done:
-            sync_task.result()
-        log.info("stopping: finishing handlers in progress")
-    except FatalTransportError as exc:
-        log.error("%s", exc)
-        exit_code = 3
-    finally:
-        if sync_task is not None and not sync_task.done():
-            sync_task.cancel()
-            try:
-                await sync_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
-        await scheduler.shutdown()
-        await runner_for(app).shutdown()
-        if housekeeping is not None:
-            housekeeping.cancel()
-            await asyncio.gather(housekeeping, return_exceptions=True)
-        await app.stop()
-        await transport.close()
-        await storage.close()
-        await app.metrics.stop_server()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    log.info("stopped")
-    return exit_code

@@ -12,8 +12,7 @@ from bot.actions import tag_mark
 from bot.app import App
 from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
-from bot.context import Incoming, Outgoing
-from bot.messages import DeliveryError, RoomRequest
+from bot.messages import DeliveryError, Event, Incoming, Outgoing, Redaction, RoomRequest
 from bot.storage import Storage
 
 POD = "!pod:test"
@@ -88,6 +87,12 @@ class FakeTransport:
         self.syncs += 1
         await self.app.receive([], marks={tag_mark(tag): room for tag, room in self.tags.items()})
 
+    def identity_unconfirmed(self, user_id: str) -> bool:
+        return False
+
+    async def confirm_identity(self, user_id: str) -> bool:
+        return False
+
 
 class Clock:
     def __init__(self, start: datetime) -> None:
@@ -110,9 +115,17 @@ class Pod:
 
     async def say(self, sender: str, text: str, room: str = POD, direct: bool = False) -> list[Outgoing]:
         """Send one message as `sender`; return everything the bot sent because of it."""
-        before = len(self.transport.sent)
         event_id = f"$ev{next(self._events)}"
-        await self.app.receive([Incoming(event_id, room, sender, text, direct, self.clock())])
+        return await self.receive(Incoming(event_id, room, sender, text, direct, self.clock()))
+
+    async def redact(self, sender: str, event_id: str, room: str = POD) -> list[Outgoing]:
+        """`sender` deletes their event `event_id`; everything the bot sent because of it."""
+        return await self.receive(Redaction(f"$ev{next(self._events)}", room, sender, event_id,
+                                            False, self.clock()))
+
+    async def receive(self, event: Event) -> list[Outgoing]:
+        before = len(self.transport.sent)
+        await self.app.receive([event])
         await self.settle()
         return self.transport.sent[before:]
 

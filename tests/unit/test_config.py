@@ -26,7 +26,10 @@ def _keys(model: type[BaseModel], prefix: str = "") -> set[str]:
 def _flatten(table: dict, prefix: str = "") -> set[str]:
     keys = set()
     for name, value in table.items():
-        if isinstance(value, dict) and not {"env", "file"} & set(value):
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for item in value:  # an array of tables ([[pods]])
+                keys |= _flatten(item, f"{prefix}{name}.")
+        elif isinstance(value, dict) and not {"env", "file"} & set(value):
             keys |= _flatten(value, f"{prefix}{name}.")
         else:
             keys.add(prefix + name)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot import room_settings
-from bot.commands import REGISTRY, load_commands
+from bot.commands import build_registry
 
 ROOT = Path(__file__).parents[2]
 DOCUMENTS = [ROOT / "README.md", ROOT / "config.example.toml", *sorted((ROOT / "docs").glob("*.md"))]
@@ -16,7 +16,7 @@ DOCUMENTS = [ROOT / "README.md", ROOT / "config.example.toml", *sorted((ROOT / "
 COMMAND = re.compile(r"(?<![\w!\\])!([a-z][a-z-]*)\b(?!:)")
 SETTING = re.compile(r"(?<![\w!\\])!settings? ([a-z_]+)")
 
-load_commands()
+REGISTRY = build_registry()
 
 
 def _named(pattern: re.Pattern[str]) -> list[tuple[str, str]]:

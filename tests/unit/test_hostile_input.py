@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.app import SORRY, App
-from bot.commands import REGISTRY, dispatch, split_command
+from bot.commands import build_registry, dispatch, split_command
 from bot.config import BotConfig
 from bot.context import Context, Incoming, Outgoing
 from bot.storage import Storage
@@ -71,7 +71,8 @@ class Harness:
             async with self.storage.transaction() as tx:
                 ctx = Context(sender=sender, room_id=room, is_direct=direct, text=text,
                               event_id=event_id, now=self.clock(), tx=tx,
-                              config=self.app.config, transport=self.transport)
+                              config=self.app.config, transport=self.transport,
+                              registry=self.app.registry)
                 await dispatch(ctx)  # must not raise, whatever the text
                 return ctx.outgoing
 
@@ -101,10 +102,7 @@ def replies_to(event_id: str, sent: list[Outgoing]) -> list[Outgoing]:
 
 
 def command_words() -> list[str]:
-    from bot.commands import load_commands
-
-    load_commands()
-    return sorted(REGISTRY.by_word)
+    return sorted(build_registry().by_word)
 
 
 any_text = st.text(max_size=400)
@@ -238,16 +236,18 @@ def _text_event(content: dict, sender: str = "@alice:test"):
 
 
 def test_event_text_acts_on_originals_only():
-    from bot.transport.matrix import event_text
+    from bot.transport.matrix import edited, event_text
 
     original = _text_event({"msgtype": "m.text", "body": "!need groceries"})
     assert event_text(original) == "!need groceries"
-    # Edits are ignored: the original was already acted on; acting on the edit would be a second
-    # effect, and acting on "* !need ..." fallbacks would be wrong. Documented in docs/performance.md.
+    # An edit is not a command: the original was already acted on; acting on the edit would be a
+    # second effect, and acting on "* !need ..." fallbacks would be wrong. It reaches the app as
+    # an Edit event (the new text, the event it replaces) instead.
     edit = _text_event({"msgtype": "m.text", "body": "* !need bread",
                         "m.new_content": {"msgtype": "m.text", "body": "!need bread"},
                         "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}})
     assert event_text(edit) is None
+    assert edited(edit) == ("$orig", "!need bread")
 
 
 @pytest.mark.parametrize("content, kind", [
@@ -318,10 +318,8 @@ OUT_OF_RANGE = ["9999-12-31", "0001-01-01", "31 dec 9999", "99999999999999999999
 
 def _grid() -> list[str]:
     """Each command word and each of its examples cut after each word, then an out-of-range value."""
-    from bot.commands import load_commands
-
     heads: set[str] = set()
-    for cmd in load_commands().commands.values():
+    for cmd in build_registry().commands.values():
         heads.add(cmd.name)
         for example in cmd.examples:
             words = example.split()

@@ -6,7 +6,6 @@ import pytest
 
 from bot import intake_rules as rules
 from bot.commands.intake import expire_idle
-from bot.context import REDACTION_PREFIX
 from bot.models import Category, Urgency
 
 from .conftest import ALICE, BOB, CAROL, DM, POD, SECRET
@@ -211,7 +210,7 @@ async def test_redacting_the_need_message_cancels_the_post(pod_rooms):
     await pod.say(ALICE, "!need groceries")
     async with pod.storage.transaction() as tx:
         post = await tx.posts.by_number(POD, 1)
-    sent = await pod.say(ALICE, REDACTION_PREFIX + post.event_id)
+    sent = await pod.redact(ALICE, post.event_id)
     assert "#1** was withdrawn" in sent[-1].message.body
     assert pod.transport.redactions == [(POD, "$sent1")]  # the bot's "Noted" reply goes too
     async with pod.storage.transaction() as tx:
@@ -220,7 +219,7 @@ async def test_redacting_the_need_message_cancels_the_post(pod_rooms):
     await pod.say(ALICE, "!need bread")
     async with pod.storage.transaction() as tx:
         other = await tx.posts.by_number(POD, 2)
-    assert await pod.say(BOB, REDACTION_PREFIX + other.event_id) == []
+    assert await pod.redact(BOB, other.event_id) == []
 
 
 async def test_pod_setting_for_a_coordinator_in_intros_is_for_coordinators(pod_rooms):

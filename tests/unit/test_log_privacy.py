@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from bot.app import SORRY
-from bot.cli import configure_logging
-from bot.commands import REGISTRY, Command
+from bot.commands import Command
+from bot.logs import configure_logging
 
 from .conftest import ALICE, SECRET
 
@@ -33,8 +33,8 @@ async def test_a_failing_handler_logs_the_command_never_the_text(pod, bot_loggin
     async def broken(ctx, rest):
         raise ValueError(f"cannot use {rest!r}")  # as int(), date() and friends do
 
-    original = REGISTRY.by_word["need"]
-    monkeypatch.setitem(REGISTRY.by_word, "need", Command(
+    original = pod.app.registry.by_word["need"]
+    monkeypatch.setitem(pod.app.registry.by_word, "need", Command(
         original.name, broken, original.help, original.args, original.aliases, original.examples,
         original.group))
     (reply,) = await pod.say(ALICE, f"!need {SECRET}")

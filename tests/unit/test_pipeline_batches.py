@@ -30,10 +30,10 @@ async def test_a_failing_command_in_a_batch_is_undone_alone(pod, monkeypatch):
 
     real = posts.find_matches
 
-    def fails_for_boom(new, candidates, limit):
+    def fails_for_boom(new, candidates, limit, pod=()):
         if "boom" in new.text:
             raise RuntimeError("boom")
-        return real(new, candidates, limit)
+        return real(new, candidates, limit, pod)
 
     monkeypatch.setattr(posts, "find_matches", fails_for_boom)
     ids = await receive_together(pod, [(ALICE, POD, "!need groceries", False),

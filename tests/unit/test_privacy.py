@@ -7,8 +7,8 @@ import stat
 from datetime import UTC, datetime
 
 from bot import retention
-from bot.cli import SecretFilter
 from bot.commands.privacy import sweep
+from bot.logs import SecretFilter
 from bot.models import PostStatus
 from bot.storage import Storage
 
@@ -133,7 +133,7 @@ async def test_require_coordinator_helper(pod_rooms):
     def ctx(sender, direct=False):
         return Context(sender=sender, room_id=POD, is_direct=direct, text="", event_id="$x",
                        now=pod.clock(), tx=None, config=pod.app.config,
-                       transport=pod.transport)
+                       transport=pod.transport, registry=pod.app.registry)
 
     refused = ctx(BOB)
     assert not await require_coordinator(refused, "change pod settings")
@@ -165,7 +165,7 @@ def test_secret_filter_replaces_secrets_in_messages_and_args():
 
 
 async def test_nothing_private_is_logged_during_a_private_request(pod_rooms, caplog):
-    from bot.cli import configure_logging
+    from bot.logs import configure_logging
 
     pod = pod_rooms
     root = logging.getLogger()

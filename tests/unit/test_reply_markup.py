@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.commands import REGISTRY, load_commands
+from bot.commands import build_registry
 from bot.formatting import Code, Mention, render
 
 from .test_hostile_input import ALICE, ROOM, Harness
 
-load_commands()
+REGISTRY = build_registry()
 
 PER_COMMAND = max(20, int(os.environ.get("MAB_HYPOTHESIS_EXAMPLES", "10000")) // 200)
 BOB = "@bob:test"

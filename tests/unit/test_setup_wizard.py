@@ -8,7 +8,7 @@ import tomllib
 
 import pytest
 
-from bot.config import load_for_matrix
+from bot.config import load_for_run
 from bot.setup_wizard import (
     Answers,
     SetupError,
@@ -70,7 +70,7 @@ def test_written_files_pass_check_config_and_hold_no_secret(tmp_path):
                       homeserver="https://matrix.example.org", user="aid", password="pw-1",
                       registration_token=None, shared_secret=None, timezone="Europe/Berlin")
     write_files(answers, "@aid:example.org", "pw-1")
-    config = load_for_matrix(answers.config)
+    config = load_for_run(answers.config)
     assert config.matrix.password.read() == "pw-1"
     assert len(config.matrix.store_passphrase.read()) >= 32
     assert config.storage.database.parent == answers.state_dir.resolve()

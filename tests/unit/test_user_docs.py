@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.commands import load_commands
+from bot.commands import build_registry
 
 DOCS = Path(__file__).parents[2] / "docs"
 PAGES = [DOCS / "organisers.md", DOCS / "cheatsheet.md"]
@@ -16,7 +16,7 @@ PAGES = [DOCS / "organisers.md", DOCS / "cheatsheet.md"]
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_every_command_shown_exists(page):
-    words = set(load_commands().by_word)
+    words = set(build_registry().by_word)
     shown = set(re.findall(r"`!([a-z-]+)", page.read_text()))
     assert shown, "no commands found: the pattern is wrong"
     assert shown - words == set()

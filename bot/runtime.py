@@ -1,0 +1,165 @@
+"""The composition root: one start-up path for `run`, `console`, the demo and the tests.
+
+`Runtime` builds storage, the command registry, the app, the scheduler, the report runner, privacy
+housekeeping and metrics once, and attaches any number of transports (one per network: Matrix, Signal, or the
+console standing in for Matrix) through a `Router`. It starts them, waits until each has caught up
+with its network before scheduled sends go out, and stops everything in the reverse order.
+
+    runtime = await Runtime.open(config)
+    runtime.attach(MatrixTransport(config, runtime.storage))
+    runtime.attach(SignalTransport(config, runtime.storage))
+    exit_code = await runtime.serve()   # until stop(), SIGTERM/SIGINT, or a fatal error
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from datetime import datetime
+
+from bot.app import App, utc_now
+from bot.commands import build_registry
+from bot.commands.privacy import housekeeping
+from bot.commands.records import runner_for
+from bot.config import BotConfig
+from bot.logs import SecretFilter
+from bot.messages import FatalTransportError
+from bot.router import NetworkTransport, Router
+from bot.scheduler import Scheduler
+from bot.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, config: BotConfig, storage: Storage, *,
+                 clock: Callable[[], datetime] = utc_now,
+                 secret_filter: SecretFilter | None = None,
+                 background_delivery: bool = True) -> None:
+        """`background_delivery`: an outbox loop delivers as messages arrive; without it (the
+        console) the caller delivers with `app.run_until_idle()` and scheduled runs deliver."""
+        self.config = config
+        self.storage = storage
+        self.router = Router()
+        self.app = App(storage, config, self.router, clock=clock, registry=build_registry())
+        self.scheduler = Scheduler(self.app, deliver=not background_delivery)
+        # Draws !report charts in a worker process; picks up reports asked for before a restart.
+        self.reports = runner_for(self.app, deliver=not background_delivery)
+        self.secret_filter = secret_filter
+        self._background_delivery = background_delivery
+        self.transports: list[NetworkTransport] = []
+        self._ready_task: asyncio.Task[None] | None = None
+        self._housekeeping: asyncio.Task[None] | None = None  # started once ready
+        self._housekeeping_stop = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []  # one per transport: ends only by failing
+        self._stopping = asyncio.Event()
+        self._started = False
+
+    @classmethod
+    async def open(cls, config: BotConfig, **kwargs: object) -> Runtime:
+        return cls(config, await Storage.open(config.storage.database), **kwargs)  # type: ignore[arg-type]
+
+    def attach(self, transport: NetworkTransport) -> NetworkTransport:
+        self.router.attach(transport)
+        transport.app = self.app
+        self.transports.append(transport)
+        return transport
+
+    async def start(self) -> None:
+        """Connect every transport, then start delivery, the scheduler, housekeeping and the
+        transports' loops. A transport that cannot connect raises; `close()` still stops what
+        was started."""
+        self._started = True
+        await self.app.metrics.start_server()
+        for transport in self.transports:
+            await transport.connect()
+            if self.secret_filter is not None:
+                self.secret_filter.secrets |= transport.secrets
+        if self._background_delivery:
+            self.app.start()
+        await self.app.start_pending_workers()
+        self.scheduler.start()  # its first run waits for app.ready
+        self.reports.start()
+        self._ready_task = asyncio.create_task(self._ready_when_caught_up(), name="ready")
+        self._loops += [asyncio.create_task(t.run(), name=f"{t.network} transport")
+                        for t in self.transports]
+
+    async def _ready_when_caught_up(self) -> None:
+        # Scheduled sends wait for every network: nothing goes out from a stale view of a room.
+        await asyncio.gather(*(t.caught_up.wait() for t in self.transports))
+        self.app.ready.set()
+        self._housekeeping = asyncio.create_task(
+            housekeeping(self.app, self._housekeeping_stop), name="privacy housekeeping")
+
+    def stop(self) -> None:
+        """Ask `serve()` to finish (signal handlers call this)."""
+        self._stopping.set()
+
+    async def serve(self) -> int:
+        """Start, run until `stop()` (or SIGTERM/SIGINT) or a transport fails, and close.
+        0 when stopped, 3 when a transport could not go on."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for sig in signals:
+            loop.add_signal_handler(sig, self.stop)
+        exit_code = 0
+        try:
+            await self.start()
+            stop_wait = asyncio.create_task(self._stopping.wait(), name="stop")
+            done, _ = await asyncio.wait({stop_wait, *self._loops},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            for task in done - {stop_wait}:
+                task.result()  # a transport's loop only ends by failing
+                raise FatalTransportError(f"{task.get_name()} stopped")
+            log.info("stopping: finishing handlers in progress")
+        except FatalTransportError as exc:
+            log.error("%s", exc)
+            exit_code = 3
+        finally:
+            await self.close()
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
+        return exit_code
+
+    async def close(self) -> None:
+        """Stop everything, the transports last: the app's final delivery still goes out through
+        them (what they receive meanwhile is refused and comes again on the next start)."""
+        await self.scheduler.shutdown()
+        await self.reports.shutdown()
+        if self._ready_task is not None:
+            self._ready_task.cancel()
+            await asyncio.gather(self._ready_task, return_exceptions=True)
+        # Housekeeping finishes its step (never cancelled inside a transaction) before the app
+        # delivers what is left.
+        self._housekeeping_stop.set()
+        if self._housekeeping is not None:
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        await self.app.stop()
+        for transport in self.transports:
+            await transport.close()
+        for task in self._loops:
+            task.cancel()  # a loop that ended after close() is not affected
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops.clear()
+        await self.storage.close()
+        if self._started:
+            await self.app.metrics.stop_server()
+
+
+async def serve_networks(config: BotConfig, secret_filter: SecretFilter | None = None) -> int:
+    """`mutual-aid-bot run`: every network the config names (Matrix, Signal, or both), until
+    SIGTERM/SIGINT (0) or a fatal problem (3)."""
+    runtime = await Runtime.open(config, secret_filter=secret_filter)
+    if config.matrix is not None:
+        from bot.transport.matrix import MatrixTransport
+
+        runtime.attach(MatrixTransport(config, runtime.storage))
+    if config.signal is not None:
+        from bot.transport.signal import SignalTransport
+
+        runtime.attach(SignalTransport(config, runtime.storage))
+    return await runtime.serve()
