@@ -93,9 +93,6 @@ class BenchTransport:
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         return [(room, room) for room in ROOMS[:3]]
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        return "!private:bench"
-
 
 # ---- the database -------------------------------------------------------------------------------
 

@@ -53,9 +53,6 @@ class SilentTransport:
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         return []
 
-    async def create_private_room(self, name: str, invitees: list[str]) -> str:
-        raise NotImplementedError
-
 
 async def fill(storage: Storage, posts: int, now: datetime) -> None:
     """`posts` needs and offers over the last 30 days, 40% of them fulfilled, in four zones."""

@@ -51,7 +51,11 @@ async def test_kill_9_at_each_point_of_an_introduction_makes_one_room_and_one_in
         await say(alice, dm, "1", "How should it appear", proc)
         await say(alice, dm, "1", "Reply yes to post it", proc)
         await say(alice, dm, "yes", "Posted as", proc)
-        await say(bob, pod, "!claim 1", "asked the person behind", proc)
+        # Bob's own direct chat with the bot, so that the only room step is the introduction's;
+        # a claim of an anonymous request is answered there, never in the pod.
+        bob_dm = await open_dm(bob, proc)
+        await bob.send(pod, "!claim 1")
+        await bob.wait_for(bob_dm, contains("asked the person behind"), sender=proc.user_id)
         await alice.wait_for(dm, contains("offered to help"), sender=proc.user_id)
         await alice.send(dm, "yes")
         assert await asyncio.wait_for(proc.process.wait(), 60) == 137
