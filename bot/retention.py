@@ -35,6 +35,7 @@ from bot.store.base import now_text
 if TYPE_CHECKING:
     from bot.config import BotConfig
     from bot.storage import Storage
+    from bot.store.privacy import ShiftSpan
 
 CLOSED = frozenset({PostStatus.DONE, PostStatus.CANCELLED, PostStatus.EXPIRED})
 
@@ -187,6 +188,14 @@ def is_due(status: PostStatus, closed_at: datetime, now: datetime, retention_day
     return status in CLOSED and closed_at < cutoff(now, retention_days)
 
 
+def ended_shift_ids(spans: list[ShiftSpan], before: datetime) -> list[int]:
+    """The shifts with no date left at or after `before`. Pure, and run on a thread: it
+    expands every rota, which grows with the data."""
+    return [span.shift_id for span in spans
+            if shift_has_ended(ShiftWhen.model_validate_json(span.when_json), span.active,
+                               span.updated_at, before)]
+
+
 def shift_has_ended(when: ShiftWhen, active: bool, updated_at: datetime, before: datetime) -> bool:
     """No occurrence of the shift starts at or after `before` (a cancelled shift: cancelled
     before it)."""
@@ -215,8 +224,8 @@ async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:
     """Apply every rule with a statement; returns how many rows were changed or deleted."""
     before = cutoff(now, config.privacy.retention_days)
     async with storage.transaction(bulk=True) as tx:
-        ended = [shift_id for shift_id, when, active, updated_at in await tx.privacy.shift_spans()
-                 if shift_has_ended(when, active, updated_at, before)]
+        spans = await tx.privacy.shift_spans()
+    ended = await asyncio.to_thread(ended_shift_ids, spans, before)
     values = parameters(config, now, ended)
     changed = 0
     for rule in RULES:

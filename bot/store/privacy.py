@@ -7,9 +7,9 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from bot.models import PostStatus
-from bot.schedule_rules import ShiftWhen
 from bot.store.actions import dm_key
 from bot.store.base import Area, now_text, parse_time, placeholders
 from bot.store.delivery import SentMessage
@@ -37,6 +37,13 @@ def without_person(text: object, user_id: str) -> object:
 
 # SQL functions erasure needs, registered on every connection that may run it.
 SQL_FUNCTIONS = (("names_person", 2, names_person), ("without_person", 2, without_person))
+
+
+class ShiftSpan(NamedTuple):
+    shift_id: int
+    when_json: str  # a ShiftWhen as stored
+    active: bool
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,14 +200,14 @@ class PrivacyArea(Area):
             {**values, "chunk_low": low, "chunk_high": high})
         return max(cursor.rowcount, 0)
 
-    async def shift_spans(self) -> list[tuple[int, ShiftWhen, bool, datetime]]:
-        """Every shift that still names its creator or has all-dates sign-ups: (id, when,
-        active, updated_at), for deciding which have ended."""
+    async def shift_spans(self) -> list[ShiftSpan]:
+        """Every shift that still names its creator or has all-dates sign-ups, for deciding
+        which have ended (its schedule left as stored: parsing it is work for a thread)."""
         rows = await self._tx.fetchall(
             "SELECT id, when_json, active, updated_at FROM shifts WHERE created_by != '' "
             "OR id IN (SELECT shift_id FROM shift_signups WHERE occurrence = '*')")
-        return [(r["id"], ShiftWhen.model_validate_json(r["when_json"]), bool(r["active"]),
-                 parse_time(r["updated_at"])) for r in rows]
+        return [ShiftSpan(r["id"], r["when_json"], bool(r["active"]), parse_time(r["updated_at"]))
+                for r in rows]
 
     # ---- erasure (!forgetme) -----------------------------------------------------------------
 
