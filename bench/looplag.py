@@ -199,7 +199,8 @@ def populate(path: Path, now: datetime, args: argparse.Namespace) -> dict[str, i
         inbox.append((f"$in{n}", room, sender, "!needs", int(room == HEAVY_DM), at, n, at))
         outbox.append((room, f"Noted need for {sender}", "", json.dumps([sender]), f"$in{n}", at,
                        at, f"$out{n}", room))
-    db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inbox)
+    db.executemany("INSERT INTO inbox (event_id, room_id, sender, text, is_direct, ts, seq, "
+                   "handled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inbox)
     db.executemany("INSERT INTO outbox (room_id, body, html, mentions, reply_to, created_at, "
                    "sent_at, event_id, destination) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", outbox)
     db.execute("INSERT INTO dm_rooms VALUES (?, ?)", (HEAVY, HEAVY_DM))
