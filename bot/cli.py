@@ -21,6 +21,15 @@ def _print_problems(error: ConfigError, path: str) -> None:
         print(f"  {where}: {what}" + (f"\n    fix: {hint}" if hint else ""), file=sys.stderr)
 
 
+def _load(path: str) -> BotConfig | None:
+    """The configuration at `path`, or None after printing its problems."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _print_problems(exc, path)
+        return None
+
+
 def _load_for_run(path: str) -> BotConfig | None:
     try:
         config = load_for_run(path)
@@ -55,10 +64,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     from bot.transport.console import run_console
 
     if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as exc:
-            _print_problems(exc, args.config)
+        config = _load(args.config)
+        if config is None:
             return 1
     else:
         config = BotConfig()
@@ -76,11 +83,10 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     """Copy the live database while the bot runs (SQLite's online backup API)."""
     if args.config:
-        try:
-            source = load_config(args.config).storage.database
-        except ConfigError as exc:
-            _print_problems(exc, args.config)
+        config = _load(args.config)
+        if config is None:
             return 1
+        source = config.storage.database
     else:
         source = Path(args.database)
     try:
@@ -95,10 +101,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from bot.upgrade import run_migrate
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_problems(exc, args.config)
+    config = _load(args.config)
+    if config is None:
         return 1
     configure_logging(args.log_level or "WARNING")
     return run_migrate(config.storage.database, dry_run=args.dry_run, sql=args.sql)
@@ -114,10 +118,8 @@ def cmd_signal_link(args: argparse.Namespace) -> int:
     from bot.transport.signal_link import link_device
     from bot.transport.signal_rpc import ConnectionLost, RpcError
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        _print_problems(exc, args.config)
+    config = _load(args.config)
+    if config is None:
         return 1
     if config.signal is None:
         print(f"{args.config}: add a [signal] section (see config.example.toml)", file=sys.stderr)
