@@ -1,4 +1,5 @@
-"""Network steps (creating a room) made outside any transaction: intent, request, outcome.
+"""Network steps (creating or joining a room) made outside any transaction: intent, request,
+outcome.
 
 A handler that needs a room records the intent (`ctx.request_room`) in its own transaction, and
 the step runner here makes the request with no transaction open. The outcome is committed
@@ -89,6 +90,18 @@ async def request_room(tx: Transaction, *, key: str, name: str | None, invitees:
     return await tx.actions.request(CREATE_ROOM, key, {
         "name": name, "invitees": invitees, "is_direct": is_direct, "then": then,
         "purpose": purpose, "pod_room": pod_room, "data": data or {},
+    }, now)
+
+
+JOIN_ROOM = "join_room"
+
+
+async def request_join(tx: Transaction, *, key: str, address: str, then: str, purpose: str,
+                       now: datetime, pod_room: str, data: dict[str, Any]) -> Action:
+    """Record the intent to join a room by alias or id (a network room); the runner joins."""
+    assert then in FOLLOWUPS, then
+    return await tx.actions.request(JOIN_ROOM, key, {
+        "room": address, "then": then, "purpose": purpose, "pod_room": pod_room, "data": data,
     }, now)
 
 
@@ -235,16 +248,12 @@ class StepRunner:
                 await tx.actions.finish(current.id, DONE, app.clock(), error="no longer needed")
                 log.info("step %d (%s) is no longer needed", current.id, current.key)
                 return
-        params = current.params
-        request = RoomRequest(current.tag, params["name"], tuple(params["invitees"]),
-                              is_direct=bool(params["is_direct"]))
         _test_crash_point("before-create-room")
-        if existing is None:  # this attempt may make the room even if it reports a failure
-            self._attempted[current.id] = time.monotonic()
-        else:
-            self._attempted.pop(current.id, None)
         try:
-            room_id = await app.transport.make_room(request, existing)
+            if current.kind == JOIN_ROOM:  # joining twice is harmless: no tag to look for
+                room_id = await app.transport.join_room(current.params["room"])
+            else:
+                room_id = await self._make_room(current, existing)
         except DeliveryError as exc:
             await self._failed(current, followup, exc)
             return
@@ -262,6 +271,16 @@ class StepRunner:
         if followup.destination is not None and (destination := followup.destination(current)):
             app.retry_now(destination)
         app.wake_outbox()
+
+    async def _make_room(self, action: Action, existing: str | None) -> str:
+        params = action.params
+        request = RoomRequest(action.tag, params["name"], tuple(params["invitees"]),
+                              is_direct=bool(params["is_direct"]))
+        if existing is None:  # this attempt may make the room even if it reports a failure
+            self._attempted[action.id] = time.monotonic()
+        else:
+            self._attempted.pop(action.id, None)
+        return await self.app.transport.make_room(request, existing)
 
     async def _failed(self, action: Action, followup: Followup, error: DeliveryError) -> None:
         app = self.app

@@ -161,6 +161,8 @@ class App:
                     break
                 # A batch is many commands' work: let other tasks run between two of them.
                 await asyncio.sleep(0)
+        # A need to escalate later, or an escalated one to close in the networks.
+        schedule_changed |= tx.network_changed
         # Logged and counted once committed; a batch that was rolled back runs again.
         self._record(handled)
         for step in after_commit:

@@ -247,6 +247,24 @@ _DIGEST_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturda
                 "daily")
 
 
+class NetworkConfig(Section):
+    """The network of pods (docs/network.md): which accounts are pod bots, and how much one pod
+    may escalate."""
+
+    # The only accounts whose network messages are read, and whose invites to a direct chat
+    # between bots are accepted. Listing a bot is trusting its operator.
+    bots: list[str] = Field(default_factory=list)
+    escalations_per_hour: int = Field(default=6, ge=1, le=100)
+
+    @field_validator("bots")
+    @classmethod
+    def _bots(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not (value.startswith("@") and ":" in value):
+                raise ValueError(f"{value!r}: use the bot's user id, like @bot:other.example")
+        return values
+
+
 class BotConfig(Section):
     # Optional so that the console can run from storage and bot settings alone.
     matrix: MatrixConfig | None = None
@@ -257,6 +275,7 @@ class BotConfig(Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     pods: list[PodConfig] = Field(default_factory=list)
 
     @property

@@ -42,6 +42,11 @@ class Transport(Protocol):
         """
         ...
 
+    async def join_room(self, address: str) -> str:
+        """Join a room by alias or id; its room id. Raises DeliveryError (permanent for a room
+        that is not end-to-end encrypted: the bot leaves it again)."""
+        ...
+
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         """Return once a sync begun after `moment` (time.monotonic()) is stored, so that a room
         made before it has been seen; DeliveryError if none is in within `timeout` seconds."""

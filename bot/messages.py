@@ -43,6 +43,9 @@ class Outgoing:
     reply_to: str | None = None
     attachment: Attachment | None = None
     redacts: str | None = None  # not a message: redact the bot's own event with this id in room_id
+    # A message to other pods' bots: its payload (JSON text, bot/pod_network.py) travels in the
+    # content beside the readable body.
+    network: str | None = None
 
     @property
     def destination(self) -> str:
@@ -100,8 +103,21 @@ class Edit:
     timestamp: datetime
 
 
+@dataclass(frozen=True)
+class NetworkEvent:
+    """A message carrying a network payload (bot/pod_network.py), as received: who sent it is
+    checked by the handler, what it says is parsed there."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    payload: str
+    is_direct: bool
+    timestamp: datetime
+
+
 # What a transport hands the app, and the inbox keeps until it is handled, exactly once.
-Event = Incoming | Redaction | Reaction | Edit
+Event = Incoming | Redaction | Reaction | Edit | NetworkEvent
 
 
 class DeliveryError(Exception):

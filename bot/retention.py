@@ -84,7 +84,7 @@ RULES: tuple[Rule, ...] = (
     Rule("inbox", ROW, "retention_days after handling (at least as long as a replayed event "
          "could still be accepted, so it is never handled twice)", "deleted",
          "DELETE FROM inbox WHERE handled_at IS NOT NULL AND handled_at < :inbox_cutoff"),
-    Rule("outbox", ("body", "html", "attachment_data"),
+    Rule("outbox", ("body", "html", "attachment_data", "network"),
          "until delivered or given up (dead letter)", "blanked by delivery (mark_sent, mark_dead)"),
     Rule("outbox", ROW, "sent: retention_days after sending (so !forgetme can redact them)",
          "deleted",
@@ -119,6 +119,10 @@ RULES: tuple[Rule, ...] = (
          "DELETE FROM intake WHERE updated_at < :cutoff"),
     Rule("erasures", ROW, "a confirmed !forgetme: until carried out (seconds later; a restart "
          "carries it out on start)", "deleted by the housekeeping task that carries it out"),
+    # ---- the network of pods (docs/network.md) ----
+    Rule("remote_claims", ROW, "while the requester in the other pod is asked; answered or "
+         "closed: retention_days after the claim", "deleted (and by !forgetme)",
+         "DELETE FROM remote_claims WHERE status != 'asked' AND created_at < :cutoff"),
     # ---- shifts ----
     Rule("shift_signups", ROW, "a dated sign-up: retention_days after that date", "deleted",
          "DELETE FROM shift_signups WHERE occurrence != '*' AND occurrence < :cutoff_occurrence"),
@@ -155,6 +159,14 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "ledger": ("id", "post_id", "room_id", "kind", "category", "zone", "urgency", "created_at",
                "claimed_at", "done_at", "match_seconds", "fulfil_seconds", "hours"),
     "timebank": ("id", "room_id", "hours", "ledger_id", "at"),
+    # The network of pods: rooms, pods' names and zones, bots' accounts (not people), tokens,
+    # categories and dates. Who asked or helped is only in posts, introductions, remote_claims.
+    "network_links": ("pod_room", "network_room", "address", "token", "linked_at"),
+    "escalations": ("id", "post_id", "pod_room", "status", "created_at", "closed_at"),
+    "escalation_claims": ("claim", "escalation", "bot", "intro_id", "status", "created_at"),
+    "remote_needs": ("id", "pod_room", "network_room", "origin_bot", "origin_pod", "escalation",
+                     "pod_name", "category", "urgency", "zone", "status", "received_at",
+                     "closed_at"),
     "items": ("id", "room_id", "number", "loan_days", "status", "created_at", "updated_at"),
     "loans": ("id", "item_id", "room_id", "status", "asked_at", "lent_at", "due_on", "closed_at"),
 }

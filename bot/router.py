@@ -79,6 +79,12 @@ class Router:
             raise DeliveryError(f"no network attached for {invitees[0]}", permanent=True)
         return await transport.make_room(request, existing)
 
+    async def join_room(self, address: str) -> str:
+        transport = self._for_room(address)
+        if transport is None:
+            raise DeliveryError(f"no network attached reaches {address}", permanent=True)
+        return await transport.join_room(address)
+
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         # Which network made the room is not said: every one has to have caught up.
         await asyncio.gather(*(t.caught_up_since(moment, timeout)

@@ -1,4 +1,5 @@
-"""Scheduled work: shift reminders, understaffed alerts, post expiry and the needs digest.
+"""Scheduled work: shift reminders, understaffed alerts, post expiry, the needs digest, and needs
+going to (and closing in) the pod's networks.
 
 The database is the source of truth. `compute_due` is a pure function from database rows and
 "now" to the sends that are due; `Scheduler.run_due(now)` runs it inside one storage transaction
@@ -24,7 +25,8 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from bot import library, room_settings
+from bot import library, pods, room_settings
+from bot import pod_network as net
 from bot.config import BotConfig, ShiftsConfig
 from bot.context import Outgoing
 from bot.formatting import Code, join, render, shorten
@@ -35,6 +37,7 @@ from bot.schedule_rules import occurrences_between
 from bot.shift_models import Shift, Signup, occurrence_key
 from bot.shift_text import fmt_occurrence, fmt_span, roster
 from bot.store.library import Item, Loan
+from bot.store.network import Escalation, Link
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -52,6 +55,8 @@ EXPIRY_WARNING = "expiry_warning"
 EXPIRED = "expired"
 DIGEST = "digest"
 LOAN_REMINDER = "loan_reminder"
+ESCALATE = "escalate"  # an unmatched need goes to the pod's networks
+CLOSE_ESCALATION = "close_escalation"  # a need that went there is no longer open
 
 MAX_LOOKBACK = timedelta(days=7)  # sends older than this are forgotten, not even logged
 MAX_SLEEP = timedelta(minutes=10)  # wake at least this often (posts made elsewhere, settings)
@@ -104,6 +109,9 @@ class Snapshot:
     room_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     last_run: datetime | None = None
     loans: list[tuple[Loan, Item]] = field(default_factory=list)  # lent out now
+    unescalated: list[Post] = field(default_factory=list)  # open needs of linked pods
+    escalated: dict[str, list[datetime]] = field(default_factory=dict)  # pod -> last hour's
+    closable: list[Escalation] = field(default_factory=list)  # escalated, no longer open
 
 
 def _offsets(cfg: ShiftsConfig) -> list[timedelta]:
@@ -175,6 +183,34 @@ def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
     out += _posts_due(snap, now, cfg)
     out += _digests_due(snap, now, config, window_start)
     out += _loans_due(snap, now, config, window_start)
+    out += _escalations_due(snap, now, config)
+    out += [Due(kind=CLOSE_ESCALATION, ref=escalation.id, occurrence="", offset_key="",
+                person="", at=now, action="send", room_id=escalation.pod_room)
+            for escalation in snap.closable]
+    return out
+
+
+def _escalation_times(snap: Snapshot, config: BotConfig) -> dict[str, list[tuple[datetime, Post]]]:
+    """Per pod room, its unescalated needs with the time each goes to the networks, soonest
+    first."""
+    by_room: dict[str, list[tuple[datetime, Post]]] = {}
+    for post in snap.unescalated:
+        delay, urgent = net.room_delays(snap.room_settings.get(post.room_id, {}), config)
+        by_room.setdefault(post.room_id, []).append(
+            (net.escalation_due(post.created_at, post.urgency, delay, urgent), post))
+    return {room: sorted(times, key=lambda item: (item[0], item[1].id))
+            for room, times in by_room.items()}
+
+
+def _escalations_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
+    """Needs whose delay has passed, as many per pod as its hourly limit leaves room for."""
+    out = []
+    for room, times in _escalation_times(snap, config).items():
+        left = net.room_left(snap.escalated.get(room, []), now,
+                             config.network.escalations_per_hour)
+        out += [Due(kind=ESCALATE, ref=str(post.id), occurrence="", offset_key="", person="",
+                    at=at, action="send", room_id=room, post=post)
+                for at, post in [item for item in times if item[0] <= now][:left]]
     return out
 
 
@@ -307,6 +343,14 @@ def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
         for _, at in _loan_times(snap, loan, config):
             if now < at < best:
                 best = at
+    if snap.closable:
+        return now
+    for room, times in _escalation_times(snap, config).items():
+        # A pod at its hourly limit waits for room; otherwise its next need's time.
+        held = net.next_room(snap.escalated.get(room, []), now,
+                             config.network.escalations_per_hour)
+        at = max(times[0][0], held or times[0][0])
+        best = min(best, max(at, now))
     return best
 
 
@@ -394,6 +438,27 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
     raise ValueError(item.kind)
 
 
+def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
+                        name: str) -> list[Outgoing]:
+    """A need going to the pod's networks: category, urgency, zone and the pod's name there,
+    never the person or the details; and a word to the pod."""
+    post = item.post
+    assert post is not None
+    text = net.need_text(name, post.category, post.urgency, post.zone)
+    out = [net.to_room(link.network_room, text, net.NEED, escalation.id, pod=link.token,
+                       name=name, category=post.category.value, urgency=int(post.urgency),
+                       zone=post.zone) for link in links]
+    out.append(Outgoing(render(
+        "**#{number}** is still unmatched, so I have passed it to this pod's networks (only "
+        "its category, urgency and zone).", number=post.number), room_id=item.room_id))
+    return out
+
+
+def close_messages(escalation: Escalation, links: list[Link], name: str) -> list[Outgoing]:
+    return [net.to_room(link.network_room, f"The {name} pod's need is closed.", net.CLOSE,
+                        escalation.id) for link in links]
+
+
 # ---- running it ---------------------------------------------------------------------------------
 
 _BASIS_SLACK = timedelta(seconds=1)  # read a little more than due; compute_due decides
@@ -451,10 +516,15 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     await asyncio.sleep(0)
     need_rooms = await tx.posts.rooms_with_open_needs()
     loans = await tx.library.lent()  # what is lent out now, not the history
-    rooms = {s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
+    unescalated = await tx.network.unescalated_needs()
+    closable = await tx.network.closable()
+    rooms = ({s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
+             | {p.room_id for p in unescalated} | {e.pod_room for e in closable})
     return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
                     need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
-                    last_run=last_run, loans=loans)
+                    last_run=last_run, loans=loans, unescalated=unescalated,
+                    escalated=await tx.network.escalated_since(now - net.HOUR),
+                    closable=closable)
 
 
 _SHIFTS_PER_READ = 32  # sign-ups and cancellations read for this many shifts at a time
@@ -464,7 +534,8 @@ _SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting othe
 def _parts(snap: Snapshot) -> list[Snapshot]:
     """The snapshot cut into independent parts (one per shift, then posts, loans and digests),
     so that the pure functions can run a part at a time between other tasks' turns."""
-    rest = replace(snap, shifts=[], posts=[], need_rooms=[], loans=[])
+    rest = replace(snap, shifts=[], posts=[], need_rooms=[], loans=[], unescalated=[],
+                   closable=[])
     return ([replace(rest, shifts=[shift]) for shift in snap.shifts]
             + [replace(snap, shifts=[])])
 
@@ -479,6 +550,23 @@ async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T
             await asyncio.sleep(0)
             mark = clock.perf_counter()
     return results
+
+
+async def _network_sends(tx: Transaction, item: Due, now: datetime,
+                         config: BotConfig) -> list[Outgoing]:
+    """Record an escalation (or its closing) and what says so in the networks, once."""
+    links = await tx.network.links(item.room_id)
+    name = pods.profile(item.room_id, await tx.settings.room(item.room_id), config).label
+    if item.kind == ESCALATE:
+        assert item.post is not None
+        escalation = await tx.network.escalate(item.post, now)
+        if escalation is None or not links:
+            return []
+        return escalation_messages(item, escalation, links, name)
+    escalation = await tx.network.escalation(item.ref)
+    if escalation is None or not await tx.network.close_escalation(escalation.id, now):
+        return []
+    return close_messages(escalation, links, name)
 
 
 class Scheduler:
@@ -521,6 +609,11 @@ class Scheduler:
                     if item.kind == DIGEST:
                         needs = [p for p in await tx.posts.list(item.room_id, kind=PostKind.NEED)
                                  if not p.private]
+                    if item.kind in (ESCALATE, CLOSE_ESCALATION):
+                        await tx.delivery.enqueue(await _network_sends(tx, item, now,
+                                                                       self.config), now)
+                        log.info("scheduled %s for %s sent", item.kind, item.ref)
+                        continue
                     if item.kind == EXPIRED and item.post is not None:
                         await tx.posts.set_status(item.post, PostStatus.EXPIRED, now)
                     await tx.delivery.enqueue(messages_for(item, now, self.config, needs), now)

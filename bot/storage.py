@@ -41,6 +41,7 @@ from bot.store.base import Handle, StorageUsageError, now_text
 from bot.store.delivery import DeliveryArea
 from bot.store.library import LibraryArea
 from bot.store.migrations import MIGRATIONS, Migration
+from bot.store.network import NetworkArea
 from bot.store.posts import PostsArea
 from bot.store.privacy import SQL_FUNCTIONS, PrivacyArea
 from bot.store.records import RecordsArea
@@ -81,6 +82,7 @@ class Transaction(Handle):
         self.library = LibraryArea(self)
         self.records = RecordsArea(self)
         self.actions = ActionsArea(self)
+        self.network = NetworkArea(self)
 
 
 def create_private_file(path: Path) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable
 from datetime import datetime
 
 from bot import intake_rules as rules
-from bot import room_settings
+from bot import pod_network, room_settings
 from bot.actions import FOLLOWUPS, Followup
 from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
 from bot.commands.pods import pod_profile
@@ -27,6 +27,8 @@ from bot.networks import same_network
 from bot.parsing import ParseError, parse_category, parse_post, parse_post_ref
 from bot.storage import Storage, Transaction
 from bot.store.actions import Action
+from bot.store.network import ACCEPTED, DECLINED, EscalationClaim
+from bot.store.privacy import Introduction
 
 FLOW_INTAKE = "intake"
 FLOW_FORGET = "forget"
@@ -260,16 +262,24 @@ async def tell_requester_privately(ctx: Context, post: Post, word: str) -> None:
 # ---- consent and introductions --------------------------------------------------------------
 
 
-async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None = None) -> None:
-    await ctx.tx.privacy.add_introduction(post.id, post.author, helper, ctx.now)
+async def ask_consent(ctx: Context, post: Post, helper: str, offer: Post | None = None,
+                      helper_from: str | None = None) -> int:
+    """Ask the requester whether to be introduced to `helper`; the introduction's id.
+
+    `helper_from` (a pod's name): the helper is in another pod, whose bot keeps who they are
+    until the requester says yes, so the introduction has no helper yet (`helper` is "")."""
+    intro_id = await ctx.tx.privacy.add_introduction(post.id, post.author, helper, ctx.now)
     how = (f"offers {offer.category.value} (#{offer.number}: {offer.text}), which may help with"
            if offer else "offered to help with")
+    who = f"Someone from the {helper_from} pod" if helper_from else helper
     await ctx.dm(post.author, _text(
-        f"{helper} {how} your private request #{post.number} ({post.category.value}). "
+        f"{who} {how} your {'private ' if post.private else ''}request #{post.number} "
+        f"({post.category.value}). "
         f"Reply yes to be introduced in a new private room, where they will see your details, "
         f"or no to decline. (If you have several requests waiting, add the number: yes "
         f"{post.number}.)"
     ))
+    return intro_id
 
 
 async def claim_private(ctx: Context, post: Post) -> None:
@@ -302,6 +312,10 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
                   + (f" on #{number}." if number is not None else "."))
         return
     intro, post = posts[0]
+    remote = await ctx.tx.network.claim_for_introduction(intro.id)
+    if remote is not None:
+        await _answer_other_pod(ctx, intro, post, remote, yes)
+        return
     if not yes:
         await ctx.tx.privacy.set_introduction(intro.id, "declined", ctx.now)
         await ctx.dm(intro.helper, _text(
@@ -320,23 +334,50 @@ async def answer_consent(ctx: Context, yes: bool, number: int | None) -> None:
         await ctx.send(post.room_id, "**#{number}** is being handled.", number=post.number)
         await relay.start(ctx, post, helper=intro.helper)
         return
-    invitees = [post.author, intro.helper]
-    coordinator = await _intro_coordinator(ctx, post, invitees)
-    if coordinator is not None:
-        invitees.append(coordinator)
-    # The room is made after this command is committed (never inside its transaction); the
-    # introduction goes on in `_introduction_room_made` once it exists.
     await ctx.tx.privacy.set_introduction(intro.id, "accepted", ctx.now)
     await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=intro.helper)
-    await ctx.request_room(
-        key=f"intro:{intro.id}", name=f"Mutual aid #{post.number}", invitees=invitees,
-        then=THEN_INTRODUCTION, purpose=f"the private room for #{post.number}",
-        pod_room=post.room_id, data={"intro_id": intro.id, "coordinator": coordinator})
+    await introduce(ctx, intro.id, post, intro.helper)
     for other in posts[1:]:
         if other[1].id == post.id:
             await ctx.tx.privacy.set_introduction(other[0].id, "declined", ctx.now)
     await say(ctx, f"Thank you! I am making a new private room for you both for #{post.number} "
               f"and will tell you here when the invite is on its way.")
+
+
+async def introduce(ctx: Context, intro_id: int, post: Post, helper: str) -> None:
+    """Ask for the introduction room of an accepted introduction: the requester and the helper
+    (and a coordinator if the pod wants one). The room is made after this command is committed
+    (never inside its transaction); the introduction goes on in `_introduction_room_made`."""
+    invitees = [post.author, helper]
+    coordinator = await _intro_coordinator(ctx, post, invitees)
+    if coordinator is not None:
+        invitees.append(coordinator)
+    await ctx.request_room(
+        key=f"intro:{intro_id}", name=f"Mutual aid #{post.number}", invitees=invitees,
+        then=THEN_INTRODUCTION, purpose=f"the private room for #{post.number}",
+        pod_room=post.room_id, data={"intro_id": intro_id, "coordinator": coordinator})
+
+
+async def _answer_other_pod(ctx: Context, intro: Introduction, post: Post,
+                            claim: EscalationClaim, yes: bool) -> None:
+    """The requester answered an offer from another pod: only that pod's bot hears it, in
+    their direct chat; on yes it sends the helper's id back (bot/commands/network.py), and
+    nothing about the requester ever leaves this bot."""
+    going_ahead = yes and post.status is PostStatus.OPEN
+    await ctx.tx.privacy.set_introduction(intro.id, "accepted" if going_ahead else "declined",
+                                          ctx.now)
+    await ctx.tx.network.set_claim(claim.claim, ACCEPTED if going_ahead else DECLINED)
+    ctx.outgoing.append(pod_network.to_bot(claim.bot, pod_network.ANSWER, claim.escalation,
+                                           claim=claim.claim, yes=going_ahead))
+    if going_ahead:
+        await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now)
+        await say(ctx, f"Thank you! I am asking the helper's pod for them, then I will make a "
+                  f"new private room for you both for #{post.number} and tell you here.")
+    elif yes:
+        await say(ctx, f"#{post.number} is already {post.status.value}, so I did not introduce you.")
+    else:
+        await say(ctx, f"OK, I declined that offer for #{post.number}; nothing about you was "
+                  f"shared. Your request stays open.")
 
 
 THEN_INTRODUCTION = "introduction"

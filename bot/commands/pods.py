@@ -9,9 +9,11 @@ from collections.abc import Callable
 
 from bot import pods, room_settings
 from bot.commands import Arg, UsageError, command, require_coordinator
+from bot.config import BotConfig
 from bot.context import Context
 from bot.formatting import Code, join, render
 from bot.models import PostKind
+from bot.storage import Transaction
 
 SETTING_POD_NAME = "pod_name"
 SETTING_ZONES = "zones"
@@ -43,10 +45,11 @@ room_settings.register(room_settings.Setting(
 
 
 async def pod_profile(ctx: Context, room_id: str | None = None) -> pods.PodProfile:
-    room = room_id or ctx.room_id
-    stored = await ctx.tx.settings.room(room)
-    named = {key: value for key, value in stored.items() if value != pods.NONE}
-    return pods.profile(room, named, ctx.config)
+    return await stored_profile(ctx.tx, ctx.config, room_id or ctx.room_id)
+
+
+async def stored_profile(tx: Transaction, config: BotConfig, room_id: str) -> pods.PodProfile:
+    return pods.profile(room_id, await tx.settings.room(room_id), config)
 
 
 def pod_members(ctx: Context, room_id: str | None = None) -> list[str]:
@@ -128,6 +131,8 @@ async def _summary(ctx: Context) -> None:
         render("**{name}**", name=profile.name or "This pod (no name yet)"),
         render("Size: {n} people", n=len(pod_members(ctx))),
         render("Zones: {zones}", zones=pods.zones_text(profile.zones)),
+        render("Networks: {networks} ({see})", see=Code(f"{p}network"), networks=", ".join(
+            link.address for link in await ctx.tx.network.links(ctx.room_id)) or "none"),
     ]
     lines += [
         render("Open: {needs} needs, {offers} offers ({see})", needs=counts.get(PostKind.NEED, 0),

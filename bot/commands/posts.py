@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from bot import pods
-from bot.commands import Arg, UsageError, command, intake, is_coordinator, records, relay
+from bot import pod_network, pods
+from bot.commands import (
+    Arg,
+    UsageError,
+    command,
+    intake,
+    is_coordinator,
+    network,
+    records,
+    relay,
+)
 from bot.commands.pods import pod_profile
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
@@ -162,9 +171,13 @@ def _may_close(ctx: Context, post: Post, status: PostStatus) -> bool:
     return is_author or (post.room_id == ctx.room_id and is_coordinator(ctx))
 
 
-@command("claim", help="Say you will fulfil a need or take an offer.", args=(Arg("#id"),),
-         examples=("claim 7",))
+@command("claim", help="Say you will fulfil a need or take an offer (E14: another pod's need).",
+         args=(Arg("#id"),), examples=("claim 7", "claim E14"))
 async def claim(ctx: Context, rest: str) -> None:
+    remote = pod_network.parse_label(rest.split()[0]) if rest else None
+    if remote is not None:  # another pod's need, shown here from a network (E14)
+        await network.claim_remote(ctx, remote)
+        return
     post = await _find(ctx, rest)
     await intake.answer_privately_if_anonymous(ctx, post, _claim(ctx, post))
 

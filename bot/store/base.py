@@ -50,6 +50,9 @@ class Handle:
         self._savepoints = 0
         # Set by the delivery area when a message is queued; read by the storage on commit.
         self.queued_messages = False
+        # A need was posted in a pod linked to a network, or an escalated one closed: the
+        # scheduler's next wake-up changes (bot/scheduler.py).
+        self.network_changed = False
 
     @property
     def bulk(self) -> bool:

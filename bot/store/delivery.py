@@ -9,7 +9,17 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import Attachment, Edit, Event, Incoming, Outgoing, Reaction, Redaction, Rendered
+from bot.messages import (
+    Attachment,
+    Edit,
+    Event,
+    Incoming,
+    NetworkEvent,
+    Outgoing,
+    Reaction,
+    Redaction,
+    Rendered,
+)
 from bot.store.base import Area, now_text, parse_time
 
 # A Matrix user id as it appears in a message's text; a trailing dot ends a sentence.
@@ -60,7 +70,8 @@ def _outbox_item(row: sqlite3.Row) -> OutboxItem:
     return OutboxItem(
         row["id"],
         Outgoing(message, room_id=row["room_id"], user_id=row["user_id"],
-                 reply_to=row["reply_to"], attachment=attachment, redacts=row["redacts"]),
+                 reply_to=row["reply_to"], attachment=attachment, redacts=row["redacts"],
+                 network=row["network"]),
         parse_time(row["created_at"]), row["attempts"], parse_time(failure) if failure else None,
     )
 
@@ -73,6 +84,8 @@ def _kind_row(item: Event) -> tuple[str, str, str | None]:
         return item.key, "reaction", item.relates_to
     if isinstance(item, Edit):
         return item.text, "edit", item.replaces
+    if isinstance(item, NetworkEvent):
+        return item.payload, "network", None
     return item.text, "message", None
 
 
@@ -86,6 +99,8 @@ def _event(row: sqlite3.Row) -> Event:
         return Reaction(relates_to=target, key=row["text"], **common)
     if kind == "edit":
         return Edit(replaces=target, text=row["text"], **common)
+    if kind == "network":
+        return NetworkEvent(payload=row["text"], **common)
     return Incoming(text=row["text"], **common)
 
 
@@ -175,13 +190,13 @@ class DeliveryArea(Area):
                  attachment.data if attachment else None,
                  attachment.width if attachment else None,
                  attachment.height if attachment else None, stamp, out.redacts,
-                 json.dumps(named_in(out.message.body))))
+                 json.dumps(named_in(out.message.body)), out.network))
         # Rows keep the order of `items` (AUTOINCREMENT ids, one statement after another).
         await self._tx.executemany(
             "INSERT INTO outbox (room_id, user_id, destination, body, html, mentions, reply_to, "
             "attachment_name, attachment_type, attachment_data, attachment_width, "
-            "attachment_height, created_at, redacts, named) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "attachment_height, created_at, redacts, named, network) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -210,7 +225,7 @@ class DeliveryArea(Area):
         stamp = now_text(now)
         await self._tx.executemany(
             "UPDATE outbox SET sent_at = ?, event_id = ?, body = '', html = '', "
-            "attachment_data = NULL WHERE id = ?",
+            "attachment_data = NULL, network = NULL WHERE id = ?",
             [(stamp, event_id, outbox_id) for outbox_id, event_id in done],
         )
 
@@ -225,7 +240,7 @@ class DeliveryArea(Area):
         """Never retried again; what it said is erased, where and why are kept for coordinators."""
         await self._tx.execute(
             "UPDATE outbox SET dead_at = ?, dead_reason = ?, body = '', html = '', "
-            "attachment_data = NULL WHERE id = ?",
+            "attachment_data = NULL, network = NULL WHERE id = ?",
             (now_text(now), reason, outbox_id))
 
     async def dead_letters(self, room_ids: list[str] | None = None,

@@ -346,4 +346,62 @@ MIGRATIONS: list[Migration] = [
                 WHERE z.room_id = room_settings.room_id AND z.key = 'zones');
         DELETE FROM room_settings WHERE key = 'zone';
 """),
+    # Issue 12: pods linked to network rooms, needs escalated to them and needs other pods
+    # escalated, and the claims that travel between the bots. `outbox.network` carries a
+    # message's payload to other bots until it is sent.
+    Migration("network of pods: links, escalations, claims", """
+        ALTER TABLE outbox ADD COLUMN network TEXT;
+        CREATE TABLE network_links (
+            pod_room TEXT NOT NULL,
+            network_room TEXT NOT NULL,
+            address TEXT NOT NULL,
+            token TEXT NOT NULL,
+            linked_at TEXT NOT NULL,
+            PRIMARY KEY (pod_room, network_room)
+        );
+        CREATE INDEX network_links_network ON network_links (network_room);
+        CREATE TABLE escalations (
+            id TEXT PRIMARY KEY,
+            post_id INTEGER NOT NULL UNIQUE REFERENCES posts (id),
+            pod_room TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            closed_at TEXT
+        );
+        CREATE INDEX escalations_open ON escalations (pod_room, created_at) WHERE status = 'open';
+        CREATE TABLE escalation_claims (
+            claim TEXT PRIMARY KEY,
+            escalation TEXT NOT NULL REFERENCES escalations (id),
+            bot TEXT NOT NULL,
+            intro_id INTEGER,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX escalation_claims_intro ON escalation_claims (intro_id);
+        CREATE TABLE remote_needs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            pod_room TEXT NOT NULL,
+            network_room TEXT NOT NULL,
+            origin_bot TEXT NOT NULL,
+            origin_pod TEXT NOT NULL,
+            escalation TEXT NOT NULL,
+            pod_name TEXT NOT NULL,
+            category TEXT NOT NULL,
+            urgency INTEGER NOT NULL,
+            zone TEXT,
+            status TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            closed_at TEXT,
+            UNIQUE (origin_bot, escalation, pod_room)
+        );
+        CREATE INDEX remote_needs_origin ON remote_needs (origin_bot, origin_pod, received_at);
+        CREATE TABLE remote_claims (
+            claim TEXT PRIMARY KEY,
+            remote_need INTEGER NOT NULL REFERENCES remote_needs (id),
+            helper TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX remote_claims_need ON remote_claims (remote_need);
+"""),
 ]

@@ -74,6 +74,9 @@ class PostsArea(Area):
              parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
              int(details_shown), event_id, zone),
         )
+        if kind is PostKind.NEED and await self._tx.fetchone(
+                "SELECT 1 FROM network_links WHERE pod_room = ?", (room_id,)):
+            self._tx.network_changed = True
         return post_from_row(row)
 
     async def by_id(self, post_id: int) -> Post:
@@ -148,6 +151,9 @@ class PostsArea(Area):
         )
         if row is None:
             raise KeyError(post.id)
+        if status is not PostStatus.OPEN and await self._tx.fetchone(
+                "SELECT 1 FROM escalations WHERE post_id = ? AND status = 'open'", (post.id,)):
+            self._tx.network_changed = True
         return post_from_row(row)
 
     async def unclaim(self, post: Post, now: datetime) -> Post:

@@ -160,6 +160,12 @@ class PrivacyArea(Area):
             (status, room_id, now_text(now), intro_id),
         )
 
+    async def set_introduction_helper(self, intro_id: int, helper: str, now: datetime) -> None:
+        """The helper of an introduction from another pod, known once the requester said yes."""
+        await self._tx.execute(
+            "UPDATE introductions SET helper = ?, updated_at = ? WHERE id = ? AND helper = ''",
+            (helper, now_text(now), intro_id))
+
     async def introduction_post_id(self, room_id: str) -> int | None:
         """The post an introduction room was made for, if `room_id` is one."""
         row = await self._tx.fetchone(
@@ -288,6 +294,8 @@ class PrivacyArea(Area):
                 f"DELETE FROM {table} WHERE requester = ? OR helper = ?",  # noqa: S608
                 (user_id, user_id))
             add(table, cursor.rowcount)
+        cursor = await self._tx.execute("DELETE FROM remote_claims WHERE helper = ?", (user_id,))
+        add("remote_claims", cursor.rowcount)
         # Rooms no longer to be made for them (a pending introduction's step finds it erased).
         cursor = await self._tx.execute(
             "DELETE FROM actions WHERE key = ?", (dm_key(user_id),))

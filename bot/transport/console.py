@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from bot.commands.privacy import carry_out_erasures
 from bot.config import BotConfig
-from bot.messages import Incoming, Outgoing, RoomRequest
+from bot.messages import DeliveryError, Incoming, Outgoing, RoomRequest
 from bot.networks import MATRIX
 from bot.runtime import Runtime
 
@@ -89,6 +89,9 @@ class ConsoleTransport:
         room_id = f"{unique_id('!private')}:{SERVER}"
         self.write(f"[created private room {request.name!r} for {', '.join(request.invitees)}]")
         return room_id
+
+    async def join_room(self, address: str) -> str:
+        raise DeliveryError("the console joins no network rooms; use Matrix", permanent=True)
 
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         return  # nothing to catch up with: rooms are made here, at once

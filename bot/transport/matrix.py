@@ -33,6 +33,7 @@ from nio import (
     RoomCreateEvent,
     RoomCreateResponse,
     RoomInviteResponse,
+    RoomMessage,
     RoomMessagesResponse,
     RoomMessageText,
     RoomRedactResponse,
@@ -54,12 +55,14 @@ from bot.messages import (
     Event,
     FatalTransportError,
     Incoming,
+    NetworkEvent,
     Outgoing,
     Reaction,
     Redaction,
     RoomRequest,
 )
 from bot.networks import MATRIX
+from bot.pod_network import KEY as NETWORK_KEY
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
@@ -456,6 +459,14 @@ class MatrixTransport:
                     items.append(Reaction(event.event_id, room_id, event.sender,
                                           event.reacts_to, event.key, is_direct, when))
                 continue
+            network = _network_payload(event)
+            if network is not None:
+                # Another bot's message to the network (what it says, and whether its sender is
+                # a pod bot at all, is the handler's to judge); nothing from a room in clear.
+                if readable:
+                    items.append(NetworkEvent(event.event_id, room_id, event.sender, network,
+                                              is_direct, when))
+                continue
             if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
                 continue
             edit = edited(event)
@@ -528,7 +539,9 @@ class MatrixTransport:
         invite = next((e for e in invite_state if isinstance(e, InviteMemberEvent)
                        and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
         inviter = invite.sender if invite else None
-        if inviter is None or not self.matrix.inviter_allowed(inviter):
+        # Pod bots listed in [network] open direct chats with this bot (docs/network.md).
+        trusted = inviter in self.config.network.bots and invite.content.get("is_direct") is True
+        if inviter is None or not (self.matrix.inviter_allowed(inviter) or trusted):
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
@@ -563,6 +576,8 @@ class MatrixTransport:
             # Always present: with m.mentions, clients ignore "@room" and names in the body.
             "m.mentions": {"user_ids": list(out.message.mentions)},
         }
+        if out.network is not None:
+            content[NETWORK_KEY] = json.loads(out.network)
         if out.attachment is not None:
             content = await self._upload(room_id, out)
         if out.reply_to:
@@ -679,6 +694,34 @@ class MatrixTransport:
                 raise DeliveryError(f"could not invite: {getattr(response, 'message', response)}",
                                     permanent=_is_refusal(response))
 
+    async def join_room(self, address: str) -> str:
+        """Join a room by alias or id (maybe on another homeserver); refuse, and leave, one that
+        is not end-to-end encrypted: nothing is ever sent into it."""
+        try:
+            response = await self.client.join(address)
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(f"joining a room: {type(exc).__name__}") from exc
+        if isinstance(response, JoinError):
+            raise DeliveryError(f"could not join {address}: {response.message}",
+                                permanent=_is_refusal(response))
+        room_id = response.room_id
+        joined = self._note_joined(room_id)
+        async with self.storage.transaction() as tx:
+            await tx.delivery.set_meta(f"joined:{room_id}", joined)
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while room_id not in self.client.rooms and time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(self._next_sync.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            raise DeliveryError(f"joined {room_id}, but no sync has shown it yet")
+        if not room.encrypted:
+            await self.client.room_leave(room_id)
+            raise DeliveryError(NOT_ENCRYPTED, permanent=True)
+        return room_id
+
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while self._synced_from < moment:
@@ -791,6 +834,15 @@ _REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
 
 def _is_refusal(response: object) -> bool:
     return getattr(response, "status_code", None) in _REFUSALS
+
+
+def _network_payload(event: Any) -> str | None:
+    """The network payload of a message (bot/pod_network.py) as JSON text, if it carries one."""
+    if not isinstance(event, RoomMessage):
+        return None
+    content = (getattr(event, "source", None) or {}).get("content")
+    value = content.get(NETWORK_KEY) if isinstance(content, dict) else None
+    return None if value is None else json.dumps(value, separators=(",", ":"))
 
 
 def _chmod_private(path: Path) -> None:

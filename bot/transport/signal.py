@@ -554,6 +554,10 @@ class SignalTransport:
         return sorted((group_room(group_id), group.name) for group_id, group in self._groups.items()
                       if uuid in group.members)
 
+    async def join_room(self, address: str) -> str:
+        raise SignalDeliveryError("network rooms are Matrix rooms (docs/network.md)",
+                                  permanent=True)
+
     async def make_room(self, request: RoomRequest, existing: str | None) -> str:
         """A new Signal group with just these people (the introduction). A Signal group carries
         no tag the bot could find it by (`existing` is always None here): a retry after a failure

@@ -42,6 +42,8 @@ class FakeTransport:
     app: App | None = None
     # room id -> joined members (besides the bot), for rooms_with / members
     rooms: dict[str, list[str]] = field(default_factory=dict)
+    # Encrypted rooms the bot can join by address (network rooms): address -> room id.
+    joinable: dict[str, str] = field(default_factory=dict)
 
     async def deliver(self, out: Outgoing, txn_id: str) -> str | None:
         self.sent.append(out)
@@ -78,6 +80,13 @@ class FakeTransport:
         if self.unreachable & set(request.invitees):
             raise DeliveryError("M_UNKNOWN Can't connect to their server")
         return existing
+
+    async def join_room(self, address: str) -> str:
+        """Rooms in `joinable` are encrypted; any other address is a room in clear, refused."""
+        assert not self.app.storage._lock.locked(), "join_room called inside a transaction"
+        if address not in self.joinable:
+            raise DeliveryError("the room is not end-to-end encrypted", permanent=True)
+        return self.joinable[address]
 
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         await self.sync()

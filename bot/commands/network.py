@@ -1,0 +1,379 @@
+"""The network of pods: `!network` links a pod to network rooms; needs still unmatched after the
+pod's delay go there (the scheduler sends them: bot/scheduler.py); other pods' needs are shown
+here as `E14`, claimed with `!claim E14`, and the claim travels back to the need's own bot, which
+asks its requester (bot/commands/intake.py) and, on yes, makes the introduction room.
+
+What travels where, and who learns what, is in docs/network.md. In short: the network room
+carries category, urgency, zone and pod names, and claim tokens; the requester's answer goes to
+the claiming pod's bot alone, and the helper's id to the requester's bot alone, after the yes,
+in the two bots' encrypted direct chat. A message from an account that is not a listed pod bot,
+malformed, replayed, or from a pod over its hourly limit changes nothing and is logged (never
+its content).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from bot import pod_network as net
+from bot.actions import FOLLOWUPS, Followup, request_join
+from bot.commands import Arg, UsageError, command, event_hook, intake, require_coordinator
+from bot.commands.pods import pod_profile, stored_profile
+from bot.config import BotConfig
+from bot.context import Context, Outgoing
+from bot.formatting import Code, join, render
+from bot.messages import NetworkEvent
+from bot.models import PostKind, PostStatus
+from bot.storage import Transaction
+from bot.store.actions import Action
+from bot.store.network import ACCEPTED, ASKED, CLOSED, DECLINED, OPEN, Link, RemoteNeed
+
+log = logging.getLogger(__name__)
+
+THEN_NETWORK_JOIN = "network-join"
+
+
+def _fmt_hours(hours: float) -> str:
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+# ---- !network ---------------------------------------------------------------------------------
+
+
+@command("network", help="The networks this pod is linked to. Coordinators: `network join "
+         "<room>` links the pod to a network room (maybe on another server), `network leave "
+         "<room>` unlinks it.",
+         args=(Arg("what", optional=True), Arg("room", optional=True)),
+         examples=("network", "network join #city-network:other.example",
+                   "network leave #city-network:other.example"), group="Pods")
+async def network(ctx: Context, rest: str) -> None:
+    if ctx.is_direct:
+        await ctx.reply("A pod's networks are set in its room; send this in your pod's room.")
+        return
+    word, _, address = rest.strip().partition(" ")
+    word, address = word.lower(), address.strip()
+    if not word:
+        await _list(ctx)
+        return
+    if word not in ("join", "leave"):
+        raise UsageError(f"After {ctx.config.command_prefix}network comes nothing, join or leave.")
+    if not (address.startswith(("#", "!")) and ":" in address and len(address) <= 255
+            and " " not in address):
+        raise UsageError("Give the network room's address, like #city-network:other.example "
+                         "(or its room id).")
+    await (_join if word == "join" else _leave)(ctx, address)
+
+
+def _find(links: list[Link], address: str) -> Link | None:
+    return next((link for link in links if address in (link.address, link.network_room)), None)
+
+
+async def _list(ctx: Context) -> None:
+    links = await ctx.tx.network.links(ctx.room_id)
+    p = ctx.config.command_prefix
+    if not links:
+        await ctx.reply("This pod is in no network yet. A coordinator links it with {join}",
+                        join=Code(f"{p}network join #city-network:other.example"))
+        return
+    stored = await ctx.tx.settings.room(ctx.room_id)
+    delay, urgent = net.room_delays(stored, ctx.config)
+    lines = [render("**This pod's networks**")]
+    lines += [render("• {address}", address=link.address) for link in links]
+    lines.append(render("Needs still unmatched after {delay} ({urgent} when urgent) go there, "
+                        "with only their category, urgency, zone and the pod's name.",
+                        delay=_fmt_hours(delay), urgent=_fmt_hours(urgent)))
+    await ctx.reply(join(lines))
+
+
+async def _join(ctx: Context, address: str) -> None:
+    if not await require_coordinator(ctx, "link the pod to a network"):
+        return
+    if _find(await ctx.tx.network.links(ctx.room_id), address) is not None:
+        await ctx.reply("This pod is already linked to {address}.", address=address)
+        return
+    if (await pod_profile(ctx)).name is None:
+        await ctx.reply("Name the pod first, so other pods know who is asking: {example}",
+                        example=Code(f"{ctx.config.command_prefix}pod name Elm Street"))
+        return
+    # Joining is a network call: a step, made once this command is committed.
+    await request_join(ctx.tx, key=f"network:{ctx.room_id}:{address}", address=address,
+                       then=THEN_NETWORK_JOIN, purpose=f"joining the network room {address}",
+                       now=ctx.now, pod_room=ctx.room_id, data={"address": address})
+    ctx.steps_requested = True
+    await ctx.reply("Joining {address}. I will say here when the pod is linked.",
+                    address=address)
+
+
+async def _joined(tx: Transaction, action: Action, room_id: str, now: datetime,
+                  config: BotConfig) -> list[Outgoing]:
+    """The bot is in the (encrypted) network room: link the pod and announce it there."""
+    pod_room, address = action.params["pod_room"], action.params["data"]["address"]
+    link = await tx.network.link(pod_room, room_id, address, now)
+    profile = await stored_profile(tx, config, pod_room)
+    name = profile.name or "A"
+    delay, urgent = net.room_delays(await tx.settings.room(pod_room), config)
+    zones = ", ".join(profile.zones) or "no zones"
+    return [
+        net.to_room(room_id, f"The {name} pod has joined the network ({zones}).", net.POD,
+                    link.token, name=name, zones=list(profile.zones)),
+        Outgoing(render(
+            "This pod is now linked to {address}. Needs still unmatched after {delay} "
+            "({urgent} when urgent) go there with only their category, urgency, zone and the "
+            "pod's name; other pods' needs appear here as E-numbers.", address=address,
+            delay=_fmt_hours(delay), urgent=_fmt_hours(urgent)), room_id=pod_room),
+    ]
+
+
+async def _join_failed(tx: Transaction, action: Action, reason: str, now: datetime,
+                       config: BotConfig) -> list[Outgoing]:
+    return [Outgoing(render(
+        "I could not join the network room {address}: {reason}. Network rooms must be "
+        "end-to-end encrypted, and invite the bot if they are not open to join.",
+        address=action.params["data"]["address"], reason=reason),
+        room_id=action.params["pod_room"])]
+
+
+FOLLOWUPS[THEN_NETWORK_JOIN] = Followup(done=_joined, failed=_join_failed)
+
+
+async def _leave(ctx: Context, address: str) -> None:
+    if not await require_coordinator(ctx, "take the pod out of a network"):
+        return
+    link = _find(await ctx.tx.network.links(ctx.room_id), address)
+    if link is None:
+        await ctx.reply("This pod is not linked to {address}.", address=address)
+        return
+    closed = await _close_for_leaving(ctx, link)
+    await ctx.tx.network.unlink(ctx.room_id, link.network_room)
+    await ctx.reply("This pod has left {address}: {n} of its needs there were closed, and "
+                    "other pods' needs from there are no longer shown here.",
+                    address=link.address, n=closed)
+
+
+async def _close_for_leaving(ctx: Context, link: Link) -> int:
+    """Close the pod's needs in that network, withdraw its people's offers there, and stop
+    showing that network's needs; how many of the pod's own needs were closed."""
+    still_linked = len(await ctx.tx.network.links(ctx.room_id)) > 1
+    own = await ctx.tx.network.open_escalations(ctx.room_id)
+    for escalation in own:
+        ctx.outgoing.append(net.to_room(link.network_room, "A need of a pod that left the "
+                                        "network is closed.", net.CLOSE, escalation.id))
+        if not still_linked:
+            await ctx.tx.network.close_escalation(escalation.id, ctx.now)
+    for need in await ctx.tx.network.open_remote_needs(ctx.room_id, link.network_room):
+        await ctx.tx.network.close_remote_need(need.id, ctx.now)
+        for claim in await ctx.tx.network.remote_claims_on(need.id):
+            if await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
+                ctx.outgoing.append(net.to_room(
+                    link.network_room, "An offer of help is withdrawn: its pod left.",
+                    net.WITHDRAW, need.escalation, claim=claim.claim))
+                await ctx.dm(claim.helper, "Your offer to help with **{label}** was withdrawn: "
+                             "this pod left that network.", label=net.label(need.id))
+    return len(own)
+
+
+# ---- !claim E14 (from bot/commands/posts.py) --------------------------------------------------
+
+
+async def claim_remote(ctx: Context, number: int) -> None:
+    """Someone here offers to help with another pod's need: the claim (no name) goes back."""
+    need = await ctx.tx.network.remote_need(number)
+    label = net.label(number)
+    if need is None or need.pod_room != ctx.room_id:
+        raise UsageError(f"There is no {label} in this room.")
+    link = next((link for link in await ctx.tx.network.links(ctx.room_id)
+                 if link.network_room == need.network_room), None)
+    if need.status != OPEN or link is None:
+        await ctx.reply("**{label}** is closed.", label=label)
+        return
+    claims = await ctx.tx.network.remote_claims_on(need.id)
+    if any(c.status in (ASKED, ACCEPTED) for c in claims):
+        await ctx.reply("Someone here has already offered to help with **{label}**; I am "
+                        "waiting for an answer. Thank you!", label=label)
+        return
+    name = (await pod_profile(ctx)).name or "A"
+    claim = await ctx.tx.network.add_remote_claim(need.id, ctx.sender, ctx.now)
+    ctx.outgoing.append(net.to_room(
+        need.network_room, f"The {name} pod offers to help with a need of the {need.pod_name} "
+        "pod.", net.CLAIM, need.escalation, claim=claim.claim, pod=link.token, name=name))
+    await ctx.reply("Thank you! I have told the {pod} pod, whose bot will ask the person "
+                    "privately. If they agree, you will both be invited to a new private room.",
+                    pod=need.pod_name)
+
+
+# ---- network messages ---------------------------------------------------------------------------
+
+
+@event_hook(NetworkEvent)
+async def on_network_event(ctx: Context, event: NetworkEvent) -> None:
+    me = ctx.config.matrix.user_id if ctx.config.matrix else None
+    if not net.is_pod_bot(event.sender, ctx.config.network.bots, me):
+        log.warning("ignored network message %s in %s: %s is not a known pod bot",
+                    event.event_id, event.room_id, event.sender)
+        return
+    try:
+        message = net.parse(event.payload)
+    except net.Malformed as exc:
+        log.warning("ignored malformed network message %s from %s: %s", event.event_id,
+                    event.sender, exc)
+        return
+    if message is None:
+        log.info("ignored network message %s from %s: a type this version does not know",
+                 event.event_id, event.sender)
+        return
+    direct = message.type in net.DIRECT_TYPES
+    if direct != event.is_direct or (
+            not direct and not await ctx.tx.network.pods_in(event.room_id)):
+        log.warning("ignored network message %s from %s: a %s does not belong in %s",
+                    event.event_id, event.sender, message.type, event.room_id)
+        return
+    await _HANDLERS[message.type](ctx, event, message)
+
+
+def _ignored(event: NetworkEvent, why: str) -> None:
+    log.warning("ignored network message %s from %s: %s", event.event_id, event.sender, why)
+
+
+async def _on_pod(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    log.info("a pod announced itself in %s (from %s)", event.room_id, event.sender)
+
+
+async def _on_need(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Another pod's need: shown in every pod here linked to that network, once."""
+    assert message.pod and message.name and message.category and message.urgency is not None
+    recent = await ctx.tx.network.received_since(event.sender, message.pod, ctx.now - net.HOUR)
+    if await ctx.tx.network.remote_needs_of(event.sender, message.id):
+        _ignored(event, "a need already received (replayed)")
+        return
+    if not net.room_left(recent, ctx.now, ctx.config.network.escalations_per_hour):
+        _ignored(event, "its pod is over the hourly limit of escalations")
+        return
+    p = ctx.config.command_prefix
+    for link in await ctx.tx.network.pods_in(event.room_id):
+        need = await ctx.tx.network.add_remote_need(
+            pod_room=link.pod_room, network_room=event.room_id, origin_bot=event.sender,
+            origin_pod=message.pod, escalation=message.id, pod_name=message.name,
+            category=message.category, urgency=message.urgency, zone=message.zone, now=ctx.now)
+        if need is None:
+            continue
+        offers = await ctx.tx.posts.list(link.pod_room, kind=PostKind.OFFER,
+                                         category=message.category, limit=3)
+        template = "{need}: reply {claim}"
+        if offers:
+            template += "\n\nIt may match this pod's open {category} offers: {offers}."
+        await ctx.send(link.pod_room, template, need=net.need_text(
+            need.pod_name, need.category, need.urgency, need.zone),
+            claim=Code(f"{p}claim {net.label(need.id)}"), category=need.category.value,
+            offers=", ".join(f"#{offer.number}" for offer in offers))
+
+
+async def _on_claim(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Someone in another pod offers to help with this pod's need: ask the requester."""
+    assert message.claim and message.name
+    escalation = await ctx.tx.network.escalation(message.id)
+    if escalation is None:
+        return  # another pod's need: its own bot answers
+    if not await ctx.tx.network.add_claim(message.claim, escalation.id, event.sender, ctx.now):
+        _ignored(event, "a claim already received (replayed)")
+        return
+    post = await ctx.tx.posts.by_id(escalation.post_id)
+    if (escalation.status != OPEN or post.status is not PostStatus.OPEN or not post.author
+            or await ctx.tx.privacy.asked_introductions(post_id=post.id)):
+        await ctx.tx.network.set_claim(message.claim, DECLINED)
+        ctx.outgoing.append(net.to_bot(event.sender, net.ANSWER, escalation.id,
+                                       claim=message.claim, yes=False))
+        return
+    intro_id = await intake.ask_consent(ctx, post, "", helper_from=message.name)
+    await ctx.tx.network.set_claim(message.claim, ASKED, intro_id=intro_id)
+
+
+async def _on_answer(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """The requester in the other pod answered our helper's claim (told by their bot only)."""
+    assert message.claim
+    claim = await ctx.tx.network.remote_claim(message.claim)
+    need = await ctx.tx.network.remote_need(claim.remote_need) if claim else None
+    if claim is None or need is None or need.origin_bot != event.sender:
+        _ignored(event, "an answer to no claim of ours from that bot")
+        return
+    if not await ctx.tx.network.set_remote_claim(claim.claim, ACCEPTED if message.yes
+                                                 else DECLINED):
+        _ignored(event, "a claim answered already (replayed)")
+        return
+    label = net.label(need.id)
+    if not message.yes:
+        await ctx.dm(claim.helper, "Thank you for offering to help with **{label}** ({pod} pod). "
+                     "The person preferred not to go ahead this time.", label=label,
+                     pod=need.pod_name)
+        return
+    # Only now, and only to the bot that will invite them, the helper's id.
+    ctx.outgoing.append(net.to_bot(event.sender, net.HELPER, need.escalation,
+                                   claim=claim.claim, person=claim.helper))
+    await ctx.dm(claim.helper, "The person behind **{label}** ({pod} pod) said yes. {bot} will "
+                 "invite you both to a new private room; accept the invite to meet them there.",
+                 label=label, pod=need.pod_name, bot=event.sender)
+    await ctx.send(need.pod_room, "**{label}** is being handled. Thank you!", label=label)
+
+
+async def _on_helper(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """After the requester's yes, the helper's id: introduce the two in a new room."""
+    assert message.claim and message.person
+    claim = await ctx.tx.network.claim(message.claim)
+    intro = (await ctx.tx.privacy.introduction(claim.intro_id)
+             if claim and claim.intro_id is not None else None)
+    if claim is None or claim.bot != event.sender or claim.status != ACCEPTED or intro is None:
+        _ignored(event, "a helper for no accepted claim from that bot")
+        return
+    if intro.helper:
+        _ignored(event, "a helper already received (replayed)")
+        return
+    post = await ctx.tx.posts.by_id(intro.post_id)
+    await ctx.tx.privacy.set_introduction_helper(intro.id, message.person, ctx.now)
+    await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now, claimed_by=message.person)
+    await intake.introduce(ctx, intro.id, post, message.person)
+
+
+async def _on_close(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Another pod's need was met or withdrawn (or its pod left): closed here too."""
+    for need in await ctx.tx.network.remote_needs_of(event.sender, message.id):
+        if not await ctx.tx.network.close_remote_need(need.id, ctx.now):
+            continue
+        await _close_shown(ctx, need)
+
+
+async def _close_shown(ctx: Context, need: RemoteNeed) -> None:
+    label = net.label(need.id)
+    claims = await ctx.tx.network.remote_claims_on(need.id)
+    for claim in claims:
+        if await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
+            await ctx.dm(claim.helper, "**{label}** ({pod} pod) was met or withdrawn before the "
+                         "person answered. Thank you for offering!", label=label,
+                         pod=need.pod_name)
+    if not any(claim.status == ACCEPTED for claim in claims):
+        await ctx.send(need.pod_room, "**{label}** ({pod} pod) is closed: it was met or "
+                       "withdrawn.", label=label, pod=need.pod_name)
+
+
+async def _on_withdraw(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """A pod that left withdrew its person's offer on one of this pod's needs."""
+    assert message.claim
+    claim = await ctx.tx.network.claim(message.claim)
+    if claim is None or claim.bot != event.sender or claim.status != ASKED:
+        return
+    await ctx.tx.network.set_claim(claim.claim, DECLINED)
+    intro = (await ctx.tx.privacy.introduction(claim.intro_id)
+             if claim.intro_id is not None else None)
+    if intro is None or intro.status != "asked":
+        return
+    await ctx.tx.privacy.set_introduction(intro.id, "declined", ctx.now)
+    post = await ctx.tx.posts.by_id(intro.post_id)
+    await ctx.dm(intro.requester, "The offer of help for your request **#{number}** was "
+                 "withdrawn: the helper's pod left the network. Your request stays open.",
+                 number=post.number)
+
+
+_HANDLERS: dict[str, Callable[[Context, NetworkEvent, net.NetworkMessage], Awaitable[None]]] = {
+    net.POD: _on_pod, net.NEED: _on_need, net.CLAIM: _on_claim, net.ANSWER: _on_answer,
+    net.HELPER: _on_helper, net.CLOSE: _on_close, net.WITHDRAW: _on_withdraw,
+}

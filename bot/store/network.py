@@ -1,0 +1,263 @@
+"""The network of pods: which network rooms a pod is linked to, its needs escalated there (and
+the claims other pods sent back), and the needs other pods escalated (and the claims made on them
+here). See bot/commands/network.py and docs/network.md."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.models import Category, Post, Urgency
+from bot.store.base import Area, now_text, parse_time
+from bot.store.posts import post_from_row
+
+OPEN, CLOSED = "open", "closed"
+# A claim: waiting for the requester, then accepted (the introduction goes on), declined or
+# closed (the need was met elsewhere, or a pod left).
+ASKED, ACCEPTED, DECLINED = "asked", "accepted", "declined"
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    pod_room: str
+    network_room: str
+    address: str  # as the coordinator gave it (an alias, or the room id)
+    token: str  # how other bots tell this pod from another of the same bot
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    id: str
+    post_id: int
+    pod_room: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationClaim:
+    claim: str
+    escalation: str
+    bot: str  # the claiming pod's bot: the one that learns the answer, and later invites nobody
+    intro_id: int | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteNeed:
+    id: int  # shown as E<id>
+    pod_room: str
+    network_room: str
+    origin_bot: str
+    origin_pod: str
+    escalation: str
+    pod_name: str
+    category: Category
+    urgency: Urgency
+    zone: str | None
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteClaim:
+    claim: str
+    remote_need: int
+    helper: str
+    status: str
+
+
+def _link(row: sqlite3.Row) -> Link:
+    return Link(row["pod_room"], row["network_room"], row["address"], row["token"])
+
+
+def _escalation(row: sqlite3.Row) -> Escalation:
+    return Escalation(row["id"], row["post_id"], row["pod_room"], row["status"])
+
+
+def _claim(row: sqlite3.Row) -> EscalationClaim:
+    return EscalationClaim(row["claim"], row["escalation"], row["bot"], row["intro_id"],
+                           row["status"])
+
+
+def _remote(row: sqlite3.Row) -> RemoteNeed:
+    return RemoteNeed(row["id"], row["pod_room"], row["network_room"], row["origin_bot"],
+                      row["origin_pod"], row["escalation"], row["pod_name"],
+                      Category(row["category"]), Urgency(row["urgency"]), row["zone"],
+                      row["status"])
+
+
+def _remote_claim(row: sqlite3.Row) -> RemoteClaim:
+    return RemoteClaim(row["claim"], row["remote_need"], row["helper"], row["status"])
+
+
+class NetworkArea(Area):
+    # ---- links ---------------------------------------------------------------------------
+
+    async def link(self, pod_room: str, network_room: str, address: str, now: datetime) -> Link:
+        await self._tx.execute(
+            "INSERT OR IGNORE INTO network_links (pod_room, network_room, address, token, "
+            "linked_at) VALUES (?, ?, ?, ?, ?)",
+            (pod_room, network_room, address, new_token(), now_text(now)))
+        found = await self._tx.fetch_by("network_links", _link, pod_room=pod_room,
+                                        network_room=network_room)
+        assert found is not None
+        return found
+
+    async def unlink(self, pod_room: str, network_room: str) -> None:
+        await self._tx.execute(
+            "DELETE FROM network_links WHERE pod_room = ? AND network_room = ?",
+            (pod_room, network_room))
+
+    async def links(self, pod_room: str) -> list[Link]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM network_links WHERE pod_room = ? ORDER BY linked_at, network_room",
+            (pod_room,))
+        return [_link(r) for r in rows]
+
+    async def pods_in(self, network_room: str) -> list[Link]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM network_links WHERE network_room = ? ORDER BY pod_room",
+            (network_room,))
+        return [_link(r) for r in rows]
+
+    # ---- this pod's needs, escalated -------------------------------------------------------
+
+    async def unescalated_needs(self) -> list[Post]:
+        """Open needs of linked pods that have not gone to their networks yet."""
+        rows = await self._tx.fetchall(
+            "SELECT * FROM posts WHERE kind = 'need' AND status = 'open' "
+            "AND room_id IN (SELECT pod_room FROM network_links) "
+            "AND NOT EXISTS (SELECT 1 FROM escalations WHERE escalations.post_id = posts.id) "
+            "ORDER BY created_at, id")
+        return [post_from_row(r) for r in rows]
+
+    async def escalated_since(self, since: datetime) -> dict[str, list[datetime]]:
+        """Per pod room, when its escalations after `since` were sent (for the hourly limit)."""
+        rows = await self._tx.fetchall(
+            "SELECT pod_room, created_at FROM escalations WHERE created_at > ?",
+            (now_text(since),))
+        found: dict[str, list[datetime]] = {}
+        for row in rows:
+            found.setdefault(row["pod_room"], []).append(parse_time(row["created_at"]))
+        return found
+
+    async def escalate(self, post: Post, now: datetime) -> Escalation | None:
+        """The post's escalation, new; None if it was escalated already."""
+        cursor = await self._tx.execute(
+            "INSERT OR IGNORE INTO escalations (id, post_id, pod_room, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?)", (new_token(), post.id, post.room_id, OPEN, now_text(now)))
+        if cursor.rowcount != 1:
+            return None
+        return await self._tx.fetch_by("escalations", _escalation, post_id=post.id)
+
+    async def escalation(self, escalation_id: str) -> Escalation | None:
+        return await self._tx.fetch_by("escalations", _escalation, id=escalation_id)
+
+    async def closable(self) -> list[Escalation]:
+        """Open escalations whose need is no longer open (met, withdrawn, expired, erased)."""
+        rows = await self._tx.fetchall(
+            "SELECT escalations.* FROM escalations JOIN posts ON posts.id = escalations.post_id "
+            "WHERE escalations.status = 'open' AND posts.status != 'open' ORDER BY created_at")
+        return [_escalation(r) for r in rows]
+
+    async def open_escalations(self, pod_room: str) -> list[Escalation]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM escalations WHERE pod_room = ? AND status = 'open' ORDER BY created_at",
+            (pod_room,))
+        return [_escalation(r) for r in rows]
+
+    async def close_escalation(self, escalation_id: str, now: datetime) -> bool:
+        """True the first time only: what closing says is sent once."""
+        cursor = await self._tx.execute(
+            "UPDATE escalations SET status = ?, closed_at = ? WHERE id = ? AND status = ?",
+            (CLOSED, now_text(now), escalation_id, OPEN))
+        return cursor.rowcount == 1
+
+    async def add_claim(self, claim: str, escalation: str, bot: str, now: datetime) -> bool:
+        """False for a claim token seen before (a replay)."""
+        cursor = await self._tx.execute(
+            "INSERT OR IGNORE INTO escalation_claims (claim, escalation, bot, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?)", (claim, escalation, bot, ASKED, now_text(now)))
+        return cursor.rowcount == 1
+
+    async def claim(self, claim: str) -> EscalationClaim | None:
+        return await self._tx.fetch_by("escalation_claims", _claim, claim=claim)
+
+    async def set_claim(self, claim: str, status: str, intro_id: int | None = None) -> None:
+        await self._tx.execute(
+            "UPDATE escalation_claims SET status = ?, intro_id = COALESCE(?, intro_id) "
+            "WHERE claim = ?", (status, intro_id, claim))
+
+    async def claim_for_introduction(self, intro_id: int) -> EscalationClaim | None:
+        return await self._tx.fetch_by("escalation_claims", _claim, intro_id=intro_id)
+
+    # ---- other pods' needs, shown here ----------------------------------------------------
+
+    async def add_remote_need(self, *, pod_room: str, network_room: str, origin_bot: str,
+                              origin_pod: str, escalation: str, pod_name: str,
+                              category: Category, urgency: Urgency, zone: str | None,
+                              now: datetime) -> RemoteNeed | None:
+        """The need as shown in `pod_room`, new; None if it was shown there before (a replay)."""
+        row = await self._tx.fetchone(
+            "INSERT OR IGNORE INTO remote_needs (pod_room, network_room, origin_bot, origin_pod, "
+            "escalation, pod_name, category, urgency, zone, status, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (pod_room, network_room, origin_bot, origin_pod, escalation, pod_name,
+             category.value, int(urgency), zone, OPEN, now_text(now)))
+        return _remote(row) if row else None
+
+    async def remote_need(self, need_id: int) -> RemoteNeed | None:
+        return await self._tx.fetch_by("remote_needs", _remote, id=need_id)
+
+    async def remote_needs_of(self, origin_bot: str, escalation: str) -> list[RemoteNeed]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM remote_needs WHERE origin_bot = ? AND escalation = ? ORDER BY id",
+            (origin_bot, escalation))
+        return [_remote(r) for r in rows]
+
+    async def received_since(self, origin_bot: str, origin_pod: str,
+                             since: datetime) -> list[datetime]:
+        rows = await self._tx.fetchall(
+            "SELECT DISTINCT escalation, received_at FROM remote_needs WHERE origin_bot = ? "
+            "AND origin_pod = ? AND received_at > ?", (origin_bot, origin_pod, now_text(since)))
+        return [parse_time(r["received_at"]) for r in rows]
+
+    async def open_remote_needs(self, pod_room: str, network_room: str) -> list[RemoteNeed]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM remote_needs WHERE pod_room = ? AND network_room = ? AND status = ? "
+            "ORDER BY id", (pod_room, network_room, OPEN))
+        return [_remote(r) for r in rows]
+
+    async def close_remote_need(self, need_id: int, now: datetime) -> bool:
+        cursor = await self._tx.execute(
+            "UPDATE remote_needs SET status = ?, closed_at = ? WHERE id = ? AND status = ?",
+            (CLOSED, now_text(now), need_id, OPEN))
+        return cursor.rowcount == 1
+
+    async def add_remote_claim(self, remote_need: int, helper: str, now: datetime) -> RemoteClaim:
+        row = await self._tx.fetchone(
+            "INSERT INTO remote_claims (claim, remote_need, helper, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING *",
+            (new_token(), remote_need, helper, ASKED, now_text(now)))
+        return _remote_claim(row)
+
+    async def remote_claim(self, claim: str) -> RemoteClaim | None:
+        return await self._tx.fetch_by("remote_claims", _remote_claim, claim=claim)
+
+    async def remote_claims_on(self, remote_need: int) -> list[RemoteClaim]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM remote_claims WHERE remote_need = ? ORDER BY created_at",
+            (remote_need,))
+        return [_remote_claim(r) for r in rows]
+
+    async def set_remote_claim(self, claim: str, status: str) -> bool:
+        """False when it was no longer waiting (answered before: a replay)."""
+        cursor = await self._tx.execute(
+            "UPDATE remote_claims SET status = ? WHERE claim = ? AND status = ?",
+            (status, claim, ASKED))
+        return cursor.rowcount == 1
