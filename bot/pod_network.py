@@ -29,7 +29,7 @@ MAX_BYTES = 4096  # a payload larger than this (as JSON) is refused unread
 POD = "pod"  # room: a pod joined (name, zones)
 NEED = "need"  # room: an escalated need (category, urgency, zone, pod name; never a person)
 CLAIM = "claim"  # room: someone in another pod offers to help (a claim token, no person)
-CLOSE = "close"  # room: the need was met, withdrawn, or its pod left
+CLOSE = "close"  # room: the need was met (maybe by a claim it names), withdrawn, or its pod left
 WITHDRAW = "withdraw"  # room: a claim is withdrawn (its pod left the network)
 ANSWER = "answer"  # direct: the requester's yes or no, to the claiming pod's bot only
 HELPER = "helper"  # direct: after a yes, the helper's id, to the inviting bot only
@@ -123,7 +123,11 @@ def parse(payload: str) -> NetworkMessage | None:
             category=Category(category) if category in set(Category) else Category.OTHER,
             urgency=Urgency(min(max(urgency, 0), max(Urgency))), zone=_zone(data.get("zone")))
     if kind == CLOSE:
-        return NetworkMessage(**common)
+        # The claim the requester accepted, if any: that offer goes on (its answer may come
+        # after the close, by another room).
+        claim = data.get("claim")
+        return NetworkMessage(**common, claim=claim if isinstance(claim, str)
+                              and _TOKEN.fullmatch(claim) else None)
     claim = _token(data, "claim")
     if kind == CLAIM:
         return NetworkMessage(**common, claim=claim, pod=_token(data, "pod"), name=_pod_name(data))

@@ -454,9 +454,10 @@ def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
     return out
 
 
-def close_messages(escalation: Escalation, links: list[Link], name: str) -> list[Outgoing]:
+def close_messages(escalation: Escalation, links: list[Link], name: str,
+                   accepted: str | None) -> list[Outgoing]:
     return [net.to_room(link.network_room, f"The {name} pod's need is closed.", net.CLOSE,
-                        escalation.id) for link in links]
+                        escalation.id, claim=accepted) for link in links]
 
 
 # ---- running it ---------------------------------------------------------------------------------
@@ -566,7 +567,8 @@ async def _network_sends(tx: Transaction, item: Due, now: datetime,
     escalation = await tx.network.escalation(item.ref)
     if escalation is None or not await tx.network.close_escalation(escalation.id, now):
         return []
-    return close_messages(escalation, links, name)
+    accepted = await tx.network.accepted_claim(escalation.id)
+    return close_messages(escalation, links, name, accepted.claim if accepted else None)
 
 
 class Scheduler:

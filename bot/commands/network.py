@@ -339,18 +339,20 @@ async def _on_close(ctx: Context, event: NetworkEvent, message: net.NetworkMessa
     for need in await ctx.tx.network.remote_needs_of(event.sender, message.id):
         if not await ctx.tx.network.close_remote_need(need.id, ctx.now):
             continue
-        await _close_shown(ctx, need)
+        await _close_shown(ctx, need, message.claim)
 
 
-async def _close_shown(ctx: Context, need: RemoteNeed) -> None:
+async def _close_shown(ctx: Context, need: RemoteNeed, going_on: str | None) -> None:
+    """Tell the pod and whoever offered; an offer the requester accepted (`going_on`) is left
+    to its answer, which may arrive after this."""
     label = net.label(need.id)
     claims = await ctx.tx.network.remote_claims_on(need.id)
     for claim in claims:
-        if await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
+        if claim.claim != going_on and await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
             await ctx.dm(claim.helper, "**{label}** ({pod} pod) was met or withdrawn before the "
                          "person answered. Thank you for offering!", label=label,
                          pod=need.pod_name)
-    if not any(claim.status == ACCEPTED for claim in claims):
+    if not any(claim.status == ACCEPTED or claim.claim == going_on for claim in claims):
         await ctx.send(need.pod_room, "**{label}** ({pod} pod) is closed: it was met or "
                        "withdrawn.", label=label, pod=need.pod_name)
 

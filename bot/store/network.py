@@ -193,6 +193,11 @@ class NetworkArea(Area):
             "UPDATE escalation_claims SET status = ?, intro_id = COALESCE(?, intro_id) "
             "WHERE claim = ?", (status, intro_id, claim))
 
+    async def accepted_claim(self, escalation: str) -> EscalationClaim | None:
+        """The claim on an escalation whose requester said yes, if any."""
+        return await self._tx.fetch_by("escalation_claims", _claim, escalation=escalation,
+                                       status=ACCEPTED)
+
     async def claim_for_introduction(self, intro_id: int) -> EscalationClaim | None:
         return await self._tx.fetch_by("escalation_claims", _claim, intro_id=intro_id)
 

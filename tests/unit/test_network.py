@@ -239,7 +239,8 @@ async def test_a_claim_from_another_pod_asks_the_requester_and_introduces_them(l
                    room=BOT_DM, direct=True)
     assert len(pod.transport.private_rooms) == 1
     await escalate(pod, hours=0)
-    assert [p["type"] for _, p in network_sent(pod)][-1] == "close"
+    _, close = network_sent(pod)[-1]
+    assert close == {"v": 1, "type": "close", "id": escalation, "claim": "claim1"}
 
 
 async def test_a_decline_goes_to_the_claiming_bot_only(linked):
@@ -362,3 +363,20 @@ async def test_forgetme_erases_a_helpers_claims(linked):
     await pod.say(BOB, "yes", room="!dm-bob:test", direct=True)
     async with pod.storage.transaction() as tx:
         assert (await tx.privacy.table_rows_mentioning(BOB))["remote_claims"] == 0
+
+
+async def test_a_close_naming_the_accepted_claim_leaves_its_answer_to_come(linked):
+    """The need's bot closes it in the network room as soon as the requester says yes; the
+    answer comes by the bots' direct chat, maybe later: the helper still gets it."""
+    pod = linked
+    await link(pod)
+    await from_bot(pod, need_payload())
+    await pod.say(BOB, "!claim E1")
+    (_, claim), = [sent for sent in network_sent(pod) if sent[1]["type"] == "claim"]
+    await from_bot(pod, net.payload(net.CLOSE, "esc1", claim=claim["claim"]))
+    assert not any("closed" in body for body in bodies(pod, room_id=POD))
+    assert not bodies(pod, user_id=BOB)
+    await from_bot(pod, net.payload(net.ANSWER, "esc1", claim=claim["claim"], yes=True),
+                   room=BOT_DM, direct=True)
+    assert "said yes" in bodies(pod, user_id=BOB)[-1]
+    assert "E1 is being handled" in bodies(pod, room_id=POD)[-1]
