@@ -78,6 +78,7 @@ BACKFILL_PAGE = 100
 BACKFILL_MAX_PAGES = 50
 ROOM_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
+INVITE_JOIN_ATTEMPTS = 3
 # What a privileged room creator (room version 12+) counts as: above any power level.
 CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
@@ -552,11 +553,16 @@ class MatrixTransport:
             # guessed from the member count: a small pod room is not a private conversation.
             if invite.content.get("is_direct") is True:
                 await tx.delivery.set_dm_room(inviter, room_id)
-        response = await self.client.join(room_id)
-        if isinstance(response, JoinError):
-            log.warning("joining %s failed: %s", room_id, response.message)
-        else:
-            log.info("joined %s on invite from %s", room_id, inviter)
+        # An invite from another homeserver can reach us before that server has stored it, and
+        # a join at once is then refused: a few tries, a second or two apart.
+        for attempt in range(INVITE_JOIN_ATTEMPTS):
+            response = await self.client.join(room_id)
+            if not isinstance(response, JoinError):
+                log.info("joined %s on invite from %s", room_id, inviter)
+                return
+            if attempt + 1 < INVITE_JOIN_ATTEMPTS:
+                await asyncio.sleep(attempt + 1)
+        log.warning("joining %s failed: %s", room_id, response.message)
 
     # ---- delivery -------------------------------------------------------------------------
 

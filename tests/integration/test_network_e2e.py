@@ -42,13 +42,13 @@ async def _pod(person_factory, bot, server, *names):
     return room, people
 
 
-async def _network_room(owner) -> tuple[str, str]:
-    """An encrypted room anyone may join, with an alias: the city's network room."""
+async def _network_room(owner, *, encrypted: bool = True) -> tuple[str, str]:
+    """A room anyone may join, with an alias: the city's network room."""
     alias = f"city-{uuid.uuid4().hex[:6]}"
     response = await owner.client.room_create(
         name="City network", alias=alias, preset=RoomPreset.public_chat,
         initial_state=[{"type": "m.room.encryption", "state_key": "",
-                        "content": {"algorithm": "m.megolm.v1.aes-sha2"}}])
+                        "content": {"algorithm": "m.megolm.v1.aes-sha2"}}] if encrypted else [])
     assert isinstance(response, RoomCreateResponse), response
     await owner._sync_until(lambda: response.room_id in owner.client.rooms, 10, "network room")
     return response.room_id, f"#{alias}:{owner.synapse.server_name}"
@@ -101,6 +101,11 @@ async def test_a_need_travels_to_another_pod_on_another_server_and_back(
         await say(alice, pod_a, "!pod name Elm Street", "now called", bot_a)
         await say(alice, pod_a, "!pod zones north", "zones are now", bot_a)
         await say(alice, pod_a, "!settings escalate_after 0.001", "escalate_after", bot_a)
+        # A network room in clear is refused: the bot leaves it and says why.
+        _, clear = await _network_room(cora, encrypted=False)
+        await say(alice, pod_a, f"!network join {clear}", "Joining", bot_a)
+        await alice.wait_for(pod_a, contains("not end-to-end encrypted"), 60,
+                             sender=bot_a.user_id)
         await say(alice, pod_a, f"!network join {address}", "Joining", bot_a)
         await alice.wait_for(pod_a, contains("now linked"), 60, sender=bot_a.user_id)
         await say(cora, pod_b, "!pod name Maple", "now called", bot_b)
@@ -155,6 +160,8 @@ async def test_a_need_travels_to_another_pod_on_another_server_and_back(
         needs = [c for c in network_seen if (c.get(KEY) or {}).get("type") == "need"]
         assert len(needs) == 1
         assert sum("Elm Street pod needs food" in body for body in hank.bodies(pod_b)) == 1
+        assert sum("passed it to this pod's networks" in body
+                   for body in alice.bodies(pod_a)) == 1
 
         # Forged (a person, not a pod bot), malformed and replayed messages change nothing.
         before_b, before_a = len(hank.bodies(pod_b)), len(alice.bodies(pod_a))
