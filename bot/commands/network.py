@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot import pod_network as net
-from bot.actions import FOLLOWUPS, Followup, request_join
+from bot.actions import FOLLOWUPS, Followup, fmt_hours, request_join
 from bot.commands import Arg, UsageError, command, event_hook, intake, require_coordinator
 from bot.commands.pods import pod_profile, stored_profile
 from bot.config import BotConfig
@@ -36,7 +36,7 @@ THEN_NETWORK_JOIN = "network-join"
 
 
 def _fmt_hours(hours: float) -> str:
-    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+    return fmt_hours(timedelta(hours=hours))
 
 
 # ---- !network ---------------------------------------------------------------------------------
