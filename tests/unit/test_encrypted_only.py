@@ -28,8 +28,6 @@ class FakeClient:
             CLEAR: SimpleNamespace(encrypted=False, users={BOT: 0, ALICE: 0}, display_name="Clear"),
             SEALED: SimpleNamespace(encrypted=True, users={BOT: 0, ALICE: 0},
                                     display_name="Sealed"),
-            CROWDED: SimpleNamespace(encrypted=True, users={BOT: 0, ALICE: 0, "@eve:test": 0},
-                                     display_name="Crowded"),
         }
         self.sent: list[tuple[str, str]] = []
         self.created: list[dict] = []
@@ -100,6 +98,8 @@ def test_only_encrypted_rooms_are_offered_as_pods(transport):
 async def test_a_direct_chat_invite_into_a_room_with_others_is_never_used_as_the_dm(transport):
     """Anyone may invite the bot to a direct chat (the front door), so a room marked direct that
     holds a third person gets none of the person's private messages: a fresh DM is made."""
+    transport.client.rooms[CROWDED] = SimpleNamespace(
+        encrypted=True, users={BOT: 0, ALICE: 0, "@eve:test": 0}, display_name="Crowded")
     async with transport.storage.transaction() as tx:
         await tx.delivery.set_dm_room(ALICE, CROWDED)
     transport.app = SimpleNamespace(clock=lambda: datetime.now(UTC),
