@@ -318,7 +318,11 @@ def _routed(state: IntakeState, zone: str | None) -> Turn:
     state.room_id, state.zone = destination.room_id, destination.zone
     state.anonymous, state.details_shown = True, False
     state.step = Step.CONFIRM
-    return Turn(Outcome.ASK, state, prompt_for(state))
+    if destination.covered:
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    pod = state.front_door.names.get(destination.room_id, "a pod")
+    return Turn(Outcome.ASK, state, f"No pod lists {zone or 'your area'}, so I will pass it to "
+                f"{pod}, who help further afield.\n\n" + prompt_for(state))
 
 
 def _after_pod(state: IntakeState) -> Step:

@@ -37,7 +37,7 @@ async def ignore_blocked(ctx: Context, parsed: tuple[str, str] | None) -> bool:
     conversation = await ctx.tx.privacy.intake(ctx.sender)
     if conversation is not None and conversation.flow == FLOW_FORGET:
         return False
-    log.info("ignored a direct message from a blocked sender")
+    log.debug("ignored a direct message from a blocked sender")
     return True
 
 

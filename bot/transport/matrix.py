@@ -445,7 +445,7 @@ class MatrixTransport:
                 self._remember_undecryptable(room_id, event)
                 continue
             # Anyone may invite the bot to a "direct chat": one that holds others is not one.
-            is_direct = dm_partner == event.sender and len(room.users) <= 2
+            is_direct = dm_partner == event.sender and room.member_count <= 2
             when = _from_ms(event.server_timestamp)
             if isinstance(event, RedactionEvent | ReactionEvent):
                 # Someone deleted a message (the app withdraws a post whose command it was) or

@@ -82,6 +82,7 @@ def test_rules_none_of_these_asks_the_area_by_name_and_refuse_an_address():
     assert refused.state.step is rules.Step.AREA_NAME and "no street names" in refused.prompt
     turn = rules.advance(turn.state, "Docklands")
     assert (turn.state.room_id, turn.state.zone) == (CITYWIDE, "docklands")
+    assert "No pod lists docklands, so I will pass it to Citywide" in turn.prompt
     assert "to Citywide, zone docklands" in turn.prompt
     assert _front_door_walk("none of these", "skip").state.zone is None
     assert _front_door_walk("docklands").state.room_id == CITYWIDE  # named straight away
