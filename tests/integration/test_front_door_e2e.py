@@ -37,9 +37,16 @@ async def test_a_neighbour_on_another_server_in_no_pod_is_introduced_to_the_cove
 
     dora = await person_factory("dora", server=second_synapse)
     assert dora.user_id.endswith(":" + second_synapse.server_name)
+    # A group room from her server is declined (allowed_inviters); a direct chat is accepted.
+    group = await dora.create_room("my group", invite=[bot.user_id])
+    await bot.wait_for_log(f"declining invite to {group}", 60)
+    await dora._sync_until(lambda: bot.user_id not in dora.client.rooms[group].users, 60,
+                           "the bot's refusal reaching her server")
     dm = await dora.create_room("help", invite=[bot.user_id], is_direct=True)
     await wait_bot_joined(dora, dm, bot)
-    assert sorted(dora.client.rooms) == [dm]  # she shares no other room with the bot
+    shared = [room_id for room_id, room in dora.client.rooms.items()
+              if bot.user_id in room.users]
+    assert shared == [dm]  # she shares no other room with the bot
 
     await say(dora, dm, "hello", "a mutual-aid pod near you", bot, timeout=60)
     await say(dora, dm, "childcare", "Tell me the details", bot)
