@@ -103,17 +103,17 @@ async def block(ctx: Context, rest: str) -> None:
          "room where it was made).", args=(Arg("@person or #id"),),
          examples=("unblock #14",), group="Front door")
 async def unblock(ctx: Context, rest: str) -> None:
+    if not await _coordinator_here(ctx, "lift a block"):
+        return
     word = rest.split()[0]
     number = None if word.startswith("@") else parse_post_ref(word)
     person = word if number is None else None
     if number is not None and not ctx.is_direct:
         found = await ctx.tx.front_door.blocked_from(ctx.room_id, number)
-        person = found.person if found is not None else None
-        if person is None:
+        if found is None:
             await ctx.reply("No block was made from #{number} here.", number=number)
             return
-    if not await _coordinator_here(ctx, "lift a block"):
-        return
+        person = found.person
     if person is None or not (person.startswith("@") and ":" in person):
         raise UsageError("Name the sender by their id (@name:server), or by the request number "
                          "the block was made from, in that pod room (#14).")

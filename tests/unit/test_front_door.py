@@ -231,6 +231,7 @@ async def test_a_blocked_sender_is_ignored_without_being_told_and_can_still_be_f
             **{t: 0 for t in await tx.privacy.table_rows_mentioning(DORA)}, "blocks": 1}
         assert await tx.front_door.is_blocked(DORA)
 
+    assert "A coordinator is needed" in await pod.reply_to(BOB, "!unblock #1")
     assert "Unblocked" in await pod.reply_to(CAROL, "!unblock #1")
     assert "What kind of help" in (await from_dora(pod, "hi"))[0]
 
