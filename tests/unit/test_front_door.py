@@ -224,7 +224,8 @@ async def test_a_blocked_sender_is_ignored_without_being_told_and_can_still_be_f
                                                     direct=True)
 
     # !forgetme still works; the block (her id and its date) is what it keeps
-    assert "Reply yes" in (await from_dora(pod, "!forgetme"))[0]
+    question = (await from_dora(pod, "!forgetme"))[0]
+    assert "a coordinator's block on your direct messages" in question and "Reply yes" in question
     await from_dora(pod, "yes")
     async with pod.storage.transaction() as tx:
         assert await tx.privacy.table_rows_mentioning(DORA) == {
