@@ -36,6 +36,9 @@ THEN_SPLIT = "split"
 SETTING_SPLIT_SIZE = "split_size"
 # A room note (no personal data): the coordinators were told the pod reached its split size.
 NOTE_SPLIT_ALERTED = "split-alerted"
+# The highest level a coordinator is given in the new room: the old room's creator (unlimited
+# power from room version 12) becomes an ordinary admin there.
+MAX_GRANTED_LEVEL = 100
 
 
 def _validate_split_size(text: str) -> str:
@@ -143,8 +146,8 @@ async def _request_split(ctx: Context, state: rules.SplitState, view: rules.PodV
         key=f"split:{pod_room}:{ctx.event_id}", name=state.name or "", then=THEN_SPLIT,
         invitees=rules.invitees(state, view), purpose=f"the new pod {state.name}",
         pod_room=pod_room,
-        power_levels={person: ctx.transport.power_level(pod_room, person)
-                      for person in view.coordinators},
+        power_levels={person: min(ctx.transport.power_level(pod_room, person),
+                                  MAX_GRANTED_LEVEL) for person in view.coordinators},
         data={"by": ctx.sender, "name": state.name, "zones": list(state.zones),
               "old_label": view.label, "posts": [post.id for post in posts],
               "shifts": [shift.id for shift in shifts]},
