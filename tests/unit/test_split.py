@@ -9,7 +9,7 @@ import pytest
 
 from bot import split_rules as rules
 from bot.app import App
-from bot.messages import Membership
+from bot.messages import DeliveryError, Membership
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
 
 from .conftest import ALICE, BOB, CAROL, POD, SECRET, Pod
@@ -190,7 +190,6 @@ async def test_a_post_claimed_before_the_room_exists_stays(elm):
     for answer in ("Riverside", "riverside", "dan"):
         await _dm(elm, answer)
     # The room step waits (the homeserver is slow); meanwhile #2 is claimed in the old pod.
-    from bot.messages import DeliveryError
     elm.transport.room_faults.append(("before", DeliveryError("timeout")))
     await _dm(elm, "yes")
     await elm.say(CAROL, "!claim 2")
@@ -201,3 +200,22 @@ async def test_a_post_claimed_before_the_room_exists_stays(elm):
         claimed = await tx.posts.by_number(POD, 2)
     assert [p.number for p in moved] == [1]  # only #1 (riverside)
     assert claimed is not None and claimed.status is PostStatus.CLAIMED
+
+
+async def test_a_room_made_before_a_failure_is_found_and_everything_moves_once(elm):
+    await _seed(elm)
+    await elm.say(ALICE, "!pod split")
+    for answer in ("Riverside", "riverside", "dan"):
+        await _dm(elm, answer)
+    # Synapse made the room, then the request failed (an invite): the retry finds it by its tag.
+    elm.transport.room_faults.append(("after", DeliveryError("M_UNKNOWN invite failed")))
+    await _dm(elm, "yes")
+    elm.app.steps.retry_now()
+    await elm.app.run_until_idle()
+    assert len(elm.transport.private_rooms) == 1
+    async with elm.storage.transaction() as tx:
+        moved = await tx.posts.list(NEW_ROOM, limit=10)
+        staying = await tx.posts.list(POD, limit=10)
+    assert [p.number for p in moved] == [1, 2] and sorted(p.number for p in staying) == [3, 4, 5]
+    welcomes = [o for o in elm.transport.sent if o.room_id == NEW_ROOM]
+    assert len(welcomes) == 1
