@@ -30,6 +30,8 @@ DEFAULT_SPLIT_SIZE = 25
 MIN_SPLIT_SIZE = 2
 MAX_SPLIT_SIZE = 10_000
 MAX_CHOSEN = 500  # people named in one answer; a pod past this splits in several steps
+MAX_MOVED = 1000  # open posts considered in one split (the most urgent first)
+_UNKNOWN_SHOWN = 5
 _PEOPLE_SEPARATORS = re.compile(r"[\s,;]+")
 
 
@@ -146,9 +148,10 @@ def advance(state: SplitState, text: str, view: PodView) -> Turn:
         chosen, unknown = pick_people(answer, view.members)
         if unknown:
             return Turn(state, Outcome.ASK,
-                        f"I don't see {', '.join(unknown)} in {view.label}: name people who have "
-                        "joined its room, by id (@sam:example.org) or the part before the colon "
-                        "(sam).")
+                        f"I don't see {', '.join(unknown[:_UNKNOWN_SHOWN])}"
+                        f"{' …' if len(unknown) > _UNKNOWN_SHOWN else ''} in {view.label}: "
+                        "name people who have joined its room, by id (@sam:example.org) or the "
+                        "part before the colon (sam).")
         if not chosen:
             return _ask(state)
         if len(chosen) > MAX_CHOSEN:

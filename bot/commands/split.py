@@ -98,7 +98,8 @@ async def on_membership(ctx: Context, event: Membership) -> None:
 
 async def _view(ctx: Context, pod_room: str) -> rules.PodView:
     profile = await pod_profile(ctx, pod_room)
-    open_posts = await ctx.tx.posts.list(pod_room, statuses=(PostStatus.OPEN,), limit=1000)
+    open_posts = await ctx.tx.posts.list(pod_room, statuses=(PostStatus.OPEN,),
+                                         limit=rules.MAX_MOVED)
     return rules.PodView(label=profile.label, members=pod_members(ctx, pod_room),
                          coordinators=_coordinators(ctx, pod_room), posts=open_posts,
                          shifts=await ctx.tx.shifts.list(pod_room))
@@ -161,15 +162,18 @@ async def _split_done(tx: Transaction, action: Action, room_id: str, now: dateti
                       config: BotConfig) -> list[Outgoing]:
     data, old_room = action.params["data"], action.params["pod_room"]
     await _copy_settings(tx, old_room, room_id, data)
+    # What was chosen and is still there and open: a post claimed (or a shift cancelled) since
+    # the confirmation stays, and one already moved is not moved twice.
+    chosen_posts, chosen_shifts = set(data["posts"]), set(data["shifts"])
+    still_open = await tx.posts.list(old_room, statuses=(PostStatus.OPEN,),
+                                     limit=rules.MAX_MOVED)
     moved_posts: list[tuple[int, Post]] = []
-    for post_id in data["posts"]:
-        post = await tx.posts.by_id(post_id)
-        if post.room_id == old_room and post.status is PostStatus.OPEN:  # not claimed meanwhile
+    for post in sorted(still_open, key=lambda post: post.number):
+        if post.id in chosen_posts:
             moved_posts.append((post.number, await tx.posts.move(post, room_id, now)))
     moved_shifts: list[tuple[int, Shift]] = []
-    for shift_id in data["shifts"]:
-        shift = await tx.shifts.by_id(shift_id)
-        if shift.room_id == old_room and shift.active:
+    for shift in await tx.shifts.list(old_room):
+        if shift.id in chosen_shifts:
             moved_shifts.append((shift.number, await tx.shifts.move(shift, room_id, now)))
     p = config.command_prefix
     new_room_notice = join([

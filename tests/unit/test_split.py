@@ -39,6 +39,14 @@ def test_people_are_picked_by_id_or_unique_localpart():
     assert rules.pick_people("@ana:b.org", members) == (("@ana:b.org",), [])
 
 
+def test_a_long_list_of_strangers_gets_a_short_answer_and_changes_nothing():
+    view = rules.PodView("Elm Street", [ALICE, BOB], [ALICE], [], [])
+    state = rules.SplitState(pod_room=POD, step=rules.Step.PEOPLE, name="Riverside")
+    turn = rules.advance(state, " ".join(f"stranger{i}" for i in range(10_000)), view)
+    assert turn.outcome is rules.Outcome.ASK and turn.state == state
+    assert "I don't see stranger0, stranger1" in turn.prompt and len(turn.prompt) < 300
+
+
 def _post(number, author, zone=None, anonymous=False, status=PostStatus.OPEN):
     return Post(id=number, room_id=POD, number=number, kind=PostKind.NEED, author=author,
                 category=Category.FOOD, urgency=Urgency.THIS_WEEK, text="x", status=status,
