@@ -85,7 +85,7 @@ class PodView:
     """What the walk-through reads of the old pod on every turn."""
 
     label: str
-    members: Sequence[str]  # joined, the bot left out
+    members: Sequence[str]  # joined the pod room, the bot left out
     coordinators: Sequence[str]
     posts: Sequence[Post]  # the pod room's open posts
     shifts: Sequence[Shift]  # the pod room's active shifts

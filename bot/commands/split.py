@@ -57,10 +57,16 @@ room_settings.register(room_settings.Setting(
 ))
 
 
-def _coordinators(ctx: Context, room_id: str) -> list[str]:
+def _room_people(ctx: Context, room_id: str) -> list[str]:
+    """Who has joined this one room, the bot left out: the people a split can invite (a new
+    room is on one network, so a pod's rooms on other networks are not offered)."""
     own = ctx.config.matrix.user_id if ctx.config.matrix else None
-    return [person for person in ctx.transport.members(room_id)
-            if person != own and is_coordinator(ctx, person, room_id)]
+    return [person for person in ctx.transport.members(room_id) if person != own]
+
+
+def _coordinators(ctx: Context, room_id: str) -> list[str]:
+    return [person for person in _room_people(ctx, room_id)
+            if is_coordinator(ctx, person, room_id)]
 
 
 # ---- the alert ------------------------------------------------------------------------------
@@ -100,7 +106,7 @@ async def _view(ctx: Context, pod_room: str) -> rules.PodView:
     profile = await pod_profile(ctx, pod_room)
     open_posts = await ctx.tx.posts.list(pod_room, statuses=(PostStatus.OPEN,),
                                          limit=rules.MAX_MOVED)
-    return rules.PodView(label=profile.label, members=pod_members(ctx, pod_room),
+    return rules.PodView(label=profile.label, members=_room_people(ctx, pod_room),
                          coordinators=_coordinators(ctx, pod_room), posts=open_posts,
                          shifts=await ctx.tx.shifts.list(pod_room))
 

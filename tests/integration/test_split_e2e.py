@@ -31,9 +31,11 @@ async def test_a_pod_past_its_split_size_is_alerted_once_and_split(person_factor
     alert = await alice.wait_for(dm, contains("now has 4 people"), sender=bot.user_id)
     assert "Elm Street" in alert.body and "!pod split" in alert.body
     await ask(dave, pod, "!offer ride to the clinic", bot)  # 3: Dave's
+    assert await bot.stop() == 0
+    await bot.start()  # the alert was given: a restart does not give it again
 
-    # Erin makes five: still past the size, so no second alert. The split's first DM is queued
-    # after anything her join caused, so a repeat would arrive before it.
+    # Erin makes five: still past the size, and the bot restarted, yet no second alert. The
+    # split's first DM is queued after anything her join caused, so a repeat would come first.
     erin = await person_factory("erin")
     await alice.invite(pod, erin.user_id)
     await erin.join(pod)
