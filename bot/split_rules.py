@@ -159,6 +159,10 @@ def advance(state: SplitState, text: str, view: PodView) -> Turn:
         state = state.model_copy(update={"people": chosen, "step": Step.CONFIRM})
         return Turn(state, Outcome.ASK, summary(state, view))
     if is_yes(answer):
+        if not set(state.people) <= set(view.members):  # someone left (or was forgotten) since
+            state = state.model_copy(update={"people": (), "step": Step.PEOPLE})
+            return Turn(state, Outcome.ASK, "Someone you chose is no longer in "
+                        f"{view.label}, so nothing was split yet. " + _question(state))
         return Turn(state, Outcome.CONFIRMED,
                     f"Making the room for {state.name} now. I will tell both rooms when it is "
                     "done, with the new numbers.")

@@ -47,6 +47,15 @@ def test_a_long_list_of_strangers_gets_a_short_answer_and_changes_nothing():
     assert "I don't see stranger0, stranger1" in turn.prompt and len(turn.prompt) < 300
 
 
+def test_a_person_who_left_before_the_yes_is_asked_about_again():
+    view = rules.PodView("Elm Street", [ALICE, BOB], [ALICE], [], [])
+    state = rules.SplitState(pod_room=POD, step=rules.Step.CONFIRM, name="Riverside",
+                             people=(BOB, DAN))
+    turn = rules.advance(state, "yes", view)
+    assert turn.outcome is rules.Outcome.ASK and turn.state.step is rules.Step.PEOPLE
+    assert "no longer in Elm Street" in turn.prompt and "Who goes" in turn.prompt
+
+
 def _post(number, author, zone=None, anonymous=False, status=PostStatus.OPEN):
     return Post(id=number, room_id=POD, number=number, kind=PostKind.NEED, author=author,
                 category=Category.FOOD, urgency=Urgency.THIS_WEEK, text="x", status=status,
