@@ -91,11 +91,13 @@ async def on_membership(ctx: Context, event: Membership) -> None:
     p = ctx.config.command_prefix
     for coordinator in _coordinators(ctx, ctx.room_id):
         await ctx.dm(coordinator,
-                     "**{pod}** now has {size} people, its split size. Pods work best small: "
+                     "**{pod}** now has {size} people (its split size is {split_size}). Pods "
+                     "work best small: "
                      "consider splitting it. Send {split} in the pod room and I will walk you "
                      "through it (nobody is removed; the people you choose are invited to a new "
                      "room). To be asked at another size: {setting}.",
-                     pod=profile.name or "Your pod", size=size, split=Code(f"{p}pod split"),
+                     pod=profile.name or "Your pod", size=size, split_size=split_size,
+                     split=Code(f"{p}pod split"),
                      setting=Code(f"{p}settings {SETTING_SPLIT_SIZE} 30"))
 
 

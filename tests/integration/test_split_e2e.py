@@ -42,7 +42,7 @@ async def test_a_pod_past_its_split_size_is_alerted_once_and_split(person_factor
     started = await ask(alice, pod, "!pod split", bot)
     assert "direct message" in started.body
     await alice.wait_for(dm, contains("What is the new pod called?"), sender=bot.user_id)
-    alerts = [body for body in alice.bodies(dm, sender=bot.user_id) if "people, its split size" in body]
+    alerts = [body for body in alice.bodies(dm, sender=bot.user_id) if "its split size is" in body]
     assert len(alerts) == 1, alerts
 
     await ask_dm(alice, dm, "Riverside", "Which zones", bot)
