@@ -104,6 +104,17 @@ class Edit:
 
 
 @dataclass(frozen=True)
+class Membership:
+    """The sender joined or left the room (the pod's size may have crossed its split size)."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    is_direct: bool
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
 class NetworkEvent:
     """A message carrying a network payload (bot/pod_network.py), as received: who sent it is
     checked by the handler, what it says is parsed there."""
@@ -117,7 +128,7 @@ class NetworkEvent:
 
 
 # What a transport hands the app, and the inbox keeps until it is handled, exactly once.
-Event = Incoming | Redaction | Reaction | Edit | NetworkEvent
+Event = Incoming | Redaction | Reaction | Edit | Membership | NetworkEvent
 
 
 class DeliveryError(Exception):
@@ -153,3 +164,5 @@ class RoomRequest:
     name: str | None
     invitees: tuple[str, ...]
     is_direct: bool = False
+    # (person, power level) granted when the room is made: a split pod's coordinators.
+    power_levels: tuple[tuple[str, int], ...] = ()

@@ -14,6 +14,7 @@ from bot.messages import (
     Edit,
     Event,
     Incoming,
+    Membership,
     NetworkEvent,
     Outgoing,
     Reaction,
@@ -84,6 +85,8 @@ def _kind_row(item: Event) -> tuple[str, str, str | None]:
         return item.key, "reaction", item.relates_to
     if isinstance(item, Edit):
         return item.text, "edit", item.replaces
+    if isinstance(item, Membership):
+        return "", "membership", None
     if isinstance(item, NetworkEvent):
         return item.payload, "network", None
     return item.text, "message", None
@@ -99,6 +102,8 @@ def _event(row: sqlite3.Row) -> Event:
         return Reaction(relates_to=target, key=row["text"], **common)
     if kind == "edit":
         return Edit(replaces=target, text=row["text"], **common)
+    if kind == "membership":
+        return Membership(**common)
     if kind == "network":
         return NetworkEvent(payload=row["text"], **common)
     return Incoming(text=row["text"], **common)
@@ -125,6 +130,11 @@ class DeliveryArea(Area):
             (room_id, note, now_text(now)),
         )
         return cursor.rowcount == 1
+
+    async def drop_note(self, room_id: str, note: str) -> None:
+        """Forget that `note` was given, so that `note_once` gives it again."""
+        await self._tx.execute("DELETE FROM room_notes WHERE room_id = ? AND note = ?",
+                               (room_id, note))
 
     async def has_note(self, room_id: str, note: str) -> bool:
         row = await self._tx.fetchone(
