@@ -306,7 +306,8 @@ async def test_forged_or_malformed_messages_change_nothing(linked, sender, paylo
     before = len(pod.transport.sent)
     await from_bot(pod, payload, sender=sender)
     assert len(pod.transport.sent) == before
-    assert "ignored" in caplog.text and "urgency" not in caplog.text.split("ignored")[0]
+    assert "ignored" in caplog.text
+    assert "Maple" not in caplog.text and "north" not in caplog.text  # never the content
     assert "There is no E1" in await pod.reply_to(BOB, "!claim E1")
 
 
@@ -380,3 +381,30 @@ async def test_a_close_naming_the_accepted_claim_leaves_its_answer_to_come(linke
                    room=BOT_DM, direct=True)
     assert "said yes" in bodies(pod, user_id=BOB)[-1]
     assert "E1 is being handled" in bodies(pod, room_id=POD)[-1]
+
+
+async def test_leaving_withdraws_offers_made_here_on_other_pods_needs(linked):
+    pod = linked
+    await link(pod)
+    await from_bot(pod, need_payload())
+    await pod.say(BOB, "!claim E1")
+    (_, claim), = [sent for sent in network_sent(pod) if sent[1]["type"] == "claim"]
+    await pod.say(CAROL, f"!network leave {ADDRESS}")
+    _, withdraw = network_sent(pod)[-1]
+    assert withdraw == {"v": 1, "type": "withdraw", "id": "esc1", "claim": claim["claim"]}
+    assert "withdrawn" in bodies(pod, user_id=BOB)[-1]
+    before = len(pod.transport.sent)
+    await from_bot(pod, need_payload(id="esc2"))  # no longer linked: not shown
+    assert len(pod.transport.sent) == before
+
+
+async def test_an_offer_withdrawn_by_a_pod_that_left_is_no_longer_waiting(linked):
+    pod = linked
+    await link(pod)
+    await pod.say(ALICE, "!need food")
+    await escalate(pod)
+    escalation = await claim_from_b(pod)
+    await from_bot(pod, net.payload(net.WITHDRAW, escalation, claim="claim1"))
+    assert "withdrawn" in bodies(pod, user_id=ALICE)[-1]
+    await pod.say(ALICE, "yes", room=DM, direct=True)  # no offer waits for it any more
+    assert not [o for o in pod.transport.sent if o.user_id == BOT_B]
