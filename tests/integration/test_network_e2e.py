@@ -2,7 +2,7 @@
 
 One journey, sharing its set-up: pod A (Elm Street) on the first server and pod B (Maple) on the
 second link to a network room on the second server; Rita's need in pod A is still unmatched past
-the pod's delay and goes to the network; bot A is restarted mid-escalation; Hank claims it in
+the pod's delay and goes to the network; both bots are restarted mid-escalation; Hank claims it in
 pod B; Rita says yes in her DM; bot A makes the introduction room, across both servers, with
 exactly the two of them; the need closes in both pods; and pod B never sees Rita or the details.
 Then a forged, a malformed and a replayed network message change nothing in any pod.
@@ -122,6 +122,9 @@ async def test_a_need_travels_to_another_pod_on_another_server_and_back(
         shown = await hank.wait_for(pod_b, contains("Elm Street pod needs food"), 60,
                                     sender=bot_b.user_id)
         assert "(whenever, north)" in shown.body and "!claim E1" in shown.body
+        # Bot B restarted with the need shown: it shows it once, and the claim still works.
+        assert await bot_b.stop() == 0
+        await bot_b.start()
 
         # Hank claims it; Rita is asked in her DM by her own bot, without Hank's name.
         await say(hank, pod_b, "!claim E1", "told the Elm Street pod", bot_b)
