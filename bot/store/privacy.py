@@ -189,8 +189,11 @@ class PrivacyArea(Area):
 
     async def rowid_span(self, table: str) -> tuple[int, int]:
         """The lowest and highest rowid of `table` (1, 0 when it is empty)."""
+        # One aggregate per subquery: SQLite answers a lone MIN() or MAX() of the rowid from the
+        # b-tree's ends, but MIN() and MAX() side by side scan the whole table (90 ms at 100,000).
         row = await self._tx.fetchone(
-            f"SELECT COALESCE(MIN(rowid), 1), COALESCE(MAX(rowid), 0) FROM {table}")  # noqa: S608
+            f"SELECT COALESCE((SELECT MIN(rowid) FROM {table}), 1), "  # noqa: S608
+            f"COALESCE((SELECT MAX(rowid) FROM {table}), 0)")  # noqa: S608
         return row[0], row[1]
 
     async def apply_rule(self, sql: str, values: dict[str, object], low: int, high: int) -> int:
