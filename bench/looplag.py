@@ -50,8 +50,8 @@ from bot.commands.privacy import housekeeping, sweep  # noqa: E402
 from bot.config import BotConfig  # noqa: E402
 from bot.context import Incoming, Outgoing  # noqa: E402
 from bot.models import Category  # noqa: E402
+from bot.runtime import prepare_long_lived_state  # noqa: E402
 from bot.schedule_rules import ShiftWhen, occurrences_between  # noqa: E402
-from bot.runtime import freeze_long_lived_objects  # noqa: E402
 from bot.scheduler import Scheduler  # noqa: E402
 from bot.shift_models import ALL_DATES, occurrence_key  # noqa: E402
 from bot.storage import Storage  # noqa: E402
@@ -315,7 +315,7 @@ async def phase(template: Path, workdir: Path, name: str, now: datetime, args: a
     # The retention sweep has run before (hourly): only the `sweep` phases find work for it.
     if name not in ("sweep", "all"):
         await sweep(storage, rig.app.config, now)
-    freeze_long_lived_objects()  # as the runtime does once the bot is ready
+    prepare_long_lived_state()  # as the runtime does once the bot is ready
     probe = Probe()
     probing = asyncio.create_task(probe.run(600))
     started = time.perf_counter()
