@@ -31,7 +31,7 @@ from bot.formatting import Code, join, render, shorten
 from bot.models import Post, PostKind, PostStatus
 from bot.post_text import post_line
 from bot.schedule_rules import due as due_state
-from bot.schedule_rules import occurrences_between
+from bot.schedule_rules import occurrences_between, rota_starts
 from bot.shift_models import Shift, Signup, occurrence_key
 from bot.shift_text import fmt_occurrence, fmt_span, roster
 from bot.store.library import Item, Loan
@@ -438,6 +438,7 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     first, last_key = occurrence_key(window_start), occurrence_key(window_end)
     # Each step is a few milliseconds; other tasks get a turn between them.
     shifts = await tx.shifts.active_near(window_start, window_end)
+    await _expand_rotas(shifts, window_end)
     signups, cancelled = [], set()
     for chunk in range(0, len(shifts), _SHIFTS_PER_READ):
         await asyncio.sleep(0)
@@ -459,14 +460,51 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
 
 _SHIFTS_PER_READ = 32  # sign-ups and cancellations read for this many shifts at a time
 _SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting other tasks run
+_DATES_PER_LOOK = 16  # rota dates walked between two looks at the clock
+_DST_SLACK = timedelta(days=3)  # occurrence queries look this far past their end
+
+
+async def _expand_rotas(shifts: list[Shift], until: datetime) -> None:
+    """Walk every active rota's dates up to `until`, letting other tasks run every
+    `_SLICE_SECONDS`.
+
+    A rota's dates are expanded from its first one and remembered (`rota_starts`): the first
+    look after a start walks every rota's whole history, a few milliseconds each (about 100 ms
+    for 85 rotas over half a year), which `compute_due` would do for a rota in one go. Here it is
+    done in slices; afterwards this is a quick pass over remembered dates.
+    """
+    mark = clock.perf_counter()
+    for shift in shifts:
+        if not shift.active or shift.when.rrule is None:
+            continue
+        last = until.astimezone(shift.when.zone).replace(tzinfo=None) + _DST_SLACK
+        for n, start in enumerate(rota_starts(shift.when), 1):
+            if start > last:
+                break
+            if n % _DATES_PER_LOOK == 0 and clock.perf_counter() - mark > _SLICE_SECONDS:
+                await asyncio.sleep(0)
+                mark = clock.perf_counter()
+
+
+_POSTS_PER_PART = 32
+_ROOMS_PER_PART = 16  # digests: a time zone and the room's settings each
 
 
 def _parts(snap: Snapshot) -> list[Snapshot]:
-    """The snapshot cut into independent parts (one per shift, then posts, loans and digests),
+    """The snapshot cut into independent parts (one per shift, then posts, digests and loans),
     so that the pure functions can run a part at a time between other tasks' turns."""
-    rest = replace(snap, shifts=[], posts=[], need_rooms=[], loans=[])
-    return ([replace(rest, shifts=[shift]) for shift in snap.shifts]
-            + [replace(snap, shifts=[])])
+    # Each shift's part carries only its own sign-ups: a roster looks through all it is given.
+    signups: dict[int, list[Signup]] = {}
+    for signup in snap.signups:
+        signups.setdefault(signup.shift_id, []).append(signup)
+    rest = replace(snap, shifts=[], signups=[], posts=[], need_rooms=[], loans=[])
+    return ([replace(rest, shifts=[shift], signups=signups.get(shift.id, []))
+             for shift in snap.shifts]
+            + [replace(rest, posts=snap.posts[n:n + _POSTS_PER_PART])
+               for n in range(0, len(snap.posts), _POSTS_PER_PART)]
+            + [replace(rest, need_rooms=snap.need_rooms[n:n + _ROOMS_PER_PART])
+               for n in range(0, len(snap.need_rooms), _ROOMS_PER_PART)]
+            + [replace(rest, loans=snap.loans)])
 
 
 async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T]:
