@@ -474,14 +474,16 @@ async def _expand_rotas(shifts: list[Shift], until: datetime) -> None:
     done in slices; afterwards this is a quick pass over remembered dates.
     """
     mark = clock.perf_counter()
+    walked = 0
     for shift in shifts:
         if not shift.active or shift.when.rrule is None:
             continue
         last = until.astimezone(shift.when.zone).replace(tzinfo=None) + _DST_SLACK
-        for n, start in enumerate(rota_starts(shift.when), 1):
+        for start in rota_starts(shift.when):
             if start > last:
                 break
-            if n % _DATES_PER_LOOK == 0 and clock.perf_counter() - mark > _SLICE_SECONDS:
+            walked += 1
+            if walked % _DATES_PER_LOOK == 0 and clock.perf_counter() - mark > _SLICE_SECONDS:
                 await asyncio.sleep(0)
                 mark = clock.perf_counter()
 
