@@ -4,9 +4,14 @@ No I/O and no clock: the command layer loads the state from storage, calls `adva
 result and sends the prompt. A conversation goes
 
     category -> details -> urgency -> pod (only if the person shares several pods with the bot)
-    -> zone (only if that pod counts its posts by zone) -> visibility -> confirm
+    -> zone (only if that pod has several zones) -> visibility -> confirm
 
-and "stop" / "!cancel" ends it at any step.
+and "stop" / "!cancel" ends it at any step. Someone who shares no pod with the bot comes in by
+the front door (`bot.front_door`): after urgency they are asked for their area (from the zones
+the bot's pods cover, or by name when none of these), and the request goes to the pod that
+`front_door.route` picks, always anonymous with the details private:
+
+    category -> details -> urgency -> area (-> area name) -> confirm
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
+from bot import front_door
+from bot.front_door import Coverage
 from bot.models import Category, Urgency
 from bot.parsing import parse_category
+from bot.pods import PodRuleError, clean_zone
 
 MAX_DETAILS = 1000
 
@@ -33,6 +41,8 @@ class Step(StrEnum):
     URGENCY = "urgency"
     POD = "pod"
     ZONE = "zone"
+    AREA = "area"  # front door: which of the covered areas
+    AREA_NAME = "area_name"  # front door: an area none of the pods lists
     VISIBILITY = "visibility"
     CONFIRM = "confirm"
 
@@ -44,10 +54,20 @@ class IntakeState(BaseModel):
     urgency: Urgency | None = None
     pods: list[tuple[str, str]] = []  # (room id, display name) the person shares with the bot
     room_id: str | None = None
-    zones: dict[str, str] = {}  # room id -> the pod's own zone, for pods that use zones
+    zones: dict[str, list[str]] = {}  # room id -> the pod's zones, for pods that have any
     zone: str | None = None
     anonymous: bool = True
     details_shown: bool = False
+    front_door: Coverage | None = None  # set when the person shares no pod with the bot
+
+    @field_validator("zones", mode="before")
+    @classmethod
+    def _one_zone_per_pod_before(cls, value: object) -> object:
+        # Conversations saved before pods had several zones kept one zone per pod as a string.
+        if isinstance(value, dict):
+            return {room: [zones] if isinstance(zones, str) else zones
+                    for room, zones in value.items()}
+        return value
 
 
 class Outcome(StrEnum):
@@ -80,11 +100,21 @@ VISIBILITY_PROMPT = (
     "3. Anonymous, with the details\n"
     "4. With your name and the details"
 )
-ZONE_PROMPT = (
-    "Which part of the pod's area is it in? Reply with a short name (like north or riverside), "
-    "or skip to count it in {default}. Only the zone is counted in the pod's reports."
+AREA_PROMPT = (
+    "Which area are you in? Reply with the number.\n{areas}\n"
+    "Only the area is passed on, never an address."
 )
-MAX_ZONE = 40
+AREA_NAME_PROMPT = (
+    "What is your area called (a neighbourhood or part of town, never an address)? Or reply "
+    "skip. I will pass your request to a pod that helps further afield."
+)
+NOT_AN_AREA = ("Please give only a coarse area, like riverside or north: no street names with "
+               "numbers, no postcodes.")
+NONE_OF_THESE = frozenset({"none", "none of these", "not listed", "other", "neither"})
+ZONE_PROMPT = (
+    "Which part of the pod's area is it in? Reply with the number or the name, or skip.\n{zones}\n"
+    "Only the zone is passed on, never an address."
+)
 SKIP_WORDS = frozenset({"", "skip", "-", "none", "no", "pass"})
 STOP_HINT = " (Send stop or !cancel at any time to drop this.)"
 
@@ -120,14 +150,18 @@ def is_no(text: str) -> bool:
 
 
 def start(pods: list[tuple[str, str]], category: Category | None = None,
-          details: str | None = None, zones: dict[str, str] | None = None) -> Turn:
+          details: str | None = None, zones: dict[str, list[str]] | None = None,
+          front_door: Coverage | None = None) -> Turn:
     """A new conversation; a `!need food ...` in the DM may already give category and details.
-    `zones`: the pods that count posts by zone, with their own zone (the answer if skipped)."""
-    state = IntakeState(pods=pods, category=category, details=details, zones=zones or {})
+    `zones`: the pods that have zones, with their zones (a pod with one is not asked).
+    `front_door`: where a request can go when `pods` is empty (the person is in none)."""
+    state = IntakeState(pods=pods, category=category, details=details, zones=zones or {},
+                        front_door=None if pods else front_door)
     if len(pods) == 1:
         state.room_id = pods[0][0]
     if category is None:
-        return Turn(Outcome.ASK, state, "I can pass a request to your pod privately. "
+        whom = "your pod" if pods else "a mutual-aid pod near you"
+        return Turn(Outcome.ASK, state, f"I can pass a request to {whom} privately. "
                     + CATEGORY_PROMPT + STOP_HINT)
     if not details:
         state.step = Step.DETAILS
@@ -151,14 +185,21 @@ def prompt_for(state: IntakeState) -> str:
         lines += [f"{i}. {name}" for i, (_, name) in enumerate(state.pods, 1)]
         return "\n".join(lines)
     if state.step is Step.ZONE:
-        return ZONE_PROMPT.format(default=state.zones.get(state.room_id or "", ""))
+        zones = state.zones.get(state.room_id or "", [])
+        return ZONE_PROMPT.format(zones="\n".join(f"{i}. {z}" for i, z in enumerate(zones, 1)))
+    if state.step is Step.AREA:
+        areas = [*(state.front_door.zones if state.front_door else []), "none of these"]
+        return AREA_PROMPT.format(areas="\n".join(f"{i}. {a}" for i, a in enumerate(areas, 1)))
+    if state.step is Step.AREA_NAME:
+        return AREA_NAME_PROMPT
     if state.step is Step.VISIBILITY:
         return VISIBILITY_PROMPT.format(category=state.category.value if state.category else "help")
     return summary(state) + "\n\nReply yes to post it, or stop to drop it."
 
 
 def summary(state: IntakeState) -> str:
-    pod = next((name for rid, name in state.pods if rid == state.room_id), state.room_id or "?")
+    names = dict(state.pods) | (state.front_door.names if state.front_door else {})
+    pod = names.get(state.room_id or "", state.room_id or "?")
     shown = ("anonymously" if state.anonymous else "with your name") + (
         ", with the details" if state.details_shown else ", details private")
     urgency = state.urgency.label if state.urgency is not None else "?"
@@ -205,13 +246,18 @@ def advance(state: IntakeState, text: str) -> Turn:
         state.step = _after_pod(state)
         return Turn(Outcome.ASK, state, prompt_for(state))
     if state.step is Step.ZONE:
-        zone = _zone_answer(state, text)
-        if zone is None:
-            return Turn(Outcome.ASK, state, f"Please keep it short (up to {MAX_ZONE} characters). "
-                        + prompt_for(state))
-        state.zone = zone
+        if answer not in SKIP_WORDS:
+            zone = _chosen(state.zones.get(state.room_id or "", []), answer)
+            if zone is None:
+                return Turn(Outcome.ASK, state, "That is not one of the pod's zones. "
+                            + prompt_for(state))
+            state.zone = zone
         state.step = Step.VISIBILITY
         return Turn(Outcome.ASK, state, prompt_for(state))
+    if state.step is Step.AREA:
+        return _area_chosen(state, answer)
+    if state.step is Step.AREA_NAME:
+        return _area_named(state, answer)
     if state.step is Step.VISIBILITY:
         choice = _VISIBILITY.get(answer)
         if choice is None:
@@ -227,6 +273,10 @@ def advance(state: IntakeState, text: str) -> Turn:
 
 
 def _after_urgency(state: IntakeState) -> Turn:
+    where = state.front_door
+    if not state.pods and where is not None and (where.areas or where.fallback):
+        state.step = Step.AREA if where.areas else Step.AREA_NAME
+        return Turn(Outcome.ASK, state, prompt_for(state))
     if not state.pods:
         return Turn(Outcome.NO_POD, state,
                     "I am not in any pod room with you, so there is nowhere to post this. Ask a "
@@ -235,28 +285,66 @@ def _after_urgency(state: IntakeState) -> Turn:
     return Turn(Outcome.ASK, state, prompt_for(state))
 
 
+def _area_chosen(state: IntakeState, answer: str) -> Turn:
+    assert state.front_door is not None
+    zones = state.front_door.zones
+    if answer in NONE_OF_THESE or answer == str(len(zones) + 1):
+        state.step = Step.AREA_NAME
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    zone = _chosen(zones, answer)
+    if zone is None:
+        return _area_named(state, answer)  # an area by name that no pod lists
+    return _routed(state, zone)
+
+
+def _area_named(state: IntakeState, answer: str) -> Turn:
+    if answer in SKIP_WORDS:
+        return _routed(state, None)
+    try:
+        zone = clean_zone(answer)
+    except PodRuleError:
+        return Turn(Outcome.ASK, state, NOT_AN_AREA + "\n" + prompt_for(state))
+    return _routed(state, zone)
+
+
+def _routed(state: IntakeState, zone: str | None) -> Turn:
+    """The front door's request goes where `front_door.route` says: anonymous, details private."""
+    assert state.front_door is not None
+    destination = front_door.route(zone, state.front_door)
+    if destination is None:
+        return Turn(Outcome.NO_POD, state,
+                    f"No pod I know covers {zone or 'your area'} yet, so there is nowhere to pass "
+                    "this on. Nothing was posted and I have forgotten it.")
+    state.room_id, state.zone = destination.room_id, destination.zone
+    state.anonymous, state.details_shown = True, False
+    state.step = Step.CONFIRM
+    if destination.covered:
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    pod = state.front_door.names.get(destination.room_id, "a pod")
+    return Turn(Outcome.ASK, state, f"No pod lists {zone or 'your area'}, so I will pass it to "
+                f"{pod}, who help further afield.\n\n" + prompt_for(state))
+
+
 def _after_pod(state: IntakeState) -> Step:
-    return Step.ZONE if state.room_id in state.zones else Step.VISIBILITY
+    zones = state.zones.get(state.room_id or "", [])
+    if len(zones) == 1:
+        state.zone = zones[0]
+    return Step.ZONE if len(zones) > 1 else Step.VISIBILITY
 
 
-def _zone_answer(state: IntakeState, text: str) -> str | None:
-    """The zone named, the pod's own for "skip" (or an empty answer); None if unusable."""
-    zone = " ".join(text.split()).lower()
-    if zone in SKIP_WORDS:
-        return state.zones.get(state.room_id or "")
-    if len(zone) > MAX_ZONE or "@" in zone:
-        return None
-    return zone
+def _chosen(options: list[str], answer: str) -> str | None:
+    """The option a reply names by its number or its text; None if it names none."""
+    # isdecimal, not isdigit: "²" is a digit that int() cannot read.
+    if answer.isdecimal() and len(answer) <= 3 and 1 <= int(answer) <= len(options):
+        return options[int(answer) - 1]
+    return next((option for option in options if answer and answer == option.lower()), None)
 
 
 def _choose_pod(state: IntakeState, answer: str) -> str | None:
-    # isdecimal, not isdigit: "²" is a digit that int() cannot read.
-    if answer.isdecimal() and len(answer) <= 3 and 1 <= int(answer) <= len(state.pods):
-        return state.pods[int(answer) - 1][0]
-    for room_id, name in state.pods:
-        if answer and (answer == name.lower() or answer == room_id.lower()):
-            return room_id
-    return None
+    by_name = _chosen([name for _, name in state.pods], answer)
+    if by_name is not None:
+        return next(room_id for room_id, name in state.pods if name == by_name)
+    return next((room_id for room_id, _ in state.pods if answer and answer == room_id.lower()), None)
 
 
 def timed_out(updated_at: datetime, now: datetime, timeout_minutes: float) -> bool:
