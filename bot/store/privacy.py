@@ -316,11 +316,12 @@ class PrivacyArea(Area):
         return found
 
     async def tables_to_walk(self) -> dict[str, list[sqlite3.Row]]:
-        """Per table, the text columns an erasure walks: every table but `erasures`, whose
-        request row must outlast the walk, so that a walk cut short is carried out again."""
+        """Per table, the text columns an erasure walks: all but `KEPT_THROUGH_ERASURE` and the
+        table `erasures`, whose request row must outlast the walk, so that a walk cut short is
+        carried out again."""
         by_table: dict[str, list[sqlite3.Row]] = {}
         for name, col in await self._text_columns():
-            if name != "erasures":
+            if name != "erasures" and (name, col["name"]) not in KEPT_THROUGH_ERASURE:
                 by_table.setdefault(name, []).append(col)
         return by_table
 
@@ -335,8 +336,6 @@ class PrivacyArea(Area):
         changed = 0
         for col in columns:
             column = col["name"]
-            if (name, column) in KEPT_THROUGH_ERASURE:
-                continue
             # instr() (in C) passes only the few rows that contain the id at all to the
             # whole-id check in Python, so the walk costs a scan, not a Python call per row.
             names = f"{rows} AND instr({column}, :id) > 0 AND names_person({column}, :id)"
