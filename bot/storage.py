@@ -59,8 +59,8 @@ class StorageError(RuntimeError):
 
 
 _LOCK_WAIT_SECONDS = 10  # how long a transaction waits for another process's write lock
-# Rows written by short transactions between checkpoints of the write-ahead log (reads, most
-# of a command's transactions, add nothing to the log and do not count).
+# Rows written between checkpoints of the write-ahead log (reads, most of a command's
+# transactions, add nothing to the log and do not count; a sweep or an erasure adds up its steps).
 _CHECKPOINT_AFTER_ROWS = 2000
 # Per connection. With WAL, synchronous=NORMAL loses nothing when the process crashes (kill -9);
 # only a power cut can roll back the last commits, and the outbox's row-derived transaction ids
@@ -253,8 +253,9 @@ class Storage:
                 self._holder = None
             if tx.queued_messages:
                 self.outbox_writes += 1
-            if bulk or self._inline.total_changes - self._rows_at_checkpoint >= _CHECKPOINT_AFTER_ROWS:
-                self._rows_at_checkpoint = self._inline.total_changes
+            written = self._inline.total_changes + self._thread.total_changes
+            if written - self._rows_at_checkpoint >= _CHECKPOINT_AFTER_ROWS:
+                self._rows_at_checkpoint = written
                 self._checkpoint_soon()
 
     def _checkpoint_soon(self) -> None:
