@@ -46,6 +46,7 @@ from bot.store.privacy import SQL_FUNCTIONS, PrivacyArea
 from bot.store.records import RecordsArea
 from bot.store.settings import SettingsArea
 from bot.store.shifts import ShiftsArea
+from bot.store.tree import TreeArea
 
 __all__ = ["MIGRATIONS", "Storage", "StorageError", "StorageUsageError", "Transaction",
            "backup_database", "create_private_file"]
@@ -81,6 +82,7 @@ class Transaction(Handle):
         self.library = LibraryArea(self)
         self.records = RecordsArea(self)
         self.actions = ActionsArea(self)
+        self.tree = TreeArea(self)
 
 
 def create_private_file(path: Path) -> None:
