@@ -63,10 +63,11 @@ async def tree(ctx: Context, rest: str) -> None:
         new = await ctx.tx.tree.join(ctx.room_id, ctx.sender, str(hours) if hours else None,
                                      ctx.now)
         _, zone = await _room_zone(ctx)
-        when = f"between {hours} ({zone.key})" if hours else "at any hour"
-        await ctx.reply("{state} the phone tree: an alert reaches you by direct message {when}; "
-                        "urgent ones at any hour. Confirm with {ok} or a {thumb}. Name someone "
-                        "to be told if you do not answer: {backup}",
+        when = (f"between {hours} ({zone.key}); urgent ones at any hour" if hours
+                else "at any hour")
+        await ctx.reply("{state} the phone tree: an alert reaches you by direct message {when}. "
+                        "Confirm with {ok} or a {thumb}. Name someone to be told if you do not "
+                        "answer: {backup}",
                         state="You are on" if new else "Updated: you are on", when=when,
                         ok=Code("ok"), thumb=phone_tree.CONFIRM,
                         backup=Code(f"{p}tree backup @person"))
