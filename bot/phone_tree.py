@@ -182,13 +182,13 @@ def caller_message(person: str, backup: str | None, waited: timedelta,
 
 def reached_message(count: int, took: timedelta, unreachable: Sequence[str],
                     held: int) -> Rendered:
-    parts = ["**Phone tree:** all {count} people reached in {took}."]
-    if unreachable:
-        parts.append(" I could not write to {missing}; their backups and you hear about them.")
+    parts = ["**Phone tree:** all {count} people reached in {took}." if not unreachable else
+             "**Phone tree:** {reached} of {count} people reached in {took}. I could not write "
+             "to {missing}; their backups and you hear about them."]
     if held:
         parts.append(" {held} more are called when their hours begin.")
-    return render("".join(parts), count=count - len(unreachable), took=fmt_took(took),
-                  missing=", ".join(unreachable), held=held)
+    return render("".join(parts), count=count, reached=count - len(unreachable),
+                  took=fmt_took(took), missing=", ".join(unreachable), held=held)
 
 
 def paced_message(reached: int, total: int, estimate: timedelta | None) -> Rendered:
