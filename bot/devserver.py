@@ -776,15 +776,17 @@ class Synapse:
                     raise SynapseError(f"creating a registration token failed: HTTP {resp.status} {body}")
                 return body["token"]
 
-    async def exempt_from_rate_limits(self, user_id: str) -> None:
+    async def exempt_from_rate_limits(self, user_id: str, exempt: bool = True) -> None:
         """Lift the message rate limit for one account, as a homeserver admin would for the bot
-        (README: "Rate limits"): `messages_per_second` 0 means unlimited."""
+        (README: "Rate limits"): `messages_per_second` 0 means unlimited. `exempt=False`
+        removes the override again: the server's `rc_message` applies."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             token = await self._admin_token(http)
-            async with http.post(
+            async with http.request(
+                "POST" if exempt else "DELETE",
                 f"{self.base_url}/_synapse/admin/v1/users/{quote(user_id, safe='')}/"
                 "override_ratelimit",
-                json={"messages_per_second": 0, "burst_count": 0},
+                json={"messages_per_second": 0, "burst_count": 0} if exempt else None,
                 headers={"Authorization": f"Bearer {token}"},
             ) as resp:
                 if resp.status != 200:

@@ -206,6 +206,11 @@ def _escalations(alert: Alert, call: Call) -> list[tuple[str, datetime]]:
     return list(zip(chain, times, strict=True))
 
 
+def _on_its_way(call: Call) -> bool:
+    """Not yet delivered nor given up, and not confirmed some other way (a 👍 in the room)."""
+    return _reached_at(call) is None and call.confirmed_at is None
+
+
 def _first_calls(alert: Alert, calls: list[Call]) -> list[Call]:
     """The calls made when the alert was sent (not held for someone's hours)."""
     return [c for c in calls if c.due_at <= alert.created_at]
@@ -217,7 +222,7 @@ def _tree_due(alert: Alert, calls: list[Call], now: datetime) -> list[Due]:
     common = dict(occurrence=str(alert.id), at=now, action="send", room_id=alert.room_id)
     out = []
     for call in calls:
-        if call.outbox_id is None and call.due_at <= now:
+        if call.outbox_id is None and call.confirmed_at is None and call.due_at <= now:
             out.append(Due(kind=TREE_CALL, ref=str(call.id), offset_key="", person=call.person,
                            tree=(alert, [call]), **common))
         for step, (who, at) in enumerate(_escalations(alert, call)):
@@ -225,8 +230,7 @@ def _tree_due(alert: Alert, calls: list[Call], now: datetime) -> list[Due]:
                 out.append(Due(kind=TREE_ESCALATE, ref=str(call.id), offset_key=str(step),
                                person=who, tree=(alert, [call]), **common))
     first = _first_calls(alert, calls)
-    reached = [c for c in first if _reached_at(c) is not None]
-    if first and len(reached) == len(first):
+    if first and not any(map(_on_its_way, first)):
         out.append(Due(kind=TREE_REACHED, ref=str(alert.id), offset_key="", person="",
                        tree=(alert, calls), **common))
         return out
@@ -240,10 +244,10 @@ def _tree_due(alert: Alert, calls: list[Call], now: datetime) -> list[Due]:
 def _tree_wake(alert: Alert, calls: list[Call], now: datetime) -> datetime:
     """The next moment an alert may need the scheduler: a held call, an escalation, or (while
     its first calls are on their way) a look soon, less often as the alert ages."""
-    times = [c.due_at for c in calls if c.outbox_id is None]
+    times = [c.due_at for c in calls if c.outbox_id is None and c.confirmed_at is None]
     times += [at for call in calls
               for step, (_, at) in enumerate(_escalations(alert, call)) if step >= call.escalated]
-    if any(_reached_at(c) is None for c in _first_calls(alert, calls)):
+    if any(map(_on_its_way, _first_calls(alert, calls))):
         soon, latest = TREE_POLL
         times.append(now + min(max((now - alert.created_at) / 10, soon), latest))
     # What is due already (a call just made) is run at once; a run takes it, so this is no loop.

@@ -266,3 +266,18 @@ def test_a_rate_limited_tree_tells_the_caller_how_long_the_rest_will_take():
     early = [d for d in _tree_due(_alert(), calls, failed + timedelta(seconds=5))
              if d.kind == TREE_PACED]
     assert not early  # a moment's failure is not yet a pace
+
+
+async def test_a_member_who_confirms_in_the_room_before_the_call_is_not_called(rig):
+    pod = rig.pod
+    for person in (ALICE, BOB):
+        await pod.say(person, "!tree join")
+    await pod.say(COORD, "!alert Food bank van at noon")  # $ev3; the scheduler has not run
+    assert "Thank you" in dms(await react(pod, ALICE, "$ev3", "👍"), ALICE)[0]
+    sent = await rig.run()
+    assert not dms(sent, ALICE) and "Food bank van" in dms(sent, BOB)[0]
+    [reached] = dms(await rig.run(), COORD)
+    assert "all 2 people reached" in reached
+    assert dms(await rig.run(NOON + timedelta(minutes=10)), COORD) == [
+        "**Phone tree:** @bob:test has not confirmed your alert after 10 minutes. Please reach "
+        "them another way if you can."]
