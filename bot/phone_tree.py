@@ -24,8 +24,10 @@ DEFAULT_WAIT = timedelta(minutes=10)
 MIN_WAIT, MAX_WAIT = timedelta(seconds=5), timedelta(hours=2)
 # An alert stops calling and escalating a day after it was sent; `!alert close` ends it sooner.
 OPEN_FOR = timedelta(hours=24)
-# Sends failing (a rate limit) for this long: the caller is told how long the rest will take.
+# Calls still on their way this long after the alert, at a pace that needs at least SLOW more for
+# the rest (a homeserver's rate limit): the caller is told how long the rest will take.
 PACE_AFTER = timedelta(seconds=10)
+SLOW = timedelta(seconds=30)
 MAX_ALERT = 500  # characters of an alert's text
 CONFIRM = "👍"
 
@@ -143,14 +145,20 @@ def escalation_times(reached: datetime, wait: timedelta, steps: int,
     return [first + wait * step for step in range(steps)]
 
 
-def pace_estimate(remaining: int, sent_since: int, since: datetime,
+def pace_estimate(remaining: int, reached: Sequence[datetime], started: datetime,
                   now: datetime) -> timedelta | None:
-    """How long `remaining` sends take at the pace seen since sending began to fail (`sent_since`
-    got through since `since`); None when nothing got through, so there is no pace yet."""
-    elapsed = (now - since).total_seconds()
-    if sent_since <= 0 or elapsed <= 0:
+    """How long `remaining` calls take at the pace of the second half of the time since
+    `started` (a rate limit lets a burst through first, then paces); None when nothing got
+    through in it, so there is no pace to go by."""
+    window = (now - started) / 2
+    recent = sum(at >= now - window for at in reached)
+    if recent == 0 or window <= timedelta(0):
         return None
-    return timedelta(seconds=remaining * elapsed / sent_since)
+    return window * remaining / recent
+
+
+def is_slow(estimate: timedelta | None) -> bool:
+    return estimate is None or estimate >= SLOW
 
 
 # ---- messages -------------------------------------------------------------------------------
@@ -194,9 +202,9 @@ def reached_message(count: int, took: timedelta, unreachable: Sequence[str],
 def paced_message(reached: int, total: int, estimate: timedelta | None) -> Rendered:
     rest = (f"at this pace the rest take about {fmt_took(estimate)}" if estimate is not None
             else "I keep trying and will reach everyone, but it may take several minutes")
-    return render("**Phone tree:** the homeserver is limiting how fast I can send. {reached} of "
-                  "{total} reached so far; {rest}. (An administrator can lift the limit for the "
-                  "bot: see the README.)", reached=reached, total=total, rest=rest)
+    return render("**Phone tree:** sending is slow (the homeserver seems to limit how fast I may "
+                  "send). {reached} of {total} reached so far; {rest}. (Whoever runs the bot can "
+                  "lift the limit: see its README.)", reached=reached, total=total, rest=rest)
 
 
 def all_confirmed_message(count: int, reached: timedelta | None,

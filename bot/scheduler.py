@@ -234,11 +234,18 @@ def _tree_due(alert: Alert, calls: list[Call], now: datetime) -> list[Due]:
         out.append(Due(kind=TREE_REACHED, ref=str(alert.id), offset_key="", person="",
                        tree=(alert, calls), **common))
         return out
-    failures = [c.first_failure_at for c in first if c.first_failure_at is not None]
-    if failures and now - min(failures) >= phone_tree.PACE_AFTER:
+    if now - alert.created_at >= phone_tree.PACE_AFTER and phone_tree.is_slow(
+            _pace(alert, first, now)):
         out.append(Due(kind=TREE_PACED, ref=str(alert.id), offset_key="", person="",
                        tree=(alert, calls), **common))
     return out
+
+
+def _pace(alert: Alert, first: list[Call], now: datetime) -> timedelta | None:
+    """How long the first calls still on their way will take at the pace so far."""
+    return phone_tree.pace_estimate(sum(map(_on_its_way, first)),
+                                    [c.sent_at for c in first if c.sent_at is not None],
+                                    alert.created_at, now)
 
 
 def _tree_wake(alert: Alert, calls: list[Call], now: datetime) -> datetime:
@@ -499,10 +506,8 @@ def _tree_messages(item: Due, config: BotConfig) -> list[Outgoing]:
         return [Outgoing(phone_tree.reached_message(
             len(first), took, [c.person for c in first if c.dead_at is not None],
             len(calls) - len(first)), user_id=alert.caller)]
-    since = min(c.first_failure_at for c in first if c.first_failure_at is not None)
-    estimate = phone_tree.pace_estimate(len(first) - len(reached),
-                                        sum(at >= since for at in reached), since, item.at)
-    return [Outgoing(phone_tree.paced_message(len(reached), len(first), estimate),
+    return [Outgoing(phone_tree.paced_message(len(reached), len(first),
+                                              _pace(alert, first, item.at)),
                      user_id=alert.caller)]
 
 

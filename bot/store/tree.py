@@ -50,7 +50,6 @@ class Call:
     backup: str | None
     sent_at: datetime | None
     dead_at: datetime | None
-    first_failure_at: datetime | None
 
 
 def _time(text: str | None) -> datetime | None:
@@ -66,10 +65,10 @@ def _alert(row: sqlite3.Row) -> Alert:
 def _call(row: sqlite3.Row) -> Call:
     return Call(row["id"], row["alert_id"], row["person"], parse_time(row["due_at"]),
                 row["outbox_id"], row["escalated"], _time(row["confirmed_at"]), row["backup"],
-                _time(row["sent_at"]), _time(row["dead_at"]), _time(row["first_failure_at"]))
+                _time(row["sent_at"]), _time(row["dead_at"]))
 
 
-_CALLS = ("SELECT c.*, m.backup, o.sent_at, o.dead_at, o.first_failure_at FROM alert_calls c "
+_CALLS = ("SELECT c.*, m.backup, o.sent_at, o.dead_at FROM alert_calls c "
           "JOIN alerts a ON a.id = c.alert_id "
           "LEFT JOIN tree_members m ON m.room_id = a.room_id AND m.person = c.person "
           "LEFT JOIN outbox o ON o.id = c.outbox_id ")

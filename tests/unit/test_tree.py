@@ -244,28 +244,35 @@ def _alert() -> Alert:
     return Alert(1, POD, COORD, "Eviction", False, 600, "$a", NOON, None)
 
 
-def _call(n: int, sent: datetime | None, failed: datetime | None = None) -> Call:
-    return Call(n, 1, f"@p{n}:test", NOON, n, 0, None, None, sent, None, failed)
+def _call(n: int, sent: datetime | None) -> Call:
+    return Call(n, 1, f"@p{n}:test", NOON, n, 0, None, None, sent, None)
+
+
+def _paced(calls: list[Call], now: datetime) -> list:
+    return [d for d in _tree_due(_alert(), calls, now) if d.kind == TREE_PACED]
 
 
 def test_a_rate_limited_tree_tells_the_caller_how_long_the_rest_will_take():
-    """Ten got through at once, then sending failed and two more got through in 10 s: the
-    remaining 88 take about 440 s at that pace."""
-    failed = NOON + timedelta(seconds=1)
+    """Ten got through at once, then one every 5 s (Synapse's default limit): at 12 s, one got
+    through in the last 6 s, so the remaining 88 take about 88 x 6 s."""
     calls = [_call(n, NOON) for n in range(10)]
-    calls += [_call(10, failed + timedelta(seconds=5), failed),
-              _call(11, failed + timedelta(seconds=10), failed)]
-    calls += [_call(n, None, failed) for n in range(12, 100)]
-    now = failed + timedelta(seconds=10)
-    due = [d for d in _tree_due(_alert(), calls, now) if d.kind == TREE_PACED]
+    calls += [_call(10, NOON + timedelta(seconds=5)), _call(11, NOON + timedelta(seconds=10))]
+    calls += [_call(n, None) for n in range(12, 100)]
+    now = NOON + timedelta(seconds=12)
+    due = _paced(calls, now)
     assert due and not [d for d in _tree_due(_alert(), calls, now) if d.kind == TREE_REACHED]
     [message] = messages_for(due[0], now, BotConfig())
     assert message.user_id == COORD
-    assert "12 of 100 reached so far; at this pace the rest take about 7 min 20 s" in (
+    assert "12 of 100 reached so far; at this pace the rest take about 8 min 48 s" in (
         message.message.body)
-    early = [d for d in _tree_due(_alert(), calls, failed + timedelta(seconds=5))
-             if d.kind == TREE_PACED]
-    assert not early  # a moment's failure is not yet a pace
+    assert not _paced(calls, NOON + timedelta(seconds=5))  # a moment's wait is not yet a pace
+
+
+def test_a_fast_tree_still_on_its_way_is_not_called_slow():
+    """Five calls a second (a busy but unlimited bot): 50 of 100 at 10 s, the rest in 10 s."""
+    calls = [_call(n, NOON + timedelta(seconds=n / 5)) for n in range(50)]
+    calls += [_call(n, None) for n in range(50, 100)]
+    assert not _paced(calls, NOON + timedelta(seconds=10))
 
 
 async def test_a_member_who_confirms_in_the_room_before_the_call_is_not_called(rig):
