@@ -339,6 +339,13 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX relays_requester ON relays (requester) WHERE ended_at IS NULL;
         CREATE INDEX relays_helper ON relays (helper) WHERE ended_at IS NULL;
 """),
+    # A pod has zones (`!pod zones north, riverside`) where it had one (`!settings zone`).
+    Migration("pod zones", """
+        UPDATE room_settings SET key = 'zones'
+            WHERE key = 'zone' AND NOT EXISTS (SELECT 1 FROM room_settings AS z
+                WHERE z.room_id = room_settings.room_id AND z.key = 'zones');
+        DELETE FROM room_settings WHERE key = 'zone';
+"""),
     # Phone trees (issue 12): who may be called and when, alerts and each person's call. A
     # call's DM is an outbox row (`outbox_id`), so a 👍 on it, or on any bot message, is found by
     # the event id the outbox keeps.
