@@ -7,6 +7,8 @@ caller (bot/scheduler.py, rules in bot/phone_tree.py), each exactly once.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot import phone_tree, room_settings
@@ -15,6 +17,10 @@ from bot.context import Context
 from bot.formatting import Code, Rendered, join, render, shorten
 from bot.messages import Reaction
 from bot.store.tree import Alert, Call
+
+if TYPE_CHECKING:
+    from bot.config import BotConfig
+    from bot.storage import Transaction
 
 ALERT_WAIT = room_settings.register(room_settings.Setting(
     key="alert_wait",
@@ -33,9 +39,8 @@ def _validated_wait(text: str) -> str:
         raise room_settings.SettingError(str(exc)) from None
 
 
-async def _room_zone(ctx: Context) -> tuple[dict[str, str], ZoneInfo]:
-    stored = await ctx.tx.settings.room(ctx.room_id)
-    return stored, ZoneInfo(room_settings.value("timezone", stored, ctx.config))
+async def _room_value(tx: Transaction, config: BotConfig, room_id: str, key: str) -> str:
+    return room_settings.value(key, await tx.settings.room(room_id), config)
 
 
 async def _pod_only(ctx: Context) -> bool:
@@ -62,7 +67,7 @@ async def tree(ctx: Context, rest: str) -> None:
             raise UsageError(str(exc)) from None
         new = await ctx.tx.tree.join(ctx.room_id, ctx.sender, str(hours) if hours else None,
                                      ctx.now)
-        _, zone = await _room_zone(ctx)
+        zone = ZoneInfo(await _room_value(ctx.tx, ctx.config, ctx.room_id, "timezone"))
         when = (f"between {hours} ({zone.key}); urgent ones at any hour" if hours
                 else "at any hour")
         await ctx.reply("{state} the phone tree: an alert reaches you by direct message {when}. "
@@ -139,28 +144,47 @@ async def alert(ctx: Context, rest: str) -> None:
         raise UsageError("Say what the alert is.")
     if len(text) > phone_tree.MAX_ALERT:
         raise UsageError(f"Keep an alert under {phone_tree.MAX_ALERT} characters.")
-    stored, zone = await _room_zone(ctx)
-    wait = phone_tree.parse_wait(room_settings.value("alert_wait", stored, ctx.config))
-    members = [m for m in await ctx.tx.tree.members(ctx.room_id) if m.person != ctx.sender]
-    if not members:
+    started = await start_alert(ctx.tx, ctx.config, ctx.room_id, ctx.sender, text, urgent,
+                                ctx.event_id, ctx.now)
+    if started is None:
         await ctx.reply("Nobody else is on this pod's phone tree yet. Members join with {join}",
                         join=Code(f"{ctx.config.command_prefix}tree join"))
         return
-    calls = [(m.person, phone_tree.call_time(
-        phone_tree.parse_hours(m.hours) if m.hours else None, ctx.now, zone, urgent))
-        for m in members]
-    await ctx.tx.tree.add_alert(ctx.room_id, ctx.sender, text, urgent, int(wait.total_seconds()),
-                                ctx.event_id, ctx.now, calls)
     ctx.schedule_changed = True  # the scheduler makes the calls
-    held = [at for _, at in calls if at > ctx.now]
+    calls, held = started
     await ctx.reply(
         "Calling {now} people on the phone tree by direct message now{held}. They confirm with "
         "{ok} or a {thumb}; silence after {wait} goes to their backup, then to you. I will tell "
         "you when everyone is reached. Who has confirmed: {status}",
-        now=len(calls) - len(held), ok=Code("ok"), thumb=phone_tree.CONFIRM,
-        held=(f"; {len(held)} outside their hours get it when those begin (send "
+        now=calls - held, ok=Code("ok"), thumb=phone_tree.CONFIRM,
+        held=(f"; {held} outside their hours get it when those begin (send "
               f"{ctx.config.command_prefix}alert urgent … to call everyone now)" if held else ""),
-        wait=phone_tree.fmt_span(wait), status=Code(f"{ctx.config.command_prefix}alert status"))
+        wait=phone_tree.fmt_span(await _wait(ctx.tx, ctx.config, ctx.room_id)),
+        status=Code(f"{ctx.config.command_prefix}alert status"))
+
+
+async def _wait(tx: Transaction, config: BotConfig, room_id: str) -> timedelta:
+    return phone_tree.parse_wait(await _room_value(tx, config, room_id, "alert_wait"))
+
+
+async def start_alert(tx: Transaction, config: BotConfig, room_id: str, caller: str, text: str,
+                      urgent: bool, event_id: str, now: datetime) -> tuple[int, int] | None:
+    """Record an alert to everyone on the room's tree but the caller, with the room's wait and
+    each member's hours; (calls, how many wait for their hours), or None when nobody is on it.
+    The scheduler then makes the calls once the transaction is committed and it is woken (a
+    handler sets `ctx.schedule_changed`). Forwarding an alert to the pods of a network calls this
+    for each pod's room, with who forwarded it as the caller."""
+    zone = ZoneInfo(await _room_value(tx, config, room_id, "timezone"))
+    members = [m for m in await tx.tree.members(room_id) if m.person != caller]
+    if not members:
+        return None
+    calls = [(m.person, phone_tree.call_time(
+        phone_tree.parse_hours(m.hours) if m.hours else None, now, zone, urgent))
+        for m in members]
+    wait = await _wait(tx, config, room_id)
+    await tx.tree.add_alert(room_id, caller, text, urgent, int(wait.total_seconds()), event_id,
+                            now, calls)
+    return len(calls), sum(at > now for _, at in calls)
 
 
 async def _alert_for(ctx: Context) -> Alert | None:
