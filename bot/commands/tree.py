@@ -22,21 +22,21 @@ if TYPE_CHECKING:
     from bot.config import BotConfig
     from bot.storage import Transaction
 
-ALERT_WAIT = room_settings.register(room_settings.Setting(
-    key="alert_wait",
-    help="How long a phone-tree member may stay silent before their backup, then the caller, "
-         "is told (minutes, or seconds like 30s).",
-    default=lambda config: phone_tree.format_wait(phone_tree.DEFAULT_WAIT),
-    validate=lambda text: _validated_wait(text),
-    example="15",
-))
-
-
 def _validated_wait(text: str) -> str:
     try:
         return phone_tree.format_wait(phone_tree.parse_wait(text))
     except phone_tree.TreeError as exc:
         raise room_settings.SettingError(str(exc)) from None
+
+
+ALERT_WAIT = room_settings.register(room_settings.Setting(
+    key="alert_wait",
+    help="How long a phone-tree member may stay silent before their backup, then the caller, "
+         "is told (minutes, or seconds like 30s).",
+    default=lambda config: phone_tree.format_wait(phone_tree.DEFAULT_WAIT),
+    validate=_validated_wait,
+    example="15",
+))
 
 
 async def _room_value(tx: Transaction, config: BotConfig, room_id: str, key: str) -> str:
