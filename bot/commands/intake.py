@@ -128,16 +128,15 @@ def timeout_message(config: BotConfig) -> str:
 
 async def pods_for(ctx: Context) -> list[tuple[str, str]]:
     """Pod rooms the person shares with the bot: not DMs, not introduction rooms."""
-    pods = []
-    for room_id, name in ctx.transport.rooms_with(ctx.sender):
-        if room_id == ctx.room_id or await ctx.tx.delivery.dm_partner(room_id) is not None:
-            continue
-        if await ctx.tx.privacy.introduction_post_id(room_id) is not None:
-            continue
-        if await ctx.tx.delivery.has_note(room_id, NOTE_PRIVATE_ROOM):
-            continue
-        pods.append((room_id, name))
-    return pods
+    return [(room_id, name) for room_id, name in ctx.transport.rooms_with(ctx.sender)
+            if room_id != ctx.room_id and await is_pod_room(ctx.tx, room_id)]
+
+
+async def is_pod_room(tx: Transaction, room_id: str) -> bool:
+    """Not a direct chat, an introduction room, or a room the bot noted as private."""
+    return (await tx.delivery.dm_partner(room_id) is None
+            and await tx.privacy.introduction_post_id(room_id) is None
+            and not await tx.delivery.has_note(room_id, NOTE_PRIVATE_ROOM))
 
 
 async def begin(ctx: Context, rest: str, category: Category | None = None) -> None:
@@ -465,6 +464,8 @@ async def expire_idle(storage: Storage, config: BotConfig, now: datetime) -> int
         out = []
         for conversation in idle:
             await tx.privacy.end_intake(conversation.user_id)
-            out.append(Outgoing(_text(timeout_message(config)), room_id=conversation.room_id))
+            # To the person's direct chat: a conversation a coordinator began from a pod room
+            # (`!pod split`) is answered there too.
+            out.append(Outgoing(_text(timeout_message(config)), user_id=conversation.user_id))
         await tx.delivery.enqueue(out, now)
     return len(idle)

@@ -32,9 +32,12 @@ from nio import (
     RedactionEvent,
     RoomCreateEvent,
     RoomCreateResponse,
+    RoomGetStateEventResponse,
     RoomInviteResponse,
+    RoomMemberEvent,
     RoomMessagesResponse,
     RoomMessageText,
+    RoomPutStateResponse,
     RoomRedactResponse,
     RoomSendResponse,
     SyncError,
@@ -54,6 +57,7 @@ from bot.messages import (
     Event,
     FatalTransportError,
     Incoming,
+    Membership,
     Outgoing,
     Reaction,
     Redaction,
@@ -456,6 +460,12 @@ class MatrixTransport:
                     items.append(Reaction(event.event_id, room_id, event.sender,
                                           event.reacts_to, event.key, is_direct, when))
                 continue
+            if isinstance(event, RoomMemberEvent):
+                # Someone joined or left: the pod's size changed (split alerts).
+                if readable and _joins_or_leaves(event):
+                    items.append(Membership(event.event_id, room_id, event.state_key, is_direct,
+                                            when))
+                continue
             if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
                 continue
             edit = edited(event)
@@ -644,6 +654,7 @@ class MatrixTransport:
         if existing is not None:
             # Made by an earlier attempt (found by its tag): whoever is not in it yet is invited.
             await self._invite_missing(existing, request.invitees)
+        await self._grant_power(room_id, request.power_levels)
         self._being_created[room_id] = set(request.invitees)
         return room_id
 
@@ -678,6 +689,33 @@ class MatrixTransport:
             if not isinstance(response, RoomInviteResponse):
                 raise DeliveryError(f"could not invite: {getattr(response, 'message', response)}",
                                     permanent=_is_refusal(response))
+
+    async def _grant_power(self, room_id: str, levels: tuple[tuple[str, int], ...]) -> None:
+        """Raise these people to their levels, read-modify-write, so that it works whatever the
+        room version (from version 12 the creator must not be in the users map) and is safe to
+        repeat on a retry."""
+        if not levels:
+            return
+        try:
+            current = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+            if not isinstance(current, RoomGetStateEventResponse):
+                raise DeliveryError(f"could not read power levels: "
+                                    f"{getattr(current, 'message', current)}")
+            content = dict(current.content)
+            users = dict(content.get("users") or {})
+            default = content.get("users_default", 0)
+            raised = {person: level for person, level in levels
+                      if users.get(person, default) < level}
+            if not raised:
+                return
+            content["users"] = users | raised
+            response = await self.client.room_put_state(room_id, "m.room.power_levels", content)
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(f"setting power levels: {type(exc).__name__}") from exc
+        if not isinstance(response, RoomPutStateResponse):
+            raise DeliveryError(f"could not set power levels: "
+                                f"{getattr(response, 'message', response)}",
+                                permanent=_is_refusal(response))
 
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -763,8 +801,10 @@ class MatrixTransport:
                                                                        if isinstance(u, str)]}
 
     def members(self, room_id: str) -> list[str]:
+        """Joined members only: someone merely invited is not (yet) in the pod."""
         room = self.client.rooms.get(room_id) if self.client else None
-        return sorted(room.users) if room else []
+        return sorted(user_id for user_id, user in room.users.items()
+                      if user_id not in room.invited_users) if room else []
 
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         """Encrypted rooms only: an unencrypted room is never offered (or used) as a pod."""
@@ -787,6 +827,11 @@ class MatrixTransport:
 
 # Refusals a retry cannot change (forbidden, no such user or room, a malformed request).
 _REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
+
+
+def _joins_or_leaves(event: RoomMemberEvent) -> bool:
+    """A join, or a leave (or kick or ban) of someone who had joined; not a name change."""
+    return (event.membership == "join") != (event.prev_membership == "join")
 
 
 def _is_refusal(response: object) -> bool:
