@@ -346,6 +346,18 @@ MIGRATIONS: list[Migration] = [
                 WHERE z.room_id = room_settings.room_id AND z.key = 'zones');
         DELETE FROM room_settings WHERE key = 'zone';
 """),
+    # The front door: coordinators block a sender's DMs (`!block`). A block made from a request
+    # (`!block #14`) keeps where it came from, so it can be listed without naming the person.
+    Migration("front door blocks", """
+        CREATE TABLE blocks (
+            person TEXT PRIMARY KEY,
+            blocked_by TEXT NOT NULL,
+            room_id TEXT,
+            number INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX blocks_created ON blocks (created_at);
+"""),
     # Phone trees (issue 12): who may be called and when, alerts and each person's call. A
     # call's DM is an outbox row (`outbox_id`), so a 👍 on it, or on any bot message, is found by
     # the event id the outbox keeps.

@@ -448,7 +448,8 @@ class MatrixTransport:
             if isinstance(event, MegolmEvent):
                 self._remember_undecryptable(room_id, event)
                 continue
-            is_direct = dm_partner == event.sender
+            # Anyone may invite the bot to a "direct chat": one that holds others is not one.
+            is_direct = dm_partner == event.sender and room.member_count <= 2
             when = _from_ms(event.server_timestamp)
             if isinstance(event, RedactionEvent | ReactionEvent):
                 # Someone deleted a message (the app withdraws a post whose command it was) or
@@ -538,16 +539,17 @@ class MatrixTransport:
         invite = next((e for e in invite_state if isinstance(e, InviteMemberEvent)
                        and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
         inviter = invite.sender if invite else None
-        if inviter is None or not self.matrix.inviter_allowed(inviter):
+        # A direct chat is one the inviter marked as such (is_direct on the invite), never
+        # guessed from the member count: a small pod room is not a private conversation.
+        direct = invite is not None and invite.content.get("is_direct") is True
+        if inviter is None or not self.matrix.inviter_allowed(inviter, direct=direct):
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
         joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
             await tx.delivery.set_meta(f"joined:{room_id}", joined)
-            # A direct chat is one the inviter marked as such (is_direct on the invite), never
-            # guessed from the member count: a small pod room is not a private conversation.
-            if invite.content.get("is_direct") is True:
+            if direct:
                 await tx.delivery.set_dm_room(inviter, room_id)
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
@@ -637,11 +639,12 @@ class MatrixTransport:
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
             # A room just made may not have reached a sync yet (_wait_for_room waits for it);
-            # one the bot is no longer in, or one the person made without encryption, is
-            # replaced by a fresh encrypted one (deliver runs once caught up).
+            # one the bot is no longer in, one the person made without encryption or with
+            # others in it, is replaced by a fresh encrypted one (deliver runs once caught up).
             known = self.client.rooms.get(room_id) if room_id is not None else None
-            if room_id is not None and (room_id in self._being_created
-                                        or (known is not None and known.encrypted)):
+            private = known is not None and known.encrypted and set(known.users) <= {
+                self.matrix.user_id, user_id}
+            if room_id is not None and (room_id in self._being_created or private):
                 return room_id
             step = await request_dm_room(tx, user_id, self.app.clock())
         self.app.steps.wake()
