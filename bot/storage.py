@@ -47,6 +47,7 @@ from bot.store.privacy import SQL_FUNCTIONS, PrivacyArea
 from bot.store.records import RecordsArea
 from bot.store.settings import SettingsArea
 from bot.store.shifts import ShiftsArea
+from bot.store.tree import TreeArea
 
 __all__ = ["MIGRATIONS", "Storage", "StorageError", "StorageUsageError", "Transaction",
            "backup_database", "create_private_file"]
@@ -85,6 +86,7 @@ class Transaction(Handle):
         self.records = RecordsArea(self)
         self.actions = ActionsArea(self)
         self.front_door = FrontDoorArea(self)
+        self.tree = TreeArea(self)
 
 
 def create_private_file(path: Path) -> None:

@@ -188,6 +188,8 @@ async def _erase_known_columns(tx: Transaction, request: ErasureRequest, now: da
     to_redact = await tx.privacy.bot_messages_about(person)
     # Items and loans first: the walk would only blank the names.
     counts = await tx.library.forget(person, now)
+    for table, n in (await tx.tree.forget(person)).items():
+        counts[table] = counts.get(table, 0) + n
     for table, n in (await tx.privacy.forget_person(person, now)).items():
         counts[table] = counts.get(table, 0) + n
     out = []
