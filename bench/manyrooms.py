@@ -14,8 +14,9 @@ Then it measures:
   * restart to first answered command: the bot is stopped (SIGTERM), started again, and a command
     is sent at once; the time from starting the process to the reply (and to its first sync);
   * command latency in a busy room: `--busy-senders` people send commands at `--busy-rate` per
-    second for `--busy-seconds`; the same load against a second bot that is in that one room
-    only gives the one-room figure, and the ratio of the two medians.
+    second; the same load against a second bot that is in that one room only gives the one-room
+    figure, and the ratio of the two medians. Both bots run throughout and `--rounds` rounds
+    alternate between them (`--busy-seconds` per bot in all).
 
 Set-up is concurrent (at most `--concurrency` requests of the people at once) and slow at full
 size. With `--workdir DIR` the built homeserver, the people's devices and the bot's stores are kept
@@ -353,26 +354,34 @@ async def restart(bot: BotProcess, sender: Client, listener: Client,
             "restart_to_reply_s": listener.replies[event_id] - started}
 
 
-async def busy_room(room_id: str, senders: list[Client], listener: Client,
-                    args: argparse.Namespace, label: str) -> dict[str, float]:
-    """Several people send commands, paced; the latency of each from its send to the reply."""
+async def warm_up(room_id: str, senders: list[Client], listener: Client, label: str) -> None:
+    """One answered command from each sender: room keys shared both ways before timing."""
     warmup = [(await c.send(room_id, f"!need groceries warm-up {label} {i}"))[0]
               for i, c in enumerate(senders)]
     await wait_all(listener, warmup, 120)
     if not all(e in listener.replies for e in warmup):
         raise RuntimeError(f"{label}: warm-up commands unanswered")
-    total = int(args.busy_rate * args.busy_seconds)
+
+
+async def busy_room(room_id: str, senders: list[Client], listener: Client, rate: float,
+                    seconds: float, label: str) -> tuple[int, list[float]]:
+    """Several people send commands, paced: how many were sent, and the latency (ms) of each
+    one answered, from its send to the reply."""
+    total = int(rate * seconds)
     started = time.monotonic()
     sends = []
     for i in range(total):
-        await asyncio.sleep(max(0.0, started + i / args.busy_rate - time.monotonic()))
+        await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
         c = senders[i % len(senders)]
         text = f"!offer ladder {label} {i}" if i % 2 else f"!need groceries {label} {i}"
         sends.append(asyncio.create_task(c.send(room_id, text)))
     sent = [await task for task in sends]
     await wait_all(listener, [e for e, _ in sent], 120)
-    latencies = [(listener.replies[e] - t) * 1000 for e, t in sent if e in listener.replies]
-    return {"commands": total, "lost": total - len(latencies),
+    return total, [(listener.replies[e] - t) * 1000 for e, t in sent if e in listener.replies]
+
+
+def latency_figures(sent: int, latencies: list[float]) -> dict[str, float]:
+    return {"commands": sent, "lost": sent - len(latencies),
             "latency_p50_ms": percentile(latencies, 0.5),
             "latency_p95_ms": percentile(latencies, 0.95),
             "latency_mean_ms": statistics.fmean(latencies) if latencies else float("nan")}
@@ -435,22 +444,33 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report["many_rooms_memory"] = memory_mb(bot.pid)
         report["idle"] = await idle_cpu(bot.pid, args.idle_seconds)
         log(f"  {report['many_rooms_memory']} {report['idle']}")
-        report["load_average_before_busy"] = os.getloadavg()
-        log(f"busy room: {args.busy_senders} people, {args.busy_rate:g} commands/s, "
-            f"{args.busy_seconds:.0f} s")
-        report["many_rooms_busy"] = await busy_room(busy["room_id"], senders, listener, args, "many")
-        report["many_rooms_memory_after_busy"] = memory_mb(bot.pid)
-        log(f"  {report['many_rooms_busy']}")
-        await bot.stop()
-
-        log("the same load against a bot in that one room only")
-        single, single_room = await one_room_bot(synapse, work, manifest, people, busy,
-                                                       listener)
+        log("starting a second bot, in the busy room's people's one room only")
+        single, single_room = await one_room_bot(synapse, work, manifest, people, busy, listener)
         try:
             await settle(single.pid)
             report["one_room_memory"] = memory_mb(single.pid)
-            report["one_room_busy"] = await busy_room(single_room, senders, listener, args, "one")
-            log(f"  {report['one_room_busy']}")
+            await warm_up(busy["room_id"], senders, listener, "many")
+            await warm_up(single_room, senders, listener, "one")
+            report["load_average_before_busy"] = os.getloadavg()
+            # Both bots run throughout, and the rounds alternate: a change in the machine's load
+            # (other work on these two shared cores) falls on both alike. An idle bot in a room
+            # nobody writes in costs nothing but its long-poll.
+            rooms = {"many_rooms_busy": busy["room_id"], "one_room_busy": single_room}
+            sent = dict.fromkeys(rooms, 0)
+            latencies: dict[str, list[float]] = {key: [] for key in rooms}
+            for round_number in range(args.rounds):
+                for key, room_id in rooms.items():
+                    log(f"busy room, round {round_number + 1} of {args.rounds}: {key}, "
+                        f"{args.busy_senders} people, {args.busy_rate:g} commands/s, "
+                        f"{args.busy_seconds / args.rounds:.0f} s")
+                    count, measured = await busy_room(room_id, senders, listener, args.busy_rate,
+                                                      args.busy_seconds / args.rounds, key)
+                    sent[key] += count
+                    latencies[key] += measured
+            for key in rooms:
+                report[key] = latency_figures(sent[key], latencies[key])
+                log(f"  {key}: {report[key]}")
+            report["many_rooms_memory_after_busy"] = memory_mb(bot.pid)
         finally:
             await single.stop()
     finally:
@@ -507,7 +527,10 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--busy-senders", type=int, default=6)
     parser.add_argument("--busy-rate", type=float, default=4.0, help="commands/s in the busy room")
-    parser.add_argument("--busy-seconds", type=float, default=30.0)
+    parser.add_argument("--busy-seconds", type=float, default=60.0,
+                        help="per bot, split over the rounds")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="busy-room rounds per bot, alternating between the two bots")
     args = parser.parse_args()
     if args.people < args.busy_senders + 1 or args.people < 5:
         parser.error("--people must be at least 5 and more than --busy-senders")
