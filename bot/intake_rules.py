@@ -4,7 +4,7 @@ No I/O and no clock: the command layer loads the state from storage, calls `adva
 result and sends the prompt. A conversation goes
 
     category -> details -> urgency -> pod (only if the person shares several pods with the bot)
-    -> zone (only if that pod counts its posts by zone) -> visibility -> confirm
+    -> zone (only if that pod has several zones) -> visibility -> confirm
 
 and "stop" / "!cancel" ends it at any step.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
 from bot.models import Category, Urgency
 from bot.parsing import parse_category
@@ -44,10 +44,19 @@ class IntakeState(BaseModel):
     urgency: Urgency | None = None
     pods: list[tuple[str, str]] = []  # (room id, display name) the person shares with the bot
     room_id: str | None = None
-    zones: dict[str, str] = {}  # room id -> the pod's own zone, for pods that use zones
+    zones: dict[str, list[str]] = {}  # room id -> the pod's zones, for pods that have any
     zone: str | None = None
     anonymous: bool = True
     details_shown: bool = False
+
+    @field_validator("zones", mode="before")
+    @classmethod
+    def _one_zone_per_pod_before(cls, value: object) -> object:
+        # Conversations saved before pods had several zones kept one zone per pod as a string.
+        if isinstance(value, dict):
+            return {room: [zones] if isinstance(zones, str) else zones
+                    for room, zones in value.items()}
+        return value
 
 
 class Outcome(StrEnum):
@@ -81,10 +90,9 @@ VISIBILITY_PROMPT = (
     "4. With your name and the details"
 )
 ZONE_PROMPT = (
-    "Which part of the pod's area is it in? Reply with a short name (like north or riverside), "
-    "or skip to count it in {default}. Only the zone is counted in the pod's reports."
+    "Which part of the pod's area is it in? Reply with the number or the name, or skip.\n{zones}\n"
+    "Only the zone is passed on, never an address."
 )
-MAX_ZONE = 40
 SKIP_WORDS = frozenset({"", "skip", "-", "none", "no", "pass"})
 STOP_HINT = " (Send stop or !cancel at any time to drop this.)"
 
@@ -120,9 +128,9 @@ def is_no(text: str) -> bool:
 
 
 def start(pods: list[tuple[str, str]], category: Category | None = None,
-          details: str | None = None, zones: dict[str, str] | None = None) -> Turn:
+          details: str | None = None, zones: dict[str, list[str]] | None = None) -> Turn:
     """A new conversation; a `!need food ...` in the DM may already give category and details.
-    `zones`: the pods that count posts by zone, with their own zone (the answer if skipped)."""
+    `zones`: the pods that have zones, with their zones (a pod with one is not asked)."""
     state = IntakeState(pods=pods, category=category, details=details, zones=zones or {})
     if len(pods) == 1:
         state.room_id = pods[0][0]
@@ -151,7 +159,8 @@ def prompt_for(state: IntakeState) -> str:
         lines += [f"{i}. {name}" for i, (_, name) in enumerate(state.pods, 1)]
         return "\n".join(lines)
     if state.step is Step.ZONE:
-        return ZONE_PROMPT.format(default=state.zones.get(state.room_id or "", ""))
+        zones = state.zones.get(state.room_id or "", [])
+        return ZONE_PROMPT.format(zones="\n".join(f"{i}. {z}" for i, z in enumerate(zones, 1)))
     if state.step is Step.VISIBILITY:
         return VISIBILITY_PROMPT.format(category=state.category.value if state.category else "help")
     return summary(state) + "\n\nReply yes to post it, or stop to drop it."
@@ -205,11 +214,12 @@ def advance(state: IntakeState, text: str) -> Turn:
         state.step = _after_pod(state)
         return Turn(Outcome.ASK, state, prompt_for(state))
     if state.step is Step.ZONE:
-        zone = _zone_answer(state, text)
-        if zone is None:
-            return Turn(Outcome.ASK, state, f"Please keep it short (up to {MAX_ZONE} characters). "
-                        + prompt_for(state))
-        state.zone = zone
+        if answer not in SKIP_WORDS:
+            zone = _chosen(state.zones.get(state.room_id or "", []), answer)
+            if zone is None:
+                return Turn(Outcome.ASK, state, "That is not one of the pod's zones. "
+                            + prompt_for(state))
+            state.zone = zone
         state.step = Step.VISIBILITY
         return Turn(Outcome.ASK, state, prompt_for(state))
     if state.step is Step.VISIBILITY:
@@ -236,27 +246,25 @@ def _after_urgency(state: IntakeState) -> Turn:
 
 
 def _after_pod(state: IntakeState) -> Step:
-    return Step.ZONE if state.room_id in state.zones else Step.VISIBILITY
+    zones = state.zones.get(state.room_id or "", [])
+    if len(zones) == 1:
+        state.zone = zones[0]
+    return Step.ZONE if len(zones) > 1 else Step.VISIBILITY
 
 
-def _zone_answer(state: IntakeState, text: str) -> str | None:
-    """The zone named, the pod's own for "skip" (or an empty answer); None if unusable."""
-    zone = " ".join(text.split()).lower()
-    if zone in SKIP_WORDS:
-        return state.zones.get(state.room_id or "")
-    if len(zone) > MAX_ZONE or "@" in zone:
-        return None
-    return zone
+def _chosen(options: list[str], answer: str) -> str | None:
+    """The option a reply names by its number or its text; None if it names none."""
+    # isdecimal, not isdigit: "²" is a digit that int() cannot read.
+    if answer.isdecimal() and len(answer) <= 3 and 1 <= int(answer) <= len(options):
+        return options[int(answer) - 1]
+    return next((option for option in options if answer and answer == option.lower()), None)
 
 
 def _choose_pod(state: IntakeState, answer: str) -> str | None:
-    # isdecimal, not isdigit: "²" is a digit that int() cannot read.
-    if answer.isdecimal() and len(answer) <= 3 and 1 <= int(answer) <= len(state.pods):
-        return state.pods[int(answer) - 1][0]
-    for room_id, name in state.pods:
-        if answer and (answer == name.lower() or answer == room_id.lower()):
-            return room_id
-    return None
+    by_name = _chosen([name for _, name in state.pods], answer)
+    if by_name is not None:
+        return next(room_id for room_id, name in state.pods if name == by_name)
+    return next((room_id for room_id, _ in state.pods if answer and answer == room_id.lower()), None)
 
 
 def timed_out(updated_at: datetime, now: datetime, timeout_minutes: float) -> bool:

@@ -269,7 +269,7 @@ async def help_command(ctx: Context, rest: str) -> None:
 COMMAND_MODULES = ("bot.commands", "bot.commands.posts", "bot.commands.relay",
                    "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts",
                    "bot.commands.settings", "bot.commands.status", "bot.commands.records",
-                   "bot.commands.library")
+                   "bot.commands.library", "bot.commands.pods")
 
 
 def build_registry(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:

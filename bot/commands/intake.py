@@ -16,6 +16,7 @@ from bot import intake_rules as rules
 from bot import room_settings
 from bot.actions import FOLLOWUPS, Followup
 from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
+from bot.commands.pods import pod_profile
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, Mention, Rendered, join, render
@@ -155,13 +156,13 @@ async def begin(ctx: Context, rest: str, category: Category | None = None) -> No
     await say(ctx, turn.prompt)
 
 
-async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, str]:
-    """The pods that count posts by zone (room setting `zone`), with their own zone."""
+async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """The pods that have zones, with their zones."""
     zones = {}
     for room_id, _ in pods:
-        zone = room_settings.value("zone", await ctx.tx.settings.room(room_id), ctx.config)
-        if zone != "none":
-            zones[room_id] = zone
+        profile = await pod_profile(ctx, room_id)
+        if profile.zones:
+            zones[room_id] = list(profile.zones)
     return zones
 
 

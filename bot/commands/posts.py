@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bot import pods
 from bot.commands import Arg, UsageError, command, intake, is_coordinator, records, relay
+from bot.commands.pods import pod_profile
 from bot.context import Context
 from bot.formatting import Code, Mention, Rendered, join, render, shorten
 from bot.matching import find_matches
@@ -20,7 +22,7 @@ async def _create(ctx: Context, kind: PostKind, rest: str) -> None:
         parsed = parse_post(rest)
     except ParseError as exc:
         raise UsageError(str(exc)) from None
-    zone = records.room_zone(await ctx.tx.settings.room(ctx.room_id), ctx.config)
+    zone = pods.zone_for_post(parsed.text, (await pod_profile(ctx)).zones)
     pod = ctx.config.pod_rooms(ctx.room_id)[1:]
     post = await ctx.tx.posts.create(ctx.room_id, kind, ctx.sender, parsed, ctx.now,
                                      event_id=ctx.event_id, zone=zone, pod=pod)

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 
 from bot import reports, room_settings
 from bot.commands import Arg, UsageError, command, intake, is_coordinator
-from bot.config import BotConfig
 from bot.context import Attachment, Context, Outgoing
 from bot.formatting import Code, join, render
 from bot.models import Post, PostKind
@@ -34,9 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SETTING_TIMEBANK = "timebank"
-SETTING_ZONE = "zone"
 SETTING_REPORT_MINIMUM = "report_minimum"
-MAX_ZONE = 40
 MAX_HOURS = 24.0
 _HOURS = re.compile(r"^(\d{1,2}(?:[.,]\d{1,2})?)\s*(h|hr|hrs|hour|hours)?$", re.IGNORECASE)
 
@@ -49,28 +46,11 @@ TIMEBANK = room_settings.register(room_settings.Setting(
 ))
 
 
-def _validate_zone(text: str) -> str:
-    zone = " ".join(text.split()).lower()
-    if not zone or len(zone) > MAX_ZONE or "@" in zone:
-        raise room_settings.SettingError(
-            f"A zone is a short name of a part of the pod's area (up to {MAX_ZONE} characters), "
-            "like north or riverside.")
-    return zone
-
-
 def _validate_minimum(text: str) -> str:
     if not text.isdigit() or not 1 <= int(text) <= 20:
         raise room_settings.SettingError("Use a whole number from 1 to 20.")
     return str(int(text))
 
-
-ZONE = room_settings.register(room_settings.Setting(
-    key=SETTING_ZONE,
-    help="The zone this pod's posts are counted in for reports (a short name, or none).",
-    default=lambda config: "none",
-    validate=lambda text: "none" if text.strip().lower() == "none" else _validate_zone(text),
-    example="riverside",
-))
 
 REPORT_MINIMUM = room_settings.register(room_settings.Setting(
     key=SETTING_REPORT_MINIMUM,
@@ -79,11 +59,6 @@ REPORT_MINIMUM = room_settings.register(room_settings.Setting(
     validate=_validate_minimum,
     example="5",
 ))
-
-
-def room_zone(stored: dict[str, str], config: BotConfig) -> str | None:
-    zone = room_settings.value(SETTING_ZONE, stored, config)
-    return None if zone == "none" else zone
 
 
 def parse_hours(text: str) -> float:

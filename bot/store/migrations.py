@@ -339,4 +339,11 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX relays_requester ON relays (requester) WHERE ended_at IS NULL;
         CREATE INDEX relays_helper ON relays (helper) WHERE ended_at IS NULL;
 """),
+    # A pod has zones (`!pod zones north, riverside`) where it had one (`!settings zone`).
+    Migration("pod zones", """
+        UPDATE room_settings SET key = 'zones'
+            WHERE key = 'zone' AND NOT EXISTS (SELECT 1 FROM room_settings AS z
+                WHERE z.room_id = room_settings.room_id AND z.key = 'zones');
+        DELETE FROM room_settings WHERE key = 'zone';
+"""),
 ]

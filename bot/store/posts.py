@@ -205,6 +205,13 @@ class PostsArea(Area):
         )
         return [_renewable(r) for r in rows]
 
+    async def open_counts(self, rooms: tuple[str, ...]) -> dict[PostKind, int]:
+        """How many needs and offers are open in these rooms."""
+        rows = await self._tx.fetchall(
+            f"SELECT kind, count(*) AS n FROM posts WHERE room_id IN ({placeholders(rooms)}) "  # noqa: S608
+            "AND status = 'open' GROUP BY kind", rooms)
+        return {PostKind(r["kind"]): r["n"] for r in rows}
+
     async def rooms_with_open_needs(self) -> list[str]:
         """Rooms with at least one open need that is not private (one index probe per room)."""
         rows = await self._tx.fetchall(

@@ -110,7 +110,7 @@ async def busy_pod(pod) -> None:
 
 async def test_report_chart_and_table_show_the_aggregates_in_the_database(coord):
     pod = coord
-    await pod.say(COORD, "!settings zone riverside")
+    await pod.say(COORD, "!pod zones riverside")
     await busy_pod(pod)
     answer = await ask_report(pod, "!report")
     assert answer.room_id == POD and answer.reply_to is not None
@@ -274,12 +274,13 @@ async def test_bad_hours_get_the_usage_and_change_nothing(coord, hours):
 
 async def test_a_private_request_is_asked_its_zone_when_the_pod_uses_zones(coord):
     pod = coord
-    await pod.say(COORD, "!settings zone riverside")
+    await pod.say(COORD, "!pod zones riverside, old town")
     replies = []
     for answer in ("food", "bread and milk", "1", "old town", "1"):
         sent = await pod.say(ALICE, answer, room=DM, direct=True)
         replies.append(sent[-1].message.body)
     assert "Which part of the pod's area" in replies[2]
+    assert "1. riverside\n2. old town" in replies[2]
     assert "zone old town" in replies[-1]
     await pod.say(ALICE, "yes", room=DM, direct=True)
     async with pod.storage.transaction() as tx:
