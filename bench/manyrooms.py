@@ -526,7 +526,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at set-up")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--busy-senders", type=int, default=6)
-    parser.add_argument("--busy-rate", type=float, default=4.0, help="commands/s in the busy room")
+    parser.add_argument("--busy-rate", type=float, default=2.0, help="commands/s in the busy room")
     parser.add_argument("--busy-seconds", type=float, default=60.0,
                         help="per bot, split over the rounds")
     parser.add_argument("--rounds", type=int, default=4,
