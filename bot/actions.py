@@ -83,12 +83,15 @@ FOLLOWUPS: dict[str, Followup] = {}
 
 async def request_room(tx: Transaction, *, key: str, name: str | None, invitees: list[str],
                        then: str, purpose: str, now: datetime, is_direct: bool = False,
-                       pod_room: str | None = None, data: dict[str, Any] | None = None) -> Action:
-    """Record the intent to create a room (one pending per `key`); the runner makes it."""
+                       pod_room: str | None = None, data: dict[str, Any] | None = None,
+                       power_levels: dict[str, int] | None = None) -> Action:
+    """Record the intent to create a room (one pending per `key`); the runner makes it.
+    `power_levels`: people raised to a level as the room is made (a split pod's coordinators)."""
     assert then in FOLLOWUPS, then
     return await tx.actions.request(CREATE_ROOM, key, {
         "name": name, "invitees": invitees, "is_direct": is_direct, "then": then,
         "purpose": purpose, "pod_room": pod_room, "data": data or {},
+        "power_levels": power_levels or {},
     }, now)
 
 
@@ -237,7 +240,8 @@ class StepRunner:
                 return
         params = current.params
         request = RoomRequest(current.tag, params["name"], tuple(params["invitees"]),
-                              is_direct=bool(params["is_direct"]))
+                              is_direct=bool(params["is_direct"]),
+                              power_levels=tuple(params.get("power_levels", {}).items()))
         _test_crash_point("before-create-room")
         if existing is None:  # this attempt may make the room even if it reports a failure
             self._attempted[current.id] = time.monotonic()

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from bot.networks import SIGNAL_GROUP_PREFIX
 from bot.transport.signal_rpc import parse_address
@@ -58,6 +66,9 @@ class SecretSource(Section):
         return value
 
 
+ANYONE = "*"
+
+
 class MatrixConfig(Section):
     homeserver: str = Field(description="base URL of the homeserver")
     user_id: str
@@ -66,6 +77,9 @@ class MatrixConfig(Section):
     store_dir: Path = Path("data/store")
     store_passphrase: SecretSource
     allowed_inviters: list[str] = Field(default_factory=list)
+    # Whose invites to a direct chat are accepted as well: user ids, servers (":server") or "*"
+    # for anyone on any homeserver (the front door). Group-room invites need allowed_inviters.
+    direct_chat_inviters: list[str] = Field(default_factory=lambda: [ANYONE])
     # Kept only to explain itself: a config that still says `true` is refused with the reason.
     allow_unencrypted_rooms: bool = False
     max_command_age_hours: float = 24.0
@@ -95,22 +109,31 @@ class MatrixConfig(Section):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("allowed_inviters")
+    @field_validator("allowed_inviters", "direct_chat_inviters")
     @classmethod
-    def _inviters(cls, values: list[str]) -> list[str]:
+    def _inviters(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        anyone = info.field_name == "direct_chat_inviters"
         for value in values:
+            if anyone and value == ANYONE:
+                continue
             if not (value.startswith("@") and ":" in value) and not value.startswith(":"):
-                raise ValueError(f"{value!r}: use a user id (@name:server) or a server (:server)")
+                also = ' or "*" (anyone)' if anyone else ""
+                raise ValueError(f"{value!r}: use a user id (@name:server) or a server "
+                                 f"(:server){also}")
         return values
 
     @property
     def server_name(self) -> str:
         return self.user_id.split(":", 1)[1]
 
-    def inviter_allowed(self, user_id: str) -> bool:
+    def inviter_allowed(self, user_id: str, *, direct: bool = False) -> bool:
+        """Whether to join a room `user_id` invites the bot to; `direct`: a direct chat (the
+        invite says is_direct), which `direct_chat_inviters` may also allow."""
         allowed = self.allowed_inviters or [":" + self.server_name]
+        if direct:
+            allowed = [*allowed, *self.direct_chat_inviters]
         server = ":" + user_id.split(":", 1)[-1]
-        return user_id in allowed or server in allowed
+        return ANYONE in allowed or user_id in allowed or server in allowed
 
 
 class SignalConfig(Section):
@@ -206,6 +229,27 @@ class PrivacyConfig(Section):
     intro_with_coordinator: bool = False
 
 
+class FrontDoorConfig(Section):
+    """Private requests by DM from people who share no pod room with the bot (docs/organisers.md)."""
+
+    # The pod room (its Matrix room id) that gets a request from an area no pod's zones cover;
+    # empty: the person is told that no pod covers their area yet.
+    default_pod: str = ""
+    # Per person: requests open at once, and requests made in any 24 hours. 0 closes the door.
+    max_open_requests: int = Field(default=2, ge=0, le=100)
+    max_requests_per_day: int = Field(default=3, ge=0, le=100)
+    # A block (`!block`) lapses this many days after it was made, unless lifted before.
+    block_days: float = Field(default=180.0, gt=0, le=3650)
+
+    @field_validator("default_pod")
+    @classmethod
+    def _room_id(cls, value: str) -> str:
+        if value and not value.startswith("!"):
+            raise ValueError(f"{value!r} is not a Matrix room id (they start with !); Element "
+                             "shows it under Room settings > Advanced")
+        return value
+
+
 class ShiftsConfig(Section):
     """Shift reminders, post expiry and the needs digest. Hours may be fractional."""
 
@@ -257,6 +301,7 @@ class BotConfig(Section):
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    front_door: FrontDoorConfig = Field(default_factory=FrontDoorConfig)
     pods: list[PodConfig] = Field(default_factory=list)
 
     @property

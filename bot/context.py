@@ -33,7 +33,9 @@ class Transport(Protocol):
 
     def power_level(self, room_id: str, user_id: str) -> int: ...
 
-    def members(self, room_id: str) -> list[str]: ...
+    def members(self, room_id: str) -> list[str]:
+        """The people who have joined the room (not those only invited)."""
+        ...
 
     async def make_room(self, request: RoomRequest, existing: str | None) -> str:
         """Create a private encrypted room carrying `request.tag` in its state and inviting
@@ -112,11 +114,13 @@ class Context:
 
     async def request_room(self, *, key: str, name: str, invitees: list[str], then: str,
                            purpose: str, pod_room: str | None = None,
-                           data: dict[str, object] | None = None) -> None:
+                           data: dict[str, object] | None = None,
+                           power_levels: dict[str, int] | None = None) -> None:
         """Ask for a private room, made after this command is committed (see bot/actions.py);
         the followup registered as `then` runs when it exists, or when it cannot be made."""
         await request_room(self.tx, key=key, name=name, invitees=invitees, then=then,
-                           purpose=purpose, now=self.now, pod_room=pod_room, data=data)
+                           purpose=purpose, now=self.now, pod_room=pod_room, data=data,
+                           power_levels=power_levels)
         self.steps_requested = True
 
     def power_level(self, user_id: str | None = None) -> int:

@@ -6,7 +6,12 @@ result and sends the prompt. A conversation goes
     category -> details -> urgency -> pod (only if the person shares several pods with the bot)
     -> zone (only if that pod has several zones) -> visibility -> confirm
 
-and "stop" / "!cancel" ends it at any step.
+and "stop" / "!cancel" ends it at any step. Someone who shares no pod with the bot comes in by
+the front door (`bot.front_door`): after urgency they are asked for their area (from the zones
+the bot's pods cover, or by name when none of these), and the request goes to the pod that
+`front_door.route` picks, always anonymous with the details private:
+
+    category -> details -> urgency -> area (-> area name) -> confirm
 """
 
 from __future__ import annotations
@@ -17,8 +22,11 @@ from enum import StrEnum
 
 from pydantic import BaseModel, field_validator
 
+from bot import front_door
+from bot.front_door import Coverage
 from bot.models import Category, Urgency
 from bot.parsing import parse_category
+from bot.pods import PodRuleError, clean_zone
 
 MAX_DETAILS = 1000
 
@@ -33,6 +41,8 @@ class Step(StrEnum):
     URGENCY = "urgency"
     POD = "pod"
     ZONE = "zone"
+    AREA = "area"  # front door: which of the covered areas
+    AREA_NAME = "area_name"  # front door: an area none of the pods lists
     VISIBILITY = "visibility"
     CONFIRM = "confirm"
 
@@ -48,6 +58,7 @@ class IntakeState(BaseModel):
     zone: str | None = None
     anonymous: bool = True
     details_shown: bool = False
+    front_door: Coverage | None = None  # set when the person shares no pod with the bot
 
     @field_validator("zones", mode="before")
     @classmethod
@@ -89,6 +100,17 @@ VISIBILITY_PROMPT = (
     "3. Anonymous, with the details\n"
     "4. With your name and the details"
 )
+AREA_PROMPT = (
+    "Which area are you in? Reply with the number.\n{areas}\n"
+    "Only the area is passed on, never an address."
+)
+AREA_NAME_PROMPT = (
+    "What is your area called (a neighbourhood or part of town, never an address)? Or reply "
+    "skip. I will pass your request to a pod that helps further afield."
+)
+NOT_AN_AREA = ("Please give only a coarse area, like riverside or north: no street names with "
+               "numbers, no postcodes.")
+NONE_OF_THESE = frozenset({"none", "none of these", "not listed", "other", "neither"})
 ZONE_PROMPT = (
     "Which part of the pod's area is it in? Reply with the number or the name, or skip.\n{zones}\n"
     "Only the zone is passed on, never an address."
@@ -128,14 +150,18 @@ def is_no(text: str) -> bool:
 
 
 def start(pods: list[tuple[str, str]], category: Category | None = None,
-          details: str | None = None, zones: dict[str, list[str]] | None = None) -> Turn:
+          details: str | None = None, zones: dict[str, list[str]] | None = None,
+          front_door: Coverage | None = None) -> Turn:
     """A new conversation; a `!need food ...` in the DM may already give category and details.
-    `zones`: the pods that have zones, with their zones (a pod with one is not asked)."""
-    state = IntakeState(pods=pods, category=category, details=details, zones=zones or {})
+    `zones`: the pods that have zones, with their zones (a pod with one is not asked).
+    `front_door`: where a request can go when `pods` is empty (the person is in none)."""
+    state = IntakeState(pods=pods, category=category, details=details, zones=zones or {},
+                        front_door=None if pods else front_door)
     if len(pods) == 1:
         state.room_id = pods[0][0]
     if category is None:
-        return Turn(Outcome.ASK, state, "I can pass a request to your pod privately. "
+        whom = "your pod" if pods else "a mutual-aid pod near you"
+        return Turn(Outcome.ASK, state, f"I can pass a request to {whom} privately. "
                     + CATEGORY_PROMPT + STOP_HINT)
     if not details:
         state.step = Step.DETAILS
@@ -161,13 +187,19 @@ def prompt_for(state: IntakeState) -> str:
     if state.step is Step.ZONE:
         zones = state.zones.get(state.room_id or "", [])
         return ZONE_PROMPT.format(zones="\n".join(f"{i}. {z}" for i, z in enumerate(zones, 1)))
+    if state.step is Step.AREA:
+        areas = [*(state.front_door.zones if state.front_door else []), "none of these"]
+        return AREA_PROMPT.format(areas="\n".join(f"{i}. {a}" for i, a in enumerate(areas, 1)))
+    if state.step is Step.AREA_NAME:
+        return AREA_NAME_PROMPT
     if state.step is Step.VISIBILITY:
         return VISIBILITY_PROMPT.format(category=state.category.value if state.category else "help")
     return summary(state) + "\n\nReply yes to post it, or stop to drop it."
 
 
 def summary(state: IntakeState) -> str:
-    pod = next((name for rid, name in state.pods if rid == state.room_id), state.room_id or "?")
+    names = dict(state.pods) | (state.front_door.names if state.front_door else {})
+    pod = names.get(state.room_id or "", state.room_id or "?")
     shown = ("anonymously" if state.anonymous else "with your name") + (
         ", with the details" if state.details_shown else ", details private")
     urgency = state.urgency.label if state.urgency is not None else "?"
@@ -222,6 +254,10 @@ def advance(state: IntakeState, text: str) -> Turn:
             state.zone = zone
         state.step = Step.VISIBILITY
         return Turn(Outcome.ASK, state, prompt_for(state))
+    if state.step is Step.AREA:
+        return _area_chosen(state, answer)
+    if state.step is Step.AREA_NAME:
+        return _area_named(state, answer)
     if state.step is Step.VISIBILITY:
         choice = _VISIBILITY.get(answer)
         if choice is None:
@@ -237,12 +273,56 @@ def advance(state: IntakeState, text: str) -> Turn:
 
 
 def _after_urgency(state: IntakeState) -> Turn:
+    where = state.front_door
+    if not state.pods and where is not None and (where.areas or where.fallback):
+        state.step = Step.AREA if where.areas else Step.AREA_NAME
+        return Turn(Outcome.ASK, state, prompt_for(state))
     if not state.pods:
         return Turn(Outcome.NO_POD, state,
                     "I am not in any pod room with you, so there is nowhere to post this. Ask a "
                     "coordinator to invite you (and me) to your pod's room, then try again.")
     state.step = Step.POD if state.room_id is None else _after_pod(state)
     return Turn(Outcome.ASK, state, prompt_for(state))
+
+
+def _area_chosen(state: IntakeState, answer: str) -> Turn:
+    assert state.front_door is not None
+    zones = state.front_door.zones
+    if answer in NONE_OF_THESE or answer == str(len(zones) + 1):
+        state.step = Step.AREA_NAME
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    zone = _chosen(zones, answer)
+    if zone is None:
+        return _area_named(state, answer)  # an area by name that no pod lists
+    return _routed(state, zone)
+
+
+def _area_named(state: IntakeState, answer: str) -> Turn:
+    if answer in SKIP_WORDS:
+        return _routed(state, None)
+    try:
+        zone = clean_zone(answer)
+    except PodRuleError:
+        return Turn(Outcome.ASK, state, NOT_AN_AREA + "\n" + prompt_for(state))
+    return _routed(state, zone)
+
+
+def _routed(state: IntakeState, zone: str | None) -> Turn:
+    """The front door's request goes where `front_door.route` says: anonymous, details private."""
+    assert state.front_door is not None
+    destination = front_door.route(zone, state.front_door)
+    if destination is None:
+        return Turn(Outcome.NO_POD, state,
+                    f"No pod I know covers {zone or 'your area'} yet, so there is nowhere to pass "
+                    "this on. Nothing was posted and I have forgotten it.")
+    state.room_id, state.zone = destination.room_id, destination.zone
+    state.anonymous, state.details_shown = True, False
+    state.step = Step.CONFIRM
+    if destination.covered:
+        return Turn(Outcome.ASK, state, prompt_for(state))
+    pod = state.front_door.names.get(destination.room_id, "a pod")
+    return Turn(Outcome.ASK, state, f"No pod lists {zone or 'your area'}, so I will pass it to "
+                f"{pod}, who help further afield.\n\n" + prompt_for(state))
 
 
 def _after_pod(state: IntakeState) -> Step:

@@ -100,8 +100,19 @@ class Edit:
     timestamp: datetime
 
 
+@dataclass(frozen=True)
+class Membership:
+    """The sender joined or left the room (the pod's size may have crossed its split size)."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    is_direct: bool
+    timestamp: datetime
+
+
 # What a transport hands the app, and the inbox keeps until it is handled, exactly once.
-Event = Incoming | Redaction | Reaction | Edit
+Event = Incoming | Redaction | Reaction | Edit | Membership
 
 
 class DeliveryError(Exception):
@@ -137,3 +148,5 @@ class RoomRequest:
     name: str | None
     invitees: tuple[str, ...]
     is_direct: bool = False
+    # (person, power level) granted when the room is made: a split pod's coordinators.
+    power_levels: tuple[tuple[str, int], ...] = ()

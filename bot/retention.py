@@ -16,7 +16,7 @@ shift occurrence key), `:inbox_cutoff` (the earlier of `:cutoff` and the oldest 
 transport still accepts, so a replayed event is still recognised), `:claimed_stale` (now -
 `shifts.post_expiry_days`), `:reminder_cutoff` (the earlier of `:cutoff` and a day past the late
 grace, so a scheduled send is never repeated), `:ended_shifts` (a JSON list of shifts with no
-occurrence since `:cutoff`).
+occurrence since `:cutoff`), `:block_cutoff` (now - `front_door.block_days`).
 """
 
 from __future__ import annotations
@@ -117,6 +117,11 @@ RULES: tuple[Rule, ...] = (
     Rule("intake", ROW, "until posted, stopped or idle for intake_timeout_minutes "
          "(expire_idle tells the person); this rule is the backstop", "deleted",
          "DELETE FROM intake WHERE updated_at < :cutoff"),
+    # ---- the front door ----
+    Rule("blocks", ROW, "until !unblock, or block_days after it was made; the blocked person's "
+         "!forgetme keeps it (their id and the date only) so erasure cannot lift a block; the "
+         "blocking coordinator's !forgetme blanks blocked_by", "deleted",
+         "DELETE FROM blocks WHERE created_at < :block_cutoff"),
     Rule("erasures", ROW, "a confirmed !forgetme: until carried out (seconds later; a restart "
          "carries it out on start)", "deleted by the housekeeping task that carries it out"),
     # ---- shifts ----
@@ -217,6 +222,7 @@ def parameters(config: BotConfig, now: datetime, ended_shifts: list[int]) -> dic
         "claimed_stale": now_text(now - timedelta(days=config.shifts.post_expiry_days)),
         "reminder_cutoff": now_text(min(at, now - grace)),
         "ended_shifts": json.dumps(ended_shifts),
+        "block_cutoff": now_text(now - timedelta(days=config.front_door.block_days)),
     }
 
 

@@ -39,6 +39,7 @@ import aiosqlite
 from bot.store.actions import ActionsArea
 from bot.store.base import Handle, StorageUsageError, now_text
 from bot.store.delivery import DeliveryArea
+from bot.store.front_door import FrontDoorArea
 from bot.store.library import LibraryArea
 from bot.store.migrations import MIGRATIONS, Migration
 from bot.store.posts import PostsArea
@@ -81,6 +82,7 @@ class Transaction(Handle):
         self.library = LibraryArea(self)
         self.records = RecordsArea(self)
         self.actions = ActionsArea(self)
+        self.front_door = FrontDoorArea(self)
 
 
 def create_private_file(path: Path) -> None:

@@ -19,16 +19,16 @@ from typing import Any
 
 from bot.context import Context
 from bot.formatting import Code, Rendered, join, render
-from bot.messages import Edit, Event, Reaction, Redaction
+from bot.messages import Edit, Event, Membership, Reaction, Redaction
 
 Handler = Callable[[Context, str], Awaitable[None]]
 # Gets every direct message (parsed command or None) before commands; True means it was handled.
 DirectHook = Callable[[Context, "tuple[str, str] | None"], Awaitable[bool]]
-# Gets a typed event (Redaction, Reaction or Edit) of the kind it was declared for.
+# Gets a typed event (Redaction, Reaction, Edit or Membership) of the kind it was declared for.
 EventHook = Callable[[Context, Any], Awaitable[None]]
 # Gets the next direct message of a conversation in progress (its stored state, the text).
 Flow = Callable[[Context, dict, str], Awaitable[None]]
-EVENT_KINDS = (Redaction, Reaction, Edit)
+EVENT_KINDS = (Redaction, Reaction, Edit, Membership)
 # The attribute a decorator leaves on a function for `build_registry` to collect.
 _DECLARED = "_mab_declared"
 
@@ -133,7 +133,7 @@ def flow(name: str) -> Callable[[Flow], Flow]:
 
 
 def event_hook(kind: type) -> Callable[[EventHook], EventHook]:
-    """Sees every typed event of `kind` (Redaction, Reaction or Edit)."""
+    """Sees every typed event of `kind` (Redaction, Reaction, Edit or Membership)."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"{kind!r} is not a typed event")
 
@@ -269,7 +269,8 @@ async def help_command(ctx: Context, rest: str) -> None:
 COMMAND_MODULES = ("bot.commands", "bot.commands.posts", "bot.commands.relay",
                    "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts",
                    "bot.commands.settings", "bot.commands.status", "bot.commands.records",
-                   "bot.commands.library", "bot.commands.pods")
+                   "bot.commands.library", "bot.commands.pods", "bot.commands.split",
+                   "bot.commands.front_door")
 
 
 def build_registry(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from datetime import datetime
 
+from bot import front_door, room_settings
 from bot import intake_rules as rules
-from bot import room_settings
 from bot.actions import FOLLOWUPS, Followup
 from bot.commands import Arg, UsageError, command, direct_hook, event_hook, flow, relay
-from bot.commands.pods import pod_profile
+from bot.commands.pods import SETTING_ZONES, pod_profile
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, Mention, Rendered, join, render
@@ -128,16 +128,15 @@ def timeout_message(config: BotConfig) -> str:
 
 async def pods_for(ctx: Context) -> list[tuple[str, str]]:
     """Pod rooms the person shares with the bot: not DMs, not introduction rooms."""
-    pods = []
-    for room_id, name in ctx.transport.rooms_with(ctx.sender):
-        if room_id == ctx.room_id or await ctx.tx.delivery.dm_partner(room_id) is not None:
-            continue
-        if await ctx.tx.privacy.introduction_post_id(room_id) is not None:
-            continue
-        if await ctx.tx.delivery.has_note(room_id, NOTE_PRIVATE_ROOM):
-            continue
-        pods.append((room_id, name))
-    return pods
+    return [(room_id, name) for room_id, name in ctx.transport.rooms_with(ctx.sender)
+            if room_id != ctx.room_id and await is_pod_room(ctx.tx, room_id)]
+
+
+async def is_pod_room(tx: Transaction, room_id: str) -> bool:
+    """Not a direct chat, an introduction room, or a room the bot noted as private."""
+    return (await tx.delivery.dm_partner(room_id) is None
+            and await tx.privacy.introduction_post_id(room_id) is None
+            and not await tx.delivery.has_note(room_id, NOTE_PRIVATE_ROOM))
 
 
 async def begin(ctx: Context, rest: str, category: Category | None = None) -> None:
@@ -150,7 +149,14 @@ async def begin(ctx: Context, rest: str, category: Category | None = None) -> No
         if parsed is not None:
             category, details = parsed.category, parsed.text
     pods = await pods_for(ctx)
-    turn = rules.start(pods, category, details, await _pod_zones(ctx, pods))
+    coverage = None
+    if not pods:  # in no pod: the front door
+        refusal = await front_door_refusal(ctx)
+        if refusal is not None:
+            await say(ctx, refusal)
+            return
+        coverage = await front_door_coverage(ctx)
+    turn = rules.start(pods, category, details, await _pod_zones(ctx, pods), coverage)
     await ctx.tx.privacy.save_intake(ctx.sender, ctx.room_id, FLOW_INTAKE,
                                   turn.state.model_dump(mode="json"), ctx.now)
     await say(ctx, turn.prompt)
@@ -164,6 +170,31 @@ async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, lis
         if profile.zones:
             zones[room_id] = list(profile.zones)
     return zones
+
+
+async def front_door_coverage(ctx: Context) -> front_door.Coverage:
+    """What the bot's pods cover (their zones), and the configured pod for anywhere else: only
+    pod rooms the bot is still in."""
+    profiles = [await pod_profile(ctx, room)
+                for room in sorted(await ctx.tx.settings.rooms_setting(SETTING_ZONES))
+                if await _bot_pod_room(ctx, room)]
+    default = ctx.config.front_door.default_pod
+    fallback = await pod_profile(ctx, default) if default and await _bot_pod_room(
+        ctx, default) else None
+    return front_door.coverage(profiles, fallback)
+
+
+async def _bot_pod_room(ctx: Context, room_id: str) -> bool:
+    """A pod room the bot is (still) in."""
+    return bool(ctx.transport.members(room_id)) and await is_pod_room(ctx.tx, room_id)
+
+
+async def front_door_refusal(ctx: Context) -> str | None:
+    """Why a person in no pod may not make another request now, or None."""
+    limits = front_door.Limits(ctx.config.front_door.max_open_requests,
+                               ctx.config.front_door.max_requests_per_day)
+    open_now, made = await ctx.tx.front_door.requests_by(ctx.sender, ctx.now - front_door.DAY)
+    return front_door.limit_reply(open_now, made, limits, ctx.now)
 
 
 @flow(FLOW_INTAKE)
@@ -186,17 +217,27 @@ def pod_notice(post: Post, prefix: str) -> Rendered:
     """What the pod room sees of a private request: no name or details unless chosen."""
     who = "Someone" if post.anonymous else Mention(post.author)
     details = "\n\nDetails: {details}" if post.details_shown and post.text else ""
+    zone = ", {zone}" if post.zone else ""
     return render(
-        "**#{number}** {who} needs: {category} ({urgency})." + details
+        "**#{number}** {who} needs: {category} ({urgency}" + zone + ")." + details
         + " Reply {claim} to help.",
         number=post.number, who=who, category=post.category.value, urgency=post.urgency.label,
-        details=post.text, claim=Code(f"{prefix}claim {post.number}"),
+        zone=post.zone, details=post.text, claim=Code(f"{prefix}claim {post.number}"),
     )
 
 
 async def post_private(ctx: Context, state: rules.IntakeState) -> None:
     assert state.category is not None and state.urgency is not None and state.room_id
-    if state.room_id not in {room for room, _ in ctx.transport.rooms_with(ctx.sender)}:
+    if state.front_door is not None:
+        refusal = await front_door_refusal(ctx)
+        if refusal is not None:
+            await say(ctx, refusal + " Nothing was posted.")
+            return
+        if not await _bot_pod_room(ctx, state.room_id):
+            await say(ctx, "That pod is no longer taking requests through me, so I could not "
+                      "pass it on. Nothing was posted; message me again to start over.")
+            return
+    elif state.room_id not in {room for room, _ in ctx.transport.rooms_with(ctx.sender)}:
         await say(ctx, "You and I no longer share that pod room, so I could not post it. "
                   "Nothing was posted.")
         return
@@ -465,6 +506,8 @@ async def expire_idle(storage: Storage, config: BotConfig, now: datetime) -> int
         out = []
         for conversation in idle:
             await tx.privacy.end_intake(conversation.user_id)
-            out.append(Outgoing(_text(timeout_message(config)), room_id=conversation.room_id))
+            # To the person's direct chat: a conversation a coordinator began from a pod room
+            # (`!pod split`) is answered there too.
+            out.append(Outgoing(_text(timeout_message(config)), user_id=conversation.user_id))
         await tx.delivery.enqueue(out, now)
     return len(idle)

@@ -1,6 +1,7 @@
 """`!pod`: what the pod is (name, size, zones, networks, open needs and shifts), and naming it.
 
-`!pod name <name>` and `!pod zones <a, b>` are for coordinators.
+`!pod name <name>`, `!pod zones <a, b>` and `!pod split` (bot/commands/split.py) are for
+coordinators.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def pod_members(ctx: Context, room_id: str | None = None) -> list[str]:
 
 
 @command("pod", help="What this pod is: its name, size, zones, networks, open needs and shifts. "
-         "Coordinators: `pod name <name>`, `pod zones <a, b>`.",
+         "Coordinators: `pod name <name>`, `pod zones <a, b>`, `pod split`.",
          args=(Arg("what", optional=True), Arg("value", optional=True, many=True)),
-         examples=("pod", "pod name Elm Street", "pod zones north, riverside", "pod zones none"),
+         examples=("pod", "pod name Elm Street", "pod zones north, riverside", "pod zones none", "pod split"),
          group="Pods")
 async def pod(ctx: Context, rest: str) -> None:
     if ctx.is_direct:
@@ -115,7 +116,13 @@ async def _zones(ctx: Context, value: str) -> None:
                     "and private requests are asked which one.", zones=zones)
 
 
-_SUBCOMMANDS = {"name": _name, "zones": _zones}
+async def _split(ctx: Context, value: str) -> None:
+    from bot.commands.split import start  # imported here: the split builds on this module
+
+    await start(ctx, value)
+
+
+_SUBCOMMANDS = {"name": _name, "zones": _zones, "split": _split}
 
 
 async def _summary(ctx: Context) -> None:

@@ -34,8 +34,9 @@ def confirm_text(config: BotConfig) -> str:
         "delete my own messages of the last "
         f"{config.privacy.retention_days:g} days that were sent to you, mentioned you, named you "
         "or answered you, where the server lets me. What stays: my older messages (I no longer "
-        "know which named you), what you wrote yourself in rooms until you delete it, and copies "
-        "in other people's devices.\n\n"
+        "know which named you), what you wrote yourself in rooms until you delete it, copies "
+        "in other people's devices, and a coordinator's block on your direct messages to me, if "
+        "there is one, until it lapses.\n\n"
         "Reply yes to erase it all, or anything else to keep everything."
     )
 
@@ -47,6 +48,7 @@ _TABLE_WORDS = {
     "standin_requests": "stand-in requests", "noshows": "no-show marks",
     "sent_reminders": "reminder records", "relays": "relayed conversations",
     "items": "tool-library items", "loans": "loans", "timebank": "time-bank credits",
+    "blocks": "blocks you made (your name on them)",
 }
 
 

@@ -9,7 +9,17 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.messages import Attachment, Edit, Event, Incoming, Outgoing, Reaction, Redaction, Rendered
+from bot.messages import (
+    Attachment,
+    Edit,
+    Event,
+    Incoming,
+    Membership,
+    Outgoing,
+    Reaction,
+    Redaction,
+    Rendered,
+)
 from bot.store.base import Area, now_text, parse_time
 
 # A Matrix user id as it appears in a message's text; a trailing dot ends a sentence.
@@ -73,6 +83,8 @@ def _kind_row(item: Event) -> tuple[str, str, str | None]:
         return item.key, "reaction", item.relates_to
     if isinstance(item, Edit):
         return item.text, "edit", item.replaces
+    if isinstance(item, Membership):
+        return "", "membership", None
     return item.text, "message", None
 
 
@@ -86,6 +98,8 @@ def _event(row: sqlite3.Row) -> Event:
         return Reaction(relates_to=target, key=row["text"], **common)
     if kind == "edit":
         return Edit(replaces=target, text=row["text"], **common)
+    if kind == "membership":
+        return Membership(**common)
     return Incoming(text=row["text"], **common)
 
 
@@ -110,6 +124,11 @@ class DeliveryArea(Area):
             (room_id, note, now_text(now)),
         )
         return cursor.rowcount == 1
+
+    async def drop_note(self, room_id: str, note: str) -> None:
+        """Forget that `note` was given, so that `note_once` gives it again."""
+        await self._tx.execute("DELETE FROM room_notes WHERE room_id = ? AND note = ?",
+                               (room_id, note))
 
     async def has_note(self, room_id: str, note: str) -> bool:
         row = await self._tx.fetchone(

@@ -346,4 +346,16 @@ MIGRATIONS: list[Migration] = [
                 WHERE z.room_id = room_settings.room_id AND z.key = 'zones');
         DELETE FROM room_settings WHERE key = 'zone';
 """),
+    # The front door: coordinators block a sender's DMs (`!block`). A block made from a request
+    # (`!block #14`) keeps where it came from, so it can be listed without naming the person.
+    Migration("front door blocks", """
+        CREATE TABLE blocks (
+            person TEXT PRIMARY KEY,
+            blocked_by TEXT NOT NULL,
+            room_id TEXT,
+            number INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX blocks_created ON blocks (created_at);
+"""),
 ]

@@ -56,6 +56,19 @@ class PostsArea(Area):
     ) -> Post:
         """`pod`: every room of the post's pod; numbers are then unique across all of them, so
         `!claim 7` means one post wherever in the pod it is typed."""
+        number = await self._next_number(room_id, pod)
+        stamp = now_text(now)
+        row = await self._tx.fetchone(
+            "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
+            "created_at, updated_at, private, anonymous, details_shown, event_id, zone) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (room_id, number, kind.value, author, parsed.category.value, int(parsed.urgency),
+             parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
+             int(details_shown), event_id, zone),
+        )
+        return post_from_row(row)
+
+    async def _next_number(self, room_id: str, pod: tuple[str, ...]) -> int:
         rooms = (room_id, *pod)
         # Only placeholders are formatted into the SQL.
         next_number = (
@@ -65,15 +78,15 @@ class PostsArea(Area):
             "ON CONFLICT (room_id) DO UPDATE SET last_number = excluded.last_number "
             "RETURNING last_number")
         row = await self._tx.fetchone(next_number, (room_id, *rooms))
-        stamp = now_text(now)
+        return row[0]
+
+    async def move(self, post: Post, room_id: str, now: datetime,
+                   pod: tuple[str, ...] = ()) -> Post:
+        """The post, still open, in another room (a split pod's) under that room's next
+        number; its id, and so its introductions and history, stay."""
         row = await self._tx.fetchone(
-            "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
-            "created_at, updated_at, private, anonymous, details_shown, event_id, zone) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
-            (room_id, row[0], kind.value, author, parsed.category.value, int(parsed.urgency),
-             parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
-             int(details_shown), event_id, zone),
-        )
+            "UPDATE posts SET room_id = ?, number = ?, updated_at = ? WHERE id = ? RETURNING *",
+            (room_id, await self._next_number(room_id, pod), now_text(now), post.id))
         return post_from_row(row)
 
     async def by_id(self, post_id: int) -> Post:

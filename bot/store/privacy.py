@@ -35,6 +35,11 @@ def without_person(text: object, user_id: str) -> object:
     return _id_pattern(user_id).sub("[someone]", text)
 
 
+# What !forgetme keeps of the person: a coordinator's block on their direct messages (their id
+# and its date), or erasing themselves would lift it (docs/privacy.md, threat model). It lapses
+# by retention (front_door.block_days).
+KEPT_THROUGH_ERASURE = frozenset({("blocks", "person")})
+
 # SQL functions erasure needs, registered on every connection that may run it.
 SQL_FUNCTIONS = (("names_person", 2, names_person), ("without_person", 2, without_person))
 
@@ -310,6 +315,8 @@ class PrivacyArea(Area):
         counts: dict[str, int] = {}
         for name, col in await self._text_columns():
             column = col["name"]
+            if (name, column) in KEPT_THROUGH_ERASURE:
+                continue
             # instr() (in C) passes only the few rows that contain the id at all to the
             # whole-id check in Python, so the walk costs a scan, not a Python call per row.
             names = f"instr({column}, :id) > 0 AND names_person({column}, :id)"

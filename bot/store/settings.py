@@ -21,6 +21,12 @@ class SettingsArea(Area):
             found[r["room_id"]][r["key"]] = r["value"]
         return found
 
+    async def rooms_setting(self, key: str) -> dict[str, str]:
+        """Every room's stored value for `key` (the rooms that have one)."""
+        rows = await self._tx.fetchall(
+            "SELECT room_id, value FROM room_settings WHERE key = ?", (key,))
+        return {r["room_id"]: r["value"] for r in rows}
+
     async def set(self, room_id: str, key: str, value: str | None) -> None:
         """Store a room's value for `key`; None removes it (back to the default)."""
         if value is None:

@@ -90,6 +90,13 @@ class ShiftsArea(Area):
         )
         return shift_from_row(row)
 
+    async def move(self, shift: Shift, room_id: str, now: datetime) -> Shift:
+        """The shift, with its sign-ups, in another room (a split pod's) under its next number."""
+        row = await self._tx.fetchone(
+            "UPDATE shifts SET room_id = ?, number = ?, updated_at = ? WHERE id = ? RETURNING *",
+            (room_id, await self._tx.next_number("shifts", room_id), now_text(now), shift.id))
+        return shift_from_row(row)
+
     async def by_id(self, shift_id: int) -> Shift:
         shift = await self._tx.fetch_by("shifts", shift_from_row, id=shift_id)
         if shift is None:

@@ -32,9 +32,12 @@ from nio import (
     RedactionEvent,
     RoomCreateEvent,
     RoomCreateResponse,
+    RoomGetStateEventResponse,
     RoomInviteResponse,
+    RoomMemberEvent,
     RoomMessagesResponse,
     RoomMessageText,
+    RoomPutStateResponse,
     RoomRedactResponse,
     RoomSendResponse,
     SyncError,
@@ -54,6 +57,7 @@ from bot.messages import (
     Event,
     FatalTransportError,
     Incoming,
+    Membership,
     Outgoing,
     Reaction,
     Redaction,
@@ -444,7 +448,8 @@ class MatrixTransport:
             if isinstance(event, MegolmEvent):
                 self._remember_undecryptable(room_id, event)
                 continue
-            is_direct = dm_partner == event.sender
+            # Anyone may invite the bot to a "direct chat": one that holds others is not one.
+            is_direct = dm_partner == event.sender and room.member_count <= 2
             when = _from_ms(event.server_timestamp)
             if isinstance(event, RedactionEvent | ReactionEvent):
                 # Someone deleted a message (the app withdraws a post whose command it was) or
@@ -455,6 +460,12 @@ class MatrixTransport:
                 elif readable:
                     items.append(Reaction(event.event_id, room_id, event.sender,
                                           event.reacts_to, event.key, is_direct, when))
+                continue
+            if isinstance(event, RoomMemberEvent):
+                # Someone joined or left: the pod's size changed (split alerts).
+                if readable and _joins_or_leaves(event):
+                    items.append(Membership(event.event_id, room_id, event.state_key, is_direct,
+                                            when))
                 continue
             if not isinstance(event, RoomMessageText):  # notices, images, state: not for us
                 continue
@@ -528,16 +539,17 @@ class MatrixTransport:
         invite = next((e for e in invite_state if isinstance(e, InviteMemberEvent)
                        and e.state_key == self.matrix.user_id and e.membership == "invite"), None)
         inviter = invite.sender if invite else None
-        if inviter is None or not self.matrix.inviter_allowed(inviter):
+        # A direct chat is one the inviter marked as such (is_direct on the invite), never
+        # guessed from the member count: a small pod room is not a private conversation.
+        direct = invite is not None and invite.content.get("is_direct") is True
+        if inviter is None or not self.matrix.inviter_allowed(inviter, direct=direct):
             log.warning("declining invite to %s from %s (not an allowed inviter)", room_id, inviter)
             await self.client.room_leave(room_id)
             return
         joined = self._note_joined(room_id)
         async with self.storage.transaction() as tx:
             await tx.delivery.set_meta(f"joined:{room_id}", joined)
-            # A direct chat is one the inviter marked as such (is_direct on the invite), never
-            # guessed from the member count: a small pod room is not a private conversation.
-            if invite.content.get("is_direct") is True:
+            if direct:
                 await tx.delivery.set_dm_room(inviter, room_id)
         response = await self.client.join(room_id)
         if isinstance(response, JoinError):
@@ -627,11 +639,12 @@ class MatrixTransport:
         async with self.storage.transaction() as tx:
             room_id = await tx.delivery.get_dm_room(user_id)
             # A room just made may not have reached a sync yet (_wait_for_room waits for it);
-            # one the bot is no longer in, or one the person made without encryption, is
-            # replaced by a fresh encrypted one (deliver runs once caught up).
+            # one the bot is no longer in, one the person made without encryption or with
+            # others in it, is replaced by a fresh encrypted one (deliver runs once caught up).
             known = self.client.rooms.get(room_id) if room_id is not None else None
-            if room_id is not None and (room_id in self._being_created
-                                        or (known is not None and known.encrypted)):
+            private = known is not None and known.encrypted and set(known.users) <= {
+                self.matrix.user_id, user_id}
+            if room_id is not None and (room_id in self._being_created or private):
                 return room_id
             step = await request_dm_room(tx, user_id, self.app.clock())
         self.app.steps.wake()
@@ -644,6 +657,7 @@ class MatrixTransport:
         if existing is not None:
             # Made by an earlier attempt (found by its tag): whoever is not in it yet is invited.
             await self._invite_missing(existing, request.invitees)
+        await self._grant_power(room_id, request.power_levels)
         self._being_created[room_id] = set(request.invitees)
         return room_id
 
@@ -678,6 +692,33 @@ class MatrixTransport:
             if not isinstance(response, RoomInviteResponse):
                 raise DeliveryError(f"could not invite: {getattr(response, 'message', response)}",
                                     permanent=_is_refusal(response))
+
+    async def _grant_power(self, room_id: str, levels: tuple[tuple[str, int], ...]) -> None:
+        """Raise these people to their levels, read-modify-write, so that it works whatever the
+        room version (from version 12 the creator must not be in the users map) and is safe to
+        repeat on a retry."""
+        if not levels:
+            return
+        try:
+            current = await self.client.room_get_state_event(room_id, "m.room.power_levels")
+            if not isinstance(current, RoomGetStateEventResponse):
+                raise DeliveryError(f"could not read power levels: "
+                                    f"{getattr(current, 'message', current)}")
+            content = dict(current.content)
+            users = dict(content.get("users") or {})
+            default = content.get("users_default", 0)
+            raised = {person: level for person, level in levels
+                      if users.get(person, default) < level}
+            if not raised:
+                return
+            content["users"] = users | raised
+            response = await self.client.room_put_state(room_id, "m.room.power_levels", content)
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            raise DeliveryError(f"setting power levels: {type(exc).__name__}") from exc
+        if not isinstance(response, RoomPutStateResponse):
+            raise DeliveryError(f"could not set power levels: "
+                                f"{getattr(response, 'message', response)}",
+                                permanent=_is_refusal(response))
 
     async def caught_up_since(self, moment: float, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -763,8 +804,10 @@ class MatrixTransport:
                                                                        if isinstance(u, str)]}
 
     def members(self, room_id: str) -> list[str]:
+        """Joined members only: someone merely invited is not (yet) in the pod."""
         room = self.client.rooms.get(room_id) if self.client else None
-        return sorted(room.users) if room else []
+        return sorted(user_id for user_id, user in room.users.items()
+                      if user_id not in room.invited_users) if room else []
 
     def rooms_with(self, user_id: str) -> list[tuple[str, str]]:
         """Encrypted rooms only: an unencrypted room is never offered (or used) as a pod."""
@@ -787,6 +830,11 @@ class MatrixTransport:
 
 # Refusals a retry cannot change (forbidden, no such user or room, a malformed request).
 _REFUSALS = ("M_FORBIDDEN", "M_NOT_FOUND", "M_INVALID_PARAM", "M_BAD_JSON")
+
+
+def _joins_or_leaves(event: RoomMemberEvent) -> bool:
+    """A join, or a leave (or kick or ban) of someone who had joined; not a name change."""
+    return (event.membership == "join") != (event.prev_membership == "join")
 
 
 def _is_refusal(response: object) -> bool:

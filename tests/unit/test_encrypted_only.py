@@ -19,6 +19,7 @@ BOT = "@bot:test"
 ALICE = "@alice:test"
 CLEAR = "!clear:test"
 SEALED = "!sealed:test"
+CROWDED = "!crowded:test"
 
 
 class FakeClient:
@@ -92,3 +93,20 @@ async def test_an_unencrypted_dm_is_replaced_by_a_fresh_encrypted_one(transport)
 
 def test_only_encrypted_rooms_are_offered_as_pods(transport):
     assert transport.rooms_with(ALICE) == [(SEALED, "Sealed")]
+
+
+async def test_a_direct_chat_invite_into_a_room_with_others_is_never_used_as_the_dm(transport):
+    """Anyone may invite the bot to a direct chat (the front door), so a room marked direct that
+    holds a third person gets none of the person's private messages: a fresh DM is made."""
+    transport.client.rooms[CROWDED] = SimpleNamespace(
+        encrypted=True, users={BOT: 0, ALICE: 0, "@eve:test": 0}, display_name="Crowded")
+    async with transport.storage.transaction() as tx:
+        await tx.delivery.set_dm_room(ALICE, CROWDED)
+    transport.app = SimpleNamespace(clock=lambda: datetime.now(UTC),
+                                    steps=SimpleNamespace(wake=lambda: None))
+    with pytest.raises(DeliveryError) as waiting:
+        await transport._dm_room(ALICE)
+    assert not waiting.value.permanent
+    async with transport.storage.transaction() as tx:
+        [step] = await tx.actions.pending()
+    assert step.params["invitees"] == [ALICE]

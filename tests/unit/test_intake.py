@@ -136,7 +136,7 @@ async def test_idle_conversations_expire_from_a_periodic_job(pod_rooms):
     assert await expire_idle(pod.storage, pod.app.config, pod.clock()) == 1
     await pod.app.run_until_idle()
     assert "dropped our unfinished conversation" in pod.transport.sent[-1].message.body
-    assert pod.transport.sent[-1].room_id == DM
+    assert pod.transport.sent[-1].user_id == ALICE  # her direct chat, where she talked
 
 
 async def test_claim_asks_consent_then_introduces_in_a_private_room(pod_rooms):

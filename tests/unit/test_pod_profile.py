@@ -69,7 +69,7 @@ async def test_members_cannot_rename_the_pod_and_addresses_are_refused_with_usag
     assert "A coordinator is needed to name the pod" in await pod.reply_to(BOB, "!pod name Mine")
     refused = await pod.reply_to(COORD, "!pod zones 12 elm street")
     assert "looks like an address" in refused and "!pod" in refused
-    assert "one of: name, zones" in await pod.reply_to(ALICE, "!pod dance")
+    assert "one of: name, split, zones" in await pod.reply_to(ALICE, "!pod dance")
     async with pod.storage.transaction() as tx:
         assert await tx.settings.room(POD) == {}
 

@@ -88,6 +88,22 @@ async def test_dm_status_follows_forgetme_and_new_dm_rooms(tmp_path, monkeypatch
         await storage.close()
 
 
+async def test_a_direct_chat_with_a_third_person_in_it_is_not_a_private_conversation(
+        tmp_path, monkeypatch):
+    """Anyone may invite the bot to a direct chat (the front door); one that holds others is
+    treated as a group room: plain text is not for the bot and commands are not direct."""
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        transport = _transport(storage, monkeypatch, [DM])
+        async with storage.transaction() as tx:
+            await tx.delivery.set_dm_room(ALICE, DM)
+        transport.client.rooms[DM].member_count = 3
+        assert await _seen(transport, DM, _text(ALICE, "hello")) == []
+        assert await _seen(transport, DM, _text(ALICE, "!help")) == [("!help", False)]
+    finally:
+        await storage.close()
+
+
 # ---- join marks: cached, and kept in step with what the transport writes --------------------
 
 async def test_join_mark_is_read_once_and_updated_by_the_transport(tmp_path, monkeypatch):

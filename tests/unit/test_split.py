@@ -1,0 +1,238 @@
+"""Split alerts and `!pod split`: the pure rules, and the walk-through with the real app, handlers
+and storage behind the fake transport."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from bot import split_rules as rules
+from bot.app import App
+from bot.messages import DeliveryError, Membership
+from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
+
+from .conftest import ALICE, BOB, CAROL, POD, SECRET, Pod
+
+DAN = "@dan:test"
+EVE = "@eve:test"
+ALICE_DM = "!dm-alice:test"
+NEW_ROOM = "!private1:test"  # the fake transport's first room
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+# ---- rules ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("size", "alerted", "expected"), [
+    (24, False, None), (25, False, rules.Alert.SEND), (30, True, None),
+    (24, True, rules.Alert.REARM), (10, False, None)])
+def test_an_alert_once_per_crossing(size, alerted, expected):
+    assert rules.size_alert(size, 25, alerted) is expected
+
+
+def test_people_are_picked_by_id_or_unique_localpart():
+    members = ["@sam:a.org", "@ana:a.org", "@ana:b.org", "@lee:a.org"]
+    assert rules.pick_people("@SAM:a.org, lee lee", members) == (("@sam:a.org", "@lee:a.org"), [])
+    # "ana" is two people: it must be given in full; a stranger is named back
+    assert rules.pick_people("ana @zed:a.org", members) == ((), ["ana", "@zed:a.org"])
+    assert rules.pick_people("@ana:b.org", members) == (("@ana:b.org",), [])
+
+
+def test_a_long_list_of_strangers_gets_a_short_answer_and_changes_nothing():
+    view = rules.PodView("Elm Street", [ALICE, BOB], [ALICE], [], [])
+    state = rules.SplitState(pod_room=POD, step=rules.Step.PEOPLE, name="Riverside")
+    turn = rules.advance(state, " ".join(f"stranger{i}" for i in range(10_000)), view)
+    assert turn.outcome is rules.Outcome.ASK and turn.state == state
+    assert "I don't see stranger0, stranger1" in turn.prompt and len(turn.prompt) < 300
+
+
+def test_a_person_who_left_before_the_yes_is_asked_about_again():
+    view = rules.PodView("Elm Street", [ALICE, BOB], [ALICE], [], [])
+    state = rules.SplitState(pod_room=POD, step=rules.Step.CONFIRM, name="Riverside",
+                             people=(BOB, DAN))
+    turn = rules.advance(state, "yes", view)
+    assert turn.outcome is rules.Outcome.ASK and turn.state.step is rules.Step.PEOPLE
+    assert "no longer in Elm Street" in turn.prompt and "Who goes" in turn.prompt
+
+
+def _post(number, author, zone=None, anonymous=False, status=PostStatus.OPEN):
+    return Post(id=number, room_id=POD, number=number, kind=PostKind.NEED, author=author,
+                category=Category.FOOD, urgency=Urgency.THIS_WEEK, text="x", status=status,
+                created_at=NOW, private=anonymous, anonymous=anonymous, zone=zone)
+
+
+def test_what_moves_an_anonymous_request_goes_by_its_zone_only():
+    posts = [_post(1, DAN), _post(2, DAN, anonymous=True), _post(3, BOB, zone="riverside"),
+             _post(4, BOB, zone="riverside", anonymous=True), _post(5, BOB),
+             _post(6, DAN, status=PostStatus.CLAIMED)]
+    moving = rules.moving_posts(posts, [DAN], ("riverside",))
+    # #2 is Dan's but anonymous: moving it because Dan goes would tell who asked
+    assert [post.number for post in moving] == [1, 3, 4]
+    assert rules.renumbered([9, 4, 7]) == {4: 1, 7: 2, 9: 3}
+
+
+# ---- with the app ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def elm(pod: Pod) -> Pod:
+    """Elm Street: Alice coordinates; Bob, Carol, Dan and Eve have joined."""
+    pod.transport.rooms[POD] = [ALICE, BOB, CAROL, DAN, EVE]
+    pod.transport.rooms[ALICE_DM] = [ALICE]
+    pod.transport.power_levels[ALICE] = 100
+    return pod
+
+
+async def _settle_membership(pod: Pod, person: str) -> list:
+    return await pod.receive(Membership(f"$member{next(pod._events)}", POD, person,
+                                        False, pod.clock()))
+
+
+def _dms(sent, person):
+    return [o.message.body for o in sent if o.user_id == person]
+
+
+async def test_coordinators_are_alerted_once_per_crossing_of_the_split_size(elm):
+    await elm.say(ALICE, "!pod name Elm Street")
+    assert "split_size" in await elm.reply_to(ALICE, "!settings split_size 6")
+    sent = await _settle_membership(elm, EVE)
+    assert _dms(sent, ALICE) == []  # five people: below six
+    elm.transport.rooms[POD].append("@fay:test")
+    sent = await _settle_membership(elm, "@fay:test")
+    [alert] = _dms(sent, ALICE)
+    assert "**Elm Street** now has 6 people" in alert and "!pod split" in alert
+    assert [o for o in sent if o.user_id != ALICE] == []  # members are not told, only coordinators
+    elm.transport.rooms[POD].append("@gus:test")
+    assert _dms(await _settle_membership(elm, "@gus:test"), ALICE) == []  # still above: once
+    elm.transport.rooms[POD][-2:] = []
+    assert _dms(await _settle_membership(elm, "@gus:test"), ALICE) == []  # below: re-armed
+    elm.transport.rooms[POD].append("@fay:test")
+    assert len(_dms(await _settle_membership(elm, "@fay:test"), ALICE)) == 1  # crossed again
+
+
+async def test_a_restarted_bot_does_not_alert_again(elm):
+    await elm.say(ALICE, "!settings split_size 5")
+    assert len(_dms(await _settle_membership(elm, EVE), ALICE)) == 1
+    await elm.app.stop()
+    elm.app = elm.transport.app = App(elm.storage, elm.app.config, elm.transport, clock=elm.clock)
+    assert _dms(await _settle_membership(elm, DAN), ALICE) == []
+
+
+async def _dm(pod: Pod, text: str) -> list[str]:
+    sent = await pod.say(ALICE, text, room=ALICE_DM, direct=True)
+    return [o.message.body for o in sent if o.room_id == ALICE_DM]
+
+
+async def _seed(pod: Pod):
+    """Elm Street's open posts and shifts before the split."""
+    await pod.say(ALICE, "!pod zones north, riverside")
+    await pod.say(BOB, "!need groceries for riverside")  # 1: zone riverside
+    await pod.say(DAN, "!offer ride to the clinic")  # 2: Dan's
+    await pod.say(CAROL, "!need a ladder")  # 3: stays
+    async with pod.storage.transaction() as tx:
+        anonymous = await tx.posts.create(
+            POD, PostKind.NEED, EVE, ParsedPost(category=Category.FOOD, urgency=Urgency.TODAY, what="food",
+                       text=SECRET), pod.clock(),
+            private=True, anonymous=True, zone="north")  # 4: anonymous, by Eve, north
+        mine = await tx.posts.create(
+            POD, PostKind.NEED, DAN, ParsedPost(category=Category.FOOD, urgency=Urgency.WHENEVER, what="food",
+                       text=SECRET), pod.clock(),
+            private=True, anonymous=True)  # 5: Dan's, anonymous, no zone: must not move
+    await pod.say(ALICE, "!shift add Food bank riverside every saturday 10-13 at the Hall need 2")
+    await pod.say(ALICE, "!shift add Tea round every sunday 15-16 at the Cafe need 1")
+    return anonymous, mine
+
+
+async def test_split_walks_a_coordinator_through_and_moves_what_was_chosen(elm):
+    anonymous, mine = await _seed(elm)
+    started = await elm.say(ALICE, "!pod split")
+    assert [o.message.body for o in started if o.room_id == POD] == [
+        "I have sent you a direct message to walk you through the split."]
+    [intro] = _dms(started, ALICE)
+    assert "What is the new pod called?" in intro
+    assert "Which zones" in (await _dm(elm, "Riverside"))[0]
+    assert "Who goes" in (await _dm(elm, "riverside, north"))[0]
+    assert "I don't see zed" in (await _dm(elm, "dan zed"))[0]
+    [summary] = await _dm(elm, f"dan {BOB}")
+    assert "a new pod **Riverside**, zones riverside, north" in summary
+    assert "Moving needs and offers: #1, #2, #4." in summary  # #5 is Dan's but anonymous
+    assert "Moving shifts: S1." in summary
+    assert EVE not in summary
+    before = len(elm.transport.sent)
+    [made] = await _dm(elm, "yes")
+    assert "Making the room for Riverside" in made
+    sent = elm.transport.sent[before:]
+    [(name, invitees)] = elm.transport.private_rooms
+    assert name == "Riverside" and set(invitees) == {DAN, BOB, ALICE}  # Alice: a coordinator
+    async with elm.storage.transaction() as tx:
+        [step] = [a for a in await tx.actions.pending()] or [None]
+        moved = {p.number: p for p in await tx.posts.list(NEW_ROOM, limit=10)}
+        staying = {p.number for p in await tx.posts.list(POD, limit=10)}
+        new_shifts = await tx.shifts.list(NEW_ROOM)
+        settings = await tx.settings.room(NEW_ROOM)
+    assert step is None
+    assert sorted(moved) == [1, 2, 3] and staying == {3, 5}
+    assert moved[3].id == anonymous.id and moved[3].anonymous and moved[3].author == EVE
+    assert [(s.number, s.title) for s in new_shifts] == [(1, "Food bank riverside")]
+    assert settings["pod_name"] == "Riverside" and settings["zones"] == "riverside, north"
+    [welcome] = [o.message.body for o in sent if o.room_id == NEW_ROOM]
+    assert "Welcome to **Riverside**, a new pod split from **this pod**" in welcome
+    assert "**#3** need" in welcome and "(was #4)" in welcome and "S1" in welcome
+    assert SECRET not in welcome and EVE not in welcome  # the anonymous request stays so
+    [notice] = [o.message.body for o in sent if o.room_id == POD]
+    assert "**Riverside** split off from this pod: 3 people were invited" in notice
+    assert "Nobody was removed" in notice and EVE not in notice and SECRET not in notice
+    # Each poster learns the new number privately, the anonymous requester too.
+    assert "#4 moved to the new pod **Riverside**, where it is #3" in _dms(sent, EVE)[0]
+    assert "#2 moved" in _dms(sent, DAN)[0]
+    # The new pod numbers on from its moved posts.
+    assert "Noted need **#4**" in await elm.reply_to(DAN, "!need soup", room=NEW_ROOM)
+
+
+async def test_a_split_can_be_stopped_and_needs_a_coordinator(elm):
+    refused = await elm.reply_to(BOB, "!pod split")
+    assert "A coordinator is needed to split the pod" in refused
+    await elm.say(ALICE, "!pod split")
+    await _dm(elm, "Riverside")
+    assert "Stopped: nothing was split" in (await _dm(elm, "stop"))[0]
+    assert elm.transport.private_rooms == []
+    async with elm.storage.transaction() as tx:
+        assert await tx.privacy.intake(ALICE) is None
+
+
+async def test_a_post_claimed_before_the_room_exists_stays(elm):
+    await _seed(elm)
+    await elm.say(ALICE, "!pod split")
+    for answer in ("Riverside", "riverside", "dan"):
+        await _dm(elm, answer)
+    # The room step waits (the homeserver is slow); meanwhile #2 is claimed in the old pod.
+    elm.transport.room_faults.append(("before", DeliveryError("timeout")))
+    await _dm(elm, "yes")
+    await elm.say(CAROL, "!claim 2")
+    elm.app.steps.retry_now()
+    await elm.app.run_until_idle()
+    async with elm.storage.transaction() as tx:
+        moved = await tx.posts.list(NEW_ROOM, limit=10)
+        claimed = await tx.posts.by_number(POD, 2)
+    assert [p.number for p in moved] == [1]  # only #1 (riverside)
+    assert claimed is not None and claimed.status is PostStatus.CLAIMED
+
+
+async def test_a_room_made_before_a_failure_is_found_and_everything_moves_once(elm):
+    await _seed(elm)
+    await elm.say(ALICE, "!pod split")
+    for answer in ("Riverside", "riverside", "dan"):
+        await _dm(elm, answer)
+    # Synapse made the room, then the request failed (an invite): the retry finds it by its tag.
+    elm.transport.room_faults.append(("after", DeliveryError("M_UNKNOWN invite failed")))
+    await _dm(elm, "yes")
+    elm.app.steps.retry_now()
+    await elm.app.run_until_idle()
+    assert len(elm.transport.private_rooms) == 1
+    async with elm.storage.transaction() as tx:
+        moved = await tx.posts.list(NEW_ROOM, limit=10)
+        staying = await tx.posts.list(POD, limit=10)
+    assert [p.number for p in moved] == [1, 2] and sorted(p.number for p in staying) == [3, 4, 5]
+    welcomes = [o for o in elm.transport.sent if o.room_id == NEW_ROOM]
+    assert len(welcomes) == 1
