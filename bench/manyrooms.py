@@ -59,6 +59,7 @@ from bot.devserver import Synapse, synapse_python  # noqa: E402
 
 T = TypeVar("T")
 MANIFEST = "manifest.json"
+BUILD_PARTS = {"synapse", "bot", "people", "one-room"}  # the folders a build makes in --workdir
 # What a re-run must share with the cached build to reuse it.
 BUILD_PARAMETERS = ("rooms", "people", "history", "seed")
 SENDERS_PER_ROUND = 20  # each round claims at most this many one-time keys from any one device
@@ -301,11 +302,15 @@ def save_manifest(work: Path, manifest: dict[str, Any]) -> None:
 def load_manifest(work: Path, args: argparse.Namespace) -> dict[str, Any] | None:
     path = work / MANIFEST
     if not path.exists():
-        if any(work.iterdir()):
+        children = {child.name for child in work.iterdir()}
+        if children - BUILD_PARTS:
+            raise SystemExit(f"{work} holds other files than a build of this bench's: "
+                             "give --workdir an empty or new directory")
+        if children:
             # An unfinished build (interrupted): its half-made rooms are no use; start again.
             log(f"{work} holds an unfinished build; removing it")
-            for child in work.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            for name in children:
+                shutil.rmtree(work / name)
         return None
     manifest = json.loads(path.read_text())
     wanted = {key: getattr(args, key) for key in BUILD_PARAMETERS}
