@@ -279,6 +279,9 @@ class App:
                     finished += sent
                     if stopped:
                         break
+                    # A transport that answers without waiting (a dead letter, the console)
+                    # would otherwise drain thousands of messages (an erasure's) in one turn.
+                    await asyncio.sleep(0)
         finally:
             self._draining.discard(destination)
             self._outbox_wakeup.set()  # a look for what arrived meanwhile

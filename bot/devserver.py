@@ -789,6 +789,23 @@ class Synapse:
                     raise SynapseError(f"listing the rooms of {user_id} failed: HTTP {resp.status} {body}")
                 return body["joined_rooms"]
 
+    async def exempt_from_rate_limits(self, user_id: str, exempt: bool = True) -> None:
+        """Lift the message rate limit for one account, as a homeserver admin would for the bot
+        (README: "Rate limits"): `messages_per_second` 0 means unlimited. `exempt=False`
+        removes the override again: the server's `rc_message` applies."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            token = await self._admin_token(http)
+            async with http.request(
+                "POST" if exempt else "DELETE",
+                f"{self.base_url}/_synapse/admin/v1/users/{quote(user_id, safe='')}/"
+                "override_ratelimit",
+                json={"messages_per_second": 0, "burst_count": 0} if exempt else None,
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                if resp.status != 200:
+                    raise SynapseError(f"exempting {user_id} from rate limits failed: HTTP "
+                                       f"{resp.status} {await resp.text()}")
+
     @property
     def registration_shared_secret(self) -> str:
         return self._state["registration_shared_secret"]

@@ -113,6 +113,16 @@ RULES: tuple[Rule, ...] = (
          "AND closed_at < :cutoff AND (borrower IS NOT NULL OR owner IS NOT NULL)"),
     Rule("report_requests", ROW, "until the report is sent (seconds; the reply goes to the "
          "command, which may be a coordinator's DM)", "deleted by the report runner"),
+    # ---- phone trees (issue 12) ----
+    Rule("tree_members", ROW, "while the person is on the tree (they chose to join; the backup "
+         "they named is kept with it)", "deleted by !tree leave and !forgetme (which also "
+         "removes them as anyone's backup)"),
+    Rule("alert_calls", ROW, "retention_days after the alert", "deleted",
+         "DELETE FROM alert_calls WHERE alert_id IN (SELECT id FROM alerts "
+         "WHERE created_at < :cutoff)"),
+    Rule("alerts", ROW, "retention_days after the alert (its calls go first)", "deleted",
+         "DELETE FROM alerts WHERE created_at < :cutoff AND id NOT IN "
+         "(SELECT alert_id FROM alert_calls)"),
     # ---- private intake ----
     Rule("intake", ROW, "until posted, stopped or idle for intake_timeout_minutes "
          "(expire_idle tells the person); this rule is the backstop", "deleted",

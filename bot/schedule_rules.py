@@ -992,6 +992,12 @@ def _iter_from(when: ShiftWhen, after_naive: datetime) -> Iterator[datetime]:
         yield from rule.xafter(slack, inc=True)
 
 
+def rota_starts(when: ShiftWhen) -> Iterator[datetime]:
+    """A rota's naive local starts from its first, in order (none for a one-off shift). The ones
+    walked are remembered by its parsed rule, so no later query expands them again."""
+    return iter(_rule(when)) if when.rrule is not None else iter(())
+
+
 def occurrences(when: ShiftWhen, after: datetime, count: int) -> list[datetime]:
     """The next `count` starts strictly after `after`, aware, in the shift's tz.
 

@@ -1,4 +1,5 @@
-"""Scheduled work: shift reminders, understaffed alerts, post expiry and the needs digest.
+"""Scheduled work: shift reminders, understaffed alerts, post expiry, the needs digest, loan
+reminders and phone trees (calls, escalations of silence, reports to the caller).
 
 The database is the source of truth. `compute_due` is a pure function from database rows and
 "now" to the sends that are due; `Scheduler.run_due(now)` runs it inside one storage transaction
@@ -24,17 +25,18 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from bot import library, room_settings
+from bot import library, phone_tree, room_settings
 from bot.config import BotConfig, ShiftsConfig
 from bot.context import Outgoing
 from bot.formatting import Code, join, render, shorten
 from bot.models import Post, PostKind, PostStatus
 from bot.post_text import post_line
 from bot.schedule_rules import due as due_state
-from bot.schedule_rules import occurrences_between
+from bot.schedule_rules import occurrences_between, rota_starts
 from bot.shift_models import Shift, Signup, occurrence_key
 from bot.shift_text import fmt_occurrence, fmt_span, roster
 from bot.store.library import Item, Loan
+from bot.store.tree import Alert, Call
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -52,6 +54,13 @@ EXPIRY_WARNING = "expiry_warning"
 EXPIRED = "expired"
 DIGEST = "digest"
 LOAN_REMINDER = "loan_reminder"
+TREE_CALL = "tree_call"  # an alert's DM to a member (ref: the call)
+TREE_ESCALATE = "tree_escalate"  # a silent member's backup or caller told (ref: the call)
+TREE_REACHED = "tree_reached"  # the caller told everyone was reached, and how fast (ref: alert)
+TREE_PACED = "tree_paced"  # the caller told sending is limited, and how long it will take
+# While an alert's calls are on their way the scheduler looks this often (at least), so the
+# caller hears soon after the last one is delivered.
+TREE_POLL = (timedelta(seconds=1), timedelta(seconds=15))
 
 MAX_LOOKBACK = timedelta(days=7)  # sends older than this are forgotten, not even logged
 MAX_SLEEP = timedelta(minutes=10)  # wake at least this often (posts made elsewhere, settings)
@@ -90,6 +99,7 @@ class Due:
     people: tuple[str, ...] = ()
     quiet: bool = False  # a skip nobody needs to hear about (before the shift existed, staffed)
     loan: tuple[Loan, Item] | None = None
+    tree: tuple[Alert, list[Call]] | None = None  # the alert, and the call it is about if any
 
 
 @dataclass
@@ -104,6 +114,7 @@ class Snapshot:
     room_settings: dict[str, dict[str, str]] = field(default_factory=dict)
     last_run: datetime | None = None
     loans: list[tuple[Loan, Item]] = field(default_factory=list)  # lent out now
+    alerts: list[tuple[Alert, list[Call]]] = field(default_factory=list)  # open phone-tree alerts
 
 
 def _offsets(cfg: ShiftsConfig) -> list[timedelta]:
@@ -175,7 +186,79 @@ def compute_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[Due]:
     out += _posts_due(snap, now, cfg)
     out += _digests_due(snap, now, config, window_start)
     out += _loans_due(snap, now, config, window_start)
+    for alert, calls in snap.alerts:
+        out += _tree_due(alert, calls, now)
     return out
+
+
+def _reached_at(call: Call) -> datetime | None:
+    return call.sent_at or call.dead_at
+
+
+def _escalations(alert: Alert, call: Call) -> list[tuple[str, datetime]]:
+    """(who is told, when) for each step of a call's escalation chain; none once confirmed."""
+    reached = _reached_at(call)
+    if call.confirmed_at is not None or reached is None:
+        return []
+    chain = phone_tree.escalation_chain(call.person, call.backup, alert.caller)
+    times = phone_tree.escalation_times(reached, timedelta(seconds=alert.wait_seconds),
+                                        len(chain), unreachable=call.dead_at is not None)
+    return list(zip(chain, times, strict=True))
+
+
+def _on_its_way(call: Call) -> bool:
+    """Not yet delivered nor given up, and not confirmed some other way (a 👍 in the room)."""
+    return _reached_at(call) is None and call.confirmed_at is None
+
+
+def _first_calls(alert: Alert, calls: list[Call]) -> list[Call]:
+    """The calls made when the alert was sent (not held for someone's hours)."""
+    return [c for c in calls if c.due_at <= alert.created_at]
+
+
+def _tree_due(alert: Alert, calls: list[Call], now: datetime) -> list[Due]:
+    """An open alert's calls whose time has come, silent members' escalations, and the
+    reports to the caller: all reached (and how fast), or sending is limited (and how long)."""
+    common = dict(occurrence=str(alert.id), at=now, action="send", room_id=alert.room_id)
+    out = []
+    for call in calls:
+        if call.outbox_id is None and call.confirmed_at is None and call.due_at <= now:
+            out.append(Due(kind=TREE_CALL, ref=str(call.id), offset_key="", person=call.person,
+                           tree=(alert, [call]), **common))
+        for step, (who, at) in enumerate(_escalations(alert, call)):
+            if step >= call.escalated and at <= now:
+                out.append(Due(kind=TREE_ESCALATE, ref=str(call.id), offset_key=str(step),
+                               person=who, tree=(alert, [call]), **common))
+    first = _first_calls(alert, calls)
+    if first and not any(map(_on_its_way, first)):
+        out.append(Due(kind=TREE_REACHED, ref=str(alert.id), offset_key="", person="",
+                       tree=(alert, calls), **common))
+        return out
+    if now - alert.created_at >= phone_tree.PACE_AFTER and phone_tree.is_slow(
+            _pace(alert, first, now)):
+        out.append(Due(kind=TREE_PACED, ref=str(alert.id), offset_key="", person="",
+                       tree=(alert, calls), **common))
+    return out
+
+
+def _pace(alert: Alert, first: list[Call], now: datetime) -> timedelta | None:
+    """How long the first calls still on their way will take at the pace so far."""
+    return phone_tree.pace_estimate(sum(map(_on_its_way, first)),
+                                    [c.sent_at for c in first if c.sent_at is not None],
+                                    alert.created_at, now)
+
+
+def _tree_wake(alert: Alert, calls: list[Call], now: datetime) -> datetime:
+    """The next moment an alert may need the scheduler: a held call, an escalation, or (while
+    its first calls are on their way) a look soon, less often as the alert ages."""
+    times = [c.due_at for c in calls if c.outbox_id is None and c.confirmed_at is None]
+    times += [at for call in calls
+              for step, (_, at) in enumerate(_escalations(alert, call)) if step >= call.escalated]
+    if any(map(_on_its_way, _first_calls(alert, calls))):
+        soon, latest = TREE_POLL
+        times.append(now + min(max((now - alert.created_at) / 10, soon), latest))
+    # What is due already (a call just made) is run at once; a run takes it, so this is no loop.
+    return max(now, min(times, default=now + MAX_SLEEP))
 
 
 def _loan_times(snap: Snapshot, loan: Loan, config: BotConfig) -> list[tuple[str, datetime]]:
@@ -307,6 +390,8 @@ def next_wake(snap: Snapshot, now: datetime, config: BotConfig) -> datetime:
         for _, at in _loan_times(snap, loan, config):
             if now < at < best:
                 best = at
+    for alert, calls in snap.alerts:
+        best = min(best, _tree_wake(alert, calls, now))
     return best
 
 
@@ -380,6 +465,8 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
             "owner; they will mark it with {returned}.", number=thing.number, name=thing.name,
             when=when, returned=Code(f"{p}returned {thing.number}"),
         ), user_id=item.person)]
+    if item.kind in (TREE_CALL, TREE_ESCALATE, TREE_REACHED, TREE_PACED):
+        return _tree_messages(item, config)
     if item.kind == DIGEST:
         needs = open_needs or []
         if not needs:
@@ -392,6 +479,45 @@ def messages_for(item: Due, now: datetime, config: BotConfig,
                                 cmd=Code(f"{p}needs")))
         return [Outgoing(join(lines), room_id=item.room_id)]
     raise ValueError(item.kind)
+
+
+def _tree_messages(item: Due, config: BotConfig) -> list[Outgoing]:
+    assert item.tree is not None
+    alert, calls = item.tree
+    if item.kind == TREE_CALL:
+        return [Outgoing(phone_tree.alert_message(alert.caller, alert.text, config.command_prefix),
+                         user_id=item.person)]
+    if item.kind == TREE_ESCALATE:
+        [call] = calls
+        waited = timedelta(seconds=alert.wait_seconds) * (int(item.offset_key) + 1)
+        if item.person == alert.caller:
+            backup = call.backup if call.backup != alert.caller else None
+            message = phone_tree.caller_message(call.person, backup, waited,
+                                                unreachable=call.dead_at is not None)
+        else:
+            message = phone_tree.backup_message(call.person, alert.caller, alert.text, waited)
+        return [Outgoing(message, user_id=item.person)]
+    if alert.caller is None:
+        return []  # the caller asked to be forgotten
+    first = _first_calls(alert, calls)
+    reached = [at for c in first if (at := c.sent_at) is not None]
+    if item.kind == TREE_REACHED:
+        took = max(reached, default=alert.created_at) - alert.created_at
+        return [Outgoing(phone_tree.reached_message(
+            len(first), took, [c.person for c in first if c.dead_at is not None],
+            len(calls) - len(first)), user_id=alert.caller)]
+    return [Outgoing(phone_tree.paced_message(len(reached), len(first),
+                                              _pace(alert, first, item.at)),
+                     user_id=alert.caller)]
+
+
+async def _record_tree_step(tx: Transaction, item: Due, outbox_id: int) -> None:
+    """What a phone-tree send changes: the call's DM is known by its outbox row, an
+    escalation step is taken."""
+    if item.kind == TREE_CALL:
+        await tx.tree.rung(int(item.ref), outbox_id)
+    elif item.kind == TREE_ESCALATE:
+        await tx.tree.escalated(int(item.ref), int(item.offset_key) + 1)
 
 
 # ---- running it ---------------------------------------------------------------------------------
@@ -438,6 +564,7 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     first, last_key = occurrence_key(window_start), occurrence_key(window_end)
     # Each step is a few milliseconds; other tasks get a turn between them.
     shifts = await tx.shifts.active_near(window_start, window_end)
+    await _expand_rotas(shifts, window_end)
     signups, cancelled = [], set()
     for chunk in range(0, len(shifts), _SHIFTS_PER_READ):
         await asyncio.sleep(0)
@@ -451,22 +578,63 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     await asyncio.sleep(0)
     need_rooms = await tx.posts.rooms_with_open_needs()
     loans = await tx.library.lent()  # what is lent out now, not the history
+    alerts = [(alert, await tx.tree.calls(alert.id))
+              for alert in await tx.tree.open_alerts(now - phone_tree.OPEN_FOR)]
     rooms = {s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
     return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
                     need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
-                    last_run=last_run, loans=loans)
+                    last_run=last_run, loans=loans, alerts=alerts)
 
 
 _SHIFTS_PER_READ = 32  # sign-ups and cancellations read for this many shifts at a time
 _SLICE_SECONDS = 0.002  # the longest the scheduler computes before letting other tasks run
+_DATES_PER_LOOK = 16  # rota dates walked between two looks at the clock
+_DST_SLACK = timedelta(days=3)  # occurrence queries look this far past their end
+
+
+async def _expand_rotas(shifts: list[Shift], until: datetime) -> None:
+    """Walk every active rota's dates up to `until`, letting other tasks run every
+    `_SLICE_SECONDS`.
+
+    A rota's dates are expanded from its first one and remembered (`rota_starts`): the first
+    look after a start walks every rota's whole history, a few milliseconds each (about 100 ms
+    for 85 rotas over half a year), which `compute_due` would do for a rota in one go. Here it is
+    done in slices; afterwards this is a quick pass over remembered dates.
+    """
+    mark = clock.perf_counter()
+    walked = 0
+    for shift in shifts:
+        if not shift.active or shift.when.rrule is None:
+            continue
+        last = until.astimezone(shift.when.zone).replace(tzinfo=None) + _DST_SLACK
+        for start in rota_starts(shift.when):
+            if start > last:
+                break
+            walked += 1
+            if walked % _DATES_PER_LOOK == 0 and clock.perf_counter() - mark > _SLICE_SECONDS:
+                await asyncio.sleep(0)
+                mark = clock.perf_counter()
+
+
+_POSTS_PER_PART = 32
+_ROOMS_PER_PART = 16  # digests: a time zone and the room's settings each
 
 
 def _parts(snap: Snapshot) -> list[Snapshot]:
-    """The snapshot cut into independent parts (one per shift, then posts, loans and digests),
-    so that the pure functions can run a part at a time between other tasks' turns."""
-    rest = replace(snap, shifts=[], posts=[], need_rooms=[], loans=[])
-    return ([replace(rest, shifts=[shift]) for shift in snap.shifts]
-            + [replace(snap, shifts=[])])
+    """The snapshot cut into independent parts (one per shift, then posts, digests, and loans
+    with alerts), so that the pure functions can run a part at a time between other tasks' turns."""
+    # Each shift's part carries only its own sign-ups: a roster looks through all it is given.
+    signups: dict[int, list[Signup]] = {}
+    for signup in snap.signups:
+        signups.setdefault(signup.shift_id, []).append(signup)
+    rest = replace(snap, shifts=[], signups=[], posts=[], need_rooms=[], loans=[], alerts=[])
+    return ([replace(rest, shifts=[shift], signups=signups.get(shift.id, []))
+             for shift in snap.shifts]
+            + [replace(rest, posts=snap.posts[n:n + _POSTS_PER_PART])
+               for n in range(0, len(snap.posts), _POSTS_PER_PART)]
+            + [replace(rest, need_rooms=snap.need_rooms[n:n + _ROOMS_PER_PART])
+               for n in range(0, len(snap.need_rooms), _ROOMS_PER_PART)]
+            + [replace(rest, loans=snap.loans, alerts=snap.alerts)])
 
 
 async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T]:
@@ -523,7 +691,12 @@ class Scheduler:
                                  if not p.private]
                     if item.kind == EXPIRED and item.post is not None:
                         await tx.posts.set_status(item.post, PostStatus.EXPIRED, now)
-                    await tx.delivery.enqueue(messages_for(item, now, self.config, needs), now)
+                    messages = messages_for(item, now, self.config, needs)
+                    if item.tree is not None:
+                        for out in messages:
+                            await _record_tree_step(tx, item, await tx.delivery.enqueue_one(out, now))
+                    else:
+                        await tx.delivery.enqueue(messages, now)
                     log.info("scheduled %s for %s %s sent", item.kind, item.ref, item.occurrence)
                 await tx.delivery.set_meta("scheduler_last_run", now.astimezone(UTC).isoformat())
             self.runs += 1

@@ -270,7 +270,7 @@ COMMAND_MODULES = ("bot.commands", "bot.commands.posts", "bot.commands.relay",
                    "bot.commands.intake", "bot.commands.privacy", "bot.commands.shifts",
                    "bot.commands.settings", "bot.commands.status", "bot.commands.records",
                    "bot.commands.library", "bot.commands.pods", "bot.commands.split",
-                   "bot.commands.front_door")
+                   "bot.commands.front_door", "bot.commands.tree", "bot.commands.reactions")
 
 
 def build_registry(modules: tuple[str, ...] = COMMAND_MODULES) -> Registry:

@@ -165,7 +165,11 @@ def _may_close(ctx: Context, post: Post, status: PostStatus) -> bool:
 @command("claim", help="Say you will fulfil a need or take an offer.", args=(Arg("#id"),),
          examples=("claim 7",))
 async def claim(ctx: Context, rest: str) -> None:
-    post = await _find(ctx, rest)
+    await claim_post(ctx, await _find(ctx, rest))
+
+
+async def claim_post(ctx: Context, post: Post) -> None:
+    """`!claim` of a post found by its number, or by a ✋ on it (bot/commands/reactions.py)."""
     await intake.answer_privately_if_anonymous(ctx, post, _claim(ctx, post))
 
 
@@ -204,7 +208,11 @@ async def _claim(ctx: Context, post: Post) -> None:
 
 
 async def _close(ctx: Context, rest: str, status: PostStatus, hours: str | None = None) -> None:
-    post = await _find(ctx, rest)
+    await close_post(ctx, await _find(ctx, rest), status, hours)
+
+
+async def close_post(ctx: Context, post: Post, status: PostStatus, hours: str | None) -> None:
+    """`!done` or `!cancel` of a post found by its number, or by a ✅ on it."""
     await intake.answer_privately_if_anonymous(ctx, post, _close_post(ctx, post, status, hours))
 
 

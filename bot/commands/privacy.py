@@ -106,25 +106,66 @@ async def forget(ctx: Context) -> None:
 _ERASURES_PER_ROUND = 20  # requests carried out before housekeeping does its other work
 _SLICE_SECONDS = 0.002  # the longest an erasure renders its notices before yielding
 _ENQUEUE_SLICE = 100  # messages queued per statement batch (each one a trip to the thread)
+_WALK_ROWS = 2000  # rowids per step of the walk: one short bulk transaction each
 
 
 async def carry_out_erasures(storage: Storage, clock: Callable[[], datetime]) -> int:
-    """Carry out waiting !forgetme requests, each in one bulk transaction with its answer (the
-    summary, the room notices and the redactions, all through the outbox); how many."""
+    """Carry out waiting !forgetme requests (`_carry_out`); how many."""
     done = 0
     while done < _ERASURES_PER_ROUND:
-        now = clock()
-        async with storage.transaction(bulk=True) as tx:
+        async with storage.transaction() as tx:  # one index lookup
             request = await tx.privacy.next_erasure()
-            if request is None:
-                break
-            await tx.privacy.end_erasure(request.person)  # first: forgetting walks every table
-            out = await _erase(tx, request, now)
-            # Thousands of notices and redactions for a heavy user: queued a slice at a time.
-            for start in range(0, len(out), _ENQUEUE_SLICE):
-                await tx.delivery.enqueue(out[start:start + _ENQUEUE_SLICE], now)
+        if request is None:
+            break
+        await _carry_out(storage, request, clock)
         done += 1
     return done
+
+
+async def _carry_out(storage: Storage, request: ErasureRequest,
+                     clock: Callable[[], datetime]) -> None:
+    """One erasure, in steps of one short bulk transaction each, so that commands, deliveries
+    and the scheduler have the storage between them (as one transaction it held the storage
+    lock for seconds at 100,000 posts):
+
+    1. the columns made for people (`forget_person`, the library), with the room notices and
+       redactions that follow from them;
+    2. the walk of every text column of every other table, `_WALK_ROWS` rowids a step;
+    3. the summary, queued in the transaction that ends the request.
+
+    The request stays recorded until the last step, and every step is safe to repeat, so an
+    erasure cut short (a crash, a restart) is carried out again from the start and finishes:
+    what was erased already is simply not found again. Only the summary's figures then count
+    what the second run found.
+    """
+    person = request.person
+    async with storage.transaction(bulk=True) as tx:
+        now = clock()
+        counts, withdrawn, reopened, redacting, out = await _erase_known_columns(tx, request, now)
+        for start in range(0, len(out), _ENQUEUE_SLICE):
+            await tx.delivery.enqueue(out[start:start + _ENQUEUE_SLICE], now)
+    async with storage.transaction() as tx:  # the schema: a few small reads
+        tables = await tx.privacy.tables_to_walk()
+    for table, columns in sorted(tables.items()):
+        async with storage.transaction() as tx:  # two index lookups
+            low, high = await tx.privacy.rowid_span(table)
+        for start in range(low, high + 1, _WALK_ROWS):
+            async with storage.transaction(bulk=True) as tx:
+                changed = await tx.privacy.forget_in_rows(person, table, columns, start,
+                                                          start + _WALK_ROWS)
+            if changed:
+                counts[table] = counts.get(table, 0) + changed
+            await asyncio.sleep(0)  # let waiting commands take the lock between steps
+    parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
+    erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
+    summary = (f"Done. I erased: {erased}. I withdrew {withdrawn} open post(s), reopened "
+               f"{reopened} request(s) you were helping with, and am deleting "
+               f"{redacting} of my messages that named you. Goodbye, and thank you.")
+    async with storage.transaction(bulk=True) as tx:
+        await tx.privacy.end_erasure(person)
+        await tx.delivery.enqueue(
+            [Outgoing(_text(summary), room_id=request.room_id, reply_to=request.reply_to)],
+            clock())
 
 
 async def _yield_after_slice(mark: float) -> float:
@@ -136,14 +177,19 @@ async def _yield_after_slice(mark: float) -> float:
     return time.perf_counter()
 
 
-async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> list[Outgoing]:
+async def _erase_known_columns(tx: Transaction, request: ErasureRequest, now: datetime,
+                               ) -> tuple[dict[str, int], int, int, int, list[Outgoing]]:
+    """Step 1 of `_carry_out`: (rows changed per table, posts withdrawn, requests reopened,
+    messages to redact, the notices and redactions to queue)."""
     person = request.person
     withdrawn = await tx.posts.list(author=person, statuses=(PostStatus.OPEN, PostStatus.CLAIMED),
                                     limit=10_000)
     reopened = await tx.posts.claimed_by(person)
     to_redact = await tx.privacy.bot_messages_about(person)
-    # Items and loans first: the generic pass in forget_person would only blank the names.
+    # Items and loans first: the walk would only blank the names.
     counts = await tx.library.forget(person, now)
+    for table, n in (await tx.tree.forget(person)).items():
+        counts[table] = counts.get(table, 0) + n
     for table, n in (await tx.privacy.forget_person(person, now)).items():
         counts[table] = counts.get(table, 0) + n
     out = []
@@ -163,13 +209,7 @@ async def _erase(tx: Transaction, request: ErasureRequest, now: datetime) -> lis
     for sent in dict.fromkeys(to_redact):
         out.append(Outgoing(render(""), room_id=sent.room_id, redacts=sent.event_id))
         mark = await _yield_after_slice(mark)
-    parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
-    erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
-    summary = (f"Done. I erased: {erased}. I withdrew {len(withdrawn)} open post(s), reopened "
-               f"{len(reopened)} request(s) you were helping with, and am deleting "
-               f"{len(to_redact)} of my messages that named you. Goodbye, and thank you.")
-    out.append(Outgoing(_text(summary), room_id=request.room_id, reply_to=request.reply_to))
-    return out
+    return counts, len(withdrawn), len(reopened), len(to_redact), out
 
 
 async def sweep(storage: Storage, config: BotConfig, now: datetime) -> int:

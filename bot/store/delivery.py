@@ -204,6 +204,11 @@ class DeliveryArea(Area):
             rows,
         )
 
+    async def enqueue_one(self, out: Outgoing, now: datetime) -> int:
+        """Queue one message and return its outbox id (to find its event id once sent)."""
+        await self.enqueue([out], now)
+        return (await self._tx.fetchone("SELECT last_insert_rowid()"))[0]
+
     async def pending_destinations(self) -> list[str]:
         """Destinations with messages waiting, the one waiting longest first."""
         rows = await self._tx.fetchall(
@@ -270,6 +275,12 @@ class DeliveryArea(Area):
             "AND room_id IS NOT NULL", (event_id,),
         )
         return [SentMessage(r["room_id"], r["event_id"]) for r in rows]
+
+    async def replied_to(self, room_id: str, event_id: str) -> str | None:
+        """The event the bot's message `event_id` in the room answered, if it was a reply."""
+        row = await self._tx.fetchone(
+            "SELECT reply_to FROM outbox WHERE event_id = ? AND room_id = ?", (event_id, room_id))
+        return row["reply_to"] if row else None
 
     # ---- direct-message rooms ----------------------------------------------------------------
 

@@ -358,4 +358,42 @@ MIGRATIONS: list[Migration] = [
         );
         CREATE INDEX blocks_created ON blocks (created_at);
 """),
+    # Phone trees (issue 12): who may be called and when, alerts and each person's call. A
+    # call's DM is an outbox row (`outbox_id`), so a 👍 on it, or on any bot message, is found by
+    # the event id the outbox keeps.
+    Migration("phone trees and alerts", """
+        CREATE TABLE tree_members (
+            room_id TEXT NOT NULL,
+            person TEXT NOT NULL,
+            hours TEXT,
+            backup TEXT,
+            joined_at TEXT NOT NULL,
+            PRIMARY KEY (room_id, person)
+        );
+        CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            room_id TEXT NOT NULL,
+            caller TEXT,
+            text TEXT,
+            urgent INTEGER NOT NULL,
+            wait_seconds INTEGER NOT NULL,
+            event_id TEXT,
+            created_at TEXT NOT NULL,
+            closed_at TEXT
+        );
+        CREATE INDEX alerts_open ON alerts (room_id, id) WHERE closed_at IS NULL;
+        CREATE TABLE alert_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            alert_id INTEGER NOT NULL REFERENCES alerts (id),
+            person TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            outbox_id INTEGER,
+            escalated INTEGER NOT NULL DEFAULT 0,
+            confirmed_at TEXT,
+            UNIQUE (alert_id, person)
+        );
+        CREATE INDEX alert_calls_person ON alert_calls (person) WHERE confirmed_at IS NULL;
+        CREATE INDEX alert_calls_outbox ON alert_calls (outbox_id);
+        CREATE INDEX outbox_event ON outbox (event_id) WHERE event_id IS NOT NULL;
+"""),
 ]

@@ -152,6 +152,6 @@ def test_each_registry_is_its_own_instance():
     first, second = build_registry(), build_registry()
     assert first.by_word.keys() == second.by_word.keys() and first is not second
     assert [h.__name__ for h in first.direct_hooks] == [
-        "ignore_blocked", "on_owner_answer", "relay_direct", "on_direct"]
+        "ignore_blocked", "on_confirmation", "on_owner_answer", "relay_direct", "on_direct"]
     first.by_word.clear()
     assert "need" in second.by_word

@@ -62,6 +62,16 @@ async def test_needs_lists_open_needs_and_filters_by_category(pod):
     assert "No open offers" in body
 
 
+async def test_a_listing_shows_urgency_set_apart_in_formatted_text_as_in_plain_text(pod):
+    await pod.say(ALICE, "!need groceries urgent")
+    await pod.say(BOB, "!need ride to clinic")
+    [listing] = [o.message for o in await pod.say(CAROL, "!needs")]
+    assert "food · urgent · groceries urgent" in listing.body
+    # The formatted line once read "food· urgent": the space was lost on the way to HTML.
+    assert "food · urgent · groceries urgent" in listing.html
+    assert "transport · ride to clinic" in listing.html
+
+
 async def test_claim_then_done_changes_status_and_tells_both(pod):
     await pod.say(ALICE, "!need groceries")
     sent = await pod.say(BOB, "!claim #1")

@@ -6,11 +6,14 @@ import logging
 import stat
 from datetime import UTC, datetime
 
+import pytest
+
 from bot import retention
 from bot.commands.privacy import sweep
 from bot.logs import SecretFilter
 from bot.models import PostStatus
 from bot.storage import Storage
+from bot.store.privacy import PrivacyArea
 
 from .conftest import ALICE, BOB, CAROL, DM, POD, SECRET
 
@@ -68,6 +71,41 @@ async def test_forgetme_walks_tables_it_does_not_know(pod_rooms):
     await dm(pod, "!forgetme")
     await dm(pod, "yes")
     assert await mentioning(pod, ALICE) == {}
+
+
+class Crash(Exception):
+    """The bot stopping in the middle of an erasure."""
+
+
+async def test_an_erasure_cut_short_is_carried_out_again_and_finishes(pod_rooms, monkeypatch):
+    pod = pod_rooms
+    await pod.say(ALICE, "!need groceries for two")
+    await pod.say(BOB, "!need ride to clinic")
+    await pod.say(ALICE, "!claim 2")
+    async with pod.storage.transaction() as tx:
+        await tx.execute("CREATE TABLE zz_later (id INTEGER PRIMARY KEY, note TEXT)")
+        await tx.execute("INSERT INTO zz_later (note) VALUES (?)", (f"ask {ALICE}",))
+    walk = PrivacyArea.forget_in_rows
+
+    async def stops_before_the_last_table(self, user_id, table, *args):
+        if table == "zz_later":
+            raise Crash
+        return await walk(self, user_id, table, *args)
+
+    monkeypatch.setattr(PrivacyArea, "forget_in_rows", stops_before_the_last_table)
+    await dm(pod, "!forgetme")
+    before = len(pod.transport.sent)
+    with pytest.raises(Crash):
+        await dm(pod, "yes")
+    assert (await mentioning(pod, ALICE)).keys() == {"zz_later", "erasures"}  # still to do
+
+    monkeypatch.setattr(PrivacyArea, "forget_in_rows", walk)
+    await pod.settle()  # the next round of housekeeping, or the first after a restart
+    assert await mentioning(pod, ALICE) == {}
+    said = [o.message.body for o in pod.transport.sent[before:]]
+    assert sum(body.startswith("Done. I erased") for body in said) == 1
+    # What the first attempt queued goes out once: the second finds nothing left to announce.
+    assert said.count("**#1** was withdrawn.") == 1 and said.count("**#2** is open again.") == 1
 
 
 async def test_forgetme_needs_confirmation_and_a_dm(pod_rooms):
