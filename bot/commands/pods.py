@@ -45,9 +45,7 @@ room_settings.register(room_settings.Setting(
 
 async def pod_profile(ctx: Context, room_id: str | None = None) -> pods.PodProfile:
     room = room_id or ctx.room_id
-    stored = await ctx.tx.settings.room(room)
-    named = {key: value for key, value in stored.items() if value != pods.NONE}
-    return pods.profile(room, named, ctx.config)
+    return pods.profile(room, await ctx.tx.settings.room(room), ctx.config)
 
 
 def pod_members(ctx: Context, room_id: str | None = None) -> list[str]:
