@@ -56,6 +56,8 @@ bench: $(VENV)/.installed $(SYNAPSE_VENV)/.installed
 	$(VENV)/bin/python bench/report.py
 	$(VENV)/bin/python bench/looplag.py
 	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/roundtrip.py
+	MAB_SYNAPSE_PYTHON=$(CURDIR)/$(SYNAPSE_VENV)/bin/python $(VENV)/bin/python bench/manyrooms.py \
+		--workdir .cache/manyrooms
 
 # Refresh the pinned versions after changing dependencies in pyproject.toml (needs the network).
 lock: $(VENV)/.installed

@@ -90,9 +90,9 @@ class Client:
         assert isinstance(response, SyncResponse), response
         await self.housekeeping()
 
-    def listen(self, bot_id: str) -> None:
+    def listen(self, *bot_ids: str) -> None:
         async def on_message(room: Any, event: RoomMessage) -> None:
-            if event.sender != bot_id:
+            if event.sender not in bot_ids:
                 return
             relates = event.source.get("content", {}).get("m.relates_to") or {}
             target = (relates.get("m.in_reply_to") or {}).get("event_id")
@@ -145,26 +145,42 @@ class Client:
         await self.client.close()
 
 
-async def start_process(kind: str, synapse: Synapse, work: Path) -> tuple[asyncio.subprocess.Process, str]:
+READY = {"echo": "echo bot ready", "bot": "first sync complete"}
+
+
+async def start_process(kind: str, synapse: Synapse, work: Path,
+                        localpart: str | None = None) -> tuple[asyncio.subprocess.Process, str]:
+    """Register (or re-password) the account, start the bot and wait until it has synced."""
+    user_id, password = await synapse.register(localpart or f"{kind}-bench")
+    proc = await launch(kind, synapse, work, user_id, password)
+    await wait_ready(kind, proc, work)
+    return proc, user_id
+
+
+async def launch(kind: str, synapse: Synapse, work: Path, user_id: str,
+                 password: str) -> asyncio.subprocess.Process:
+    """Start the echo bot or mutual-aid-bot (through its CLI) as `user_id`; its log is out.log."""
     work.mkdir(parents=True, exist_ok=True)
-    user_id, password = await synapse.register(f"{kind}-bench")
     log = open(work / "out.log", "wb")  # noqa: SIM115, ASYNC230 - handed to the child
     if kind == "echo":
         args = [str(ROOT / "bench" / "echo_bot.py"), synapse.base_url, user_id, password,
                 str(work / "store")]
-        ready = "echo bot ready"
         (work / "store").mkdir(exist_ok=True)
     else:
         config = write_bot_config(work, synapse.base_url, synapse.server_name, user_id, password)
         args = ["-m", "bot", "run", "--config", str(config)]
-        ready = "first sync complete"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=log,
                                                 stderr=asyncio.subprocess.STDOUT, cwd=work, env=env)
     log.close()
-    for _ in range(600):
-        if ready in (work / "out.log").read_text(errors="replace"):
-            return proc, user_id
+    return proc
+
+
+async def wait_ready(kind: str, proc: asyncio.subprocess.Process, work: Path,
+                     timeout: float = 60) -> None:  # noqa: ASYNC109
+    for _ in range(int(timeout * 10)):
+        if READY[kind] in (work / "out.log").read_text(errors="replace"):
+            return
         if proc.returncode is not None:
             break
         await asyncio.sleep(0.1)

@@ -776,6 +776,19 @@ class Synapse:
                     raise SynapseError(f"creating a registration token failed: HTTP {resp.status} {body}")
                 return body["token"]
 
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        """The rooms `user_id` has joined, as the admin API lists them (no login as them)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            token = await self._admin_token(http)
+            async with http.get(
+                f"{self.base_url}/_synapse/admin/v1/users/{quote(user_id, safe='')}/joined_rooms",
+                headers={"Authorization": f"Bearer {token}"},
+            ) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise SynapseError(f"listing the rooms of {user_id} failed: HTTP {resp.status} {body}")
+                return body["joined_rooms"]
+
     async def exempt_from_rate_limits(self, user_id: str, exempt: bool = True) -> None:
         """Lift the message rate limit for one account, as a homeserver admin would for the bot
         (README: "Rate limits"): `messages_per_second` 0 means unlimited. `exempt=False`

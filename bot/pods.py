@@ -91,8 +91,9 @@ def configured_name(room_id: str, config: BotConfig) -> str | None:
 
 def profile(room_id: str, stored: dict[str, str], config: BotConfig) -> PodProfile:
     """The pod of `room_id` from its stored settings, the config's `[[pods]]` name as a fallback."""
-    chosen = stored.get("pod_name")
-    name = (chosen if chosen and chosen != NONE else None) or configured_name(room_id, config)
+    name = stored.get("pod_name")
+    if not name or name == NONE:
+        name = configured_name(room_id, config)
     return PodProfile(room_id, name, stored_zones(stored.get("zones")))
 
 

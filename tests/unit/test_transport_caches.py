@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import os
 from datetime import UTC, datetime
 from itertools import count
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import ValidationError
 from nio import Event, RoomMessageText
 from nio.schemas import Schemas
@@ -185,6 +188,108 @@ def test_cached_validation_matches_nio(schema, instance):
     expected = outcome(NIO_VALIDATE_JSON, instance)  # nio's live function
     assert outcome(cached_validate_json, instance) == expected
     assert outcome(cached_validate_json, instance) == expected  # and again, from the cache
+
+
+# Events as a homeserver sends them, one per common schema, for the fast check to be tried on
+# as they are and changed at one place.
+_SEEDS = [
+    {"type": "m.room.member", "state_key": ALICE, "sender": ALICE, "event_id": "$m",
+     "origin_server_ts": 1, "content": {"membership": "join", "displayname": "Alice"},
+     "unsigned": {"age": 5}},
+    {"type": "m.room.create", "state_key": "", "sender": ALICE, "event_id": "$c",
+     "origin_server_ts": 1, "content": {"creator": ALICE, "room_version": "10"}},
+    {"type": "m.room.power_levels", "state_key": "", "sender": ALICE, "event_id": "$p",
+     "origin_server_ts": 1, "content": {"users": {ALICE: 100}, "users_default": 0,
+                                        "events": {"m.room.name": 50}, "ban": 50}},
+    {"type": "m.room.encryption", "state_key": "", "sender": ALICE, "event_id": "$e",
+     "origin_server_ts": 1, "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+    {"type": "m.room.name", "state_key": "", "sender": ALICE, "event_id": "$n",
+     "origin_server_ts": 1, "content": {"name": "Elm Street"}},
+    {"type": "m.room.history_visibility", "state_key": "", "sender": ALICE, "event_id": "$h",
+     "origin_server_ts": 1, "content": {"history_visibility": "shared"}},
+    {"type": "m.room.encrypted", "sender": ALICE, "event_id": "$x", "origin_server_ts": 1,
+     "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AAAA", "sender_key": "k",
+                 "device_id": "D", "session_id": "s"}},
+    {"type": "m.reaction", "sender": ALICE, "event_id": "$r", "origin_server_ts": 1,
+     "content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$x", "key": "👍"}}},
+    _EVENT,
+    {"next_batch": "s1", "rooms": {"join": {POD: {"timeline": {"events": [], "limited": False},
+                                                 "state": {"events": []}}}},
+     "device_one_time_keys_count": {"signed_curve25519": 50},
+     "device_lists": {"changed": [ALICE], "left": []}, "to_device": {"events": []}},
+]
+# Every schema of nio's, and more often the ones the seeds are written for (so that the fast
+# check's "valid" is tried as often as its "cannot tell").
+_SCHEMAS = st.sampled_from(sorted(name for name in vars(Schemas) if not name.startswith("_"))) | \
+    st.sampled_from(["room_event", "room_membership", "room_create", "room_power_levels",
+                     "room_encryption", "room_name", "room_history_visibility",
+                     "room_megolm_encrypted", "reaction", "room_message_text", "sync"])
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.floats(-2, 2)
+    | st.sampled_from(["", "join", "leave", ALICE, "alice", POD, "$x", "m.text", "m.room.member",
+                       "m.megolm.v1.aes-sha2", "curve25519:AAAA", "https://x.example"]),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["membership", "body", "msgtype", "type", "content",
+                                       "state_key", "users", "events", "key", "url"]),
+                      inner, max_size=3),
+    max_leaves=6)
+
+
+def _outcome(validate, schema, instance):
+    instance = copy.deepcopy(instance)
+    try:
+        validate(instance, schema)
+    except ValidationError as exc:
+        return ("invalid", exc.message, list(exc.absolute_path)), instance
+    except Exception as exc:  # noqa: BLE001 - nio's own validator raises some; so must we
+        return ("raised", type(exc).__name__), instance
+    return ("valid",), instance  # with any defaults nio's validator filled in
+
+
+@given(seed=st.sampled_from(_SEEDS), schema_name=_SCHEMAS,
+       path=st.lists(st.integers(0, 20), max_size=3), change=st.sampled_from(["keep", "set", "drop"]),
+       value=_VALUES)
+@settings(max_examples=int(os.environ.get("MAB_HYPOTHESIS_EXAMPLES", "1000")) // 2, deadline=None)
+def test_the_fast_check_gives_nio_s_outcome_on_changed_events(seed, schema_name, path, change,
+                                                                 value):
+    instance = copy.deepcopy(seed)
+    holder, key = None, None
+    node = instance
+    for step in path:  # walk to one place in the event: that place is changed
+        if isinstance(node, dict) and node:
+            holder, key = node, sorted(node)[step % len(node)]
+        elif isinstance(node, list) and node:
+            holder, key = node, step % len(node)
+        else:
+            break
+        node = holder[key]
+    if holder is not None and change == "set":
+        holder[key] = value
+    elif holder is not None and change == "drop":
+        del holder[key]
+    schema = getattr(Schemas, schema_name)
+    assert _outcome(cached_validate_json, schema, instance) == _outcome(NIO_VALIDATE_JSON, schema,
+                                                                        instance)
+
+
+@pytest.mark.parametrize(("seed", "schema_name"), list(zip(_SEEDS, [
+    "room_membership", "room_create", "room_power_levels", "room_encryption", "room_name",
+    "room_history_visibility", "room_megolm_encrypted", "reaction", "room_message_text", "sync"],
+    strict=True)))
+def test_the_fast_check_vouches_for_ordinary_events(seed, schema_name):
+    """What it is for: the events of a sync pass without jsonschema's walk."""
+    event = copy.deepcopy(seed)
+    if schema_name != "sync":
+        assert nio_tuning.compile_fast_check(Schemas.room_event)(event, [])
+    assert nio_tuning.compile_fast_check(getattr(Schemas, schema_name))(event, [])
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, 1, -1, 1.0, 1.5, "", "x", [], {}, [1], {"a": 1}])
+def test_draft4_types_are_jsonschema_s(value):
+    from nio.schemas import Validator
+
+    for name, check in nio_tuning.DRAFT4_TYPES.items():
+        assert check(value) == Validator.TYPE_CHECKER.is_type(value, name), (name, value)
 
 
 def test_install_points_nio_at_the_cached_validator():
