@@ -376,6 +376,7 @@ class MatrixTransport:
         items += await self._retry_undecryptable()
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
+        self._retry_rooms_now_joined()
         if client.outgoing_to_device_messages:
             await client.send_to_device_messages()
 
@@ -807,7 +808,8 @@ class MatrixTransport:
     async def _wait_for_room(self, room_id: str) -> None:
         """A room the bot just created is usable once a sync has told nio about it, and (since
         a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
-        never send in clear, and never share the room key before the invitees are members.
+        never send in clear, and never share the room key before the invitees are members (or,
+        in a room for one or two people, before they have joined: `_not_joined`).
 
         A room the bot is not in and is not creating (it left, was removed, or the room is
         gone, found after a restart) will never be usable: that is a permanent failure.
@@ -831,7 +833,31 @@ class MatrixTransport:
                 break
         if unready():
             raise DeliveryError(f"room {room_id} not known (as encrypted) yet")
+        if self._not_joined(room_id):
+            # Not waited for here: a sync showing them joined retries this destination at once.
+            raise DeliveryError(f"waiting for the people invited to room {room_id} to join")
         self._being_created.pop(room_id, None)
+
+    def _not_joined(self, room_id: str) -> set[str]:
+        """Who a room made for one or two people (a direct chat, an introduction) still waits for.
+
+        A message sent there before they join is encrypted for the devices the bot knows then:
+        someone whose homeserver was unreachable until just now would never get its key. A room
+        for more people (a new pod) is announced to whoever is there.
+        """
+        invitees = self._being_created.get(room_id, set())
+        room = self.client.rooms.get(room_id)
+        if room is None or not invitees or len(invitees) > 2:
+            return set()
+        return invitees - (set(room.users) - set(room.invited_users))
+
+    def _retry_rooms_now_joined(self) -> None:
+        assert self.app is not None
+        for room_id, invitees in self._being_created.items():
+            if room_id in self.client.rooms and not self._not_joined(room_id):
+                self.app.retry_now(room_id)
+                for person in invitees:
+                    self.app.retry_now(f"person:{person}")
 
     def power_level(self, room_id: str, user_id: str) -> int:
         room = self.client.rooms.get(room_id) if self.client else None
