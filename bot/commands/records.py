@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from bot import reports, room_settings
+from bot import pods, reports, room_settings
 from bot.commands import Arg, UsageError, command, intake, is_coordinator
 from bot.context import Attachment, Context, Outgoing
 from bot.formatting import Code, join, render
@@ -115,8 +115,12 @@ async def report(ctx: Context, rest: str) -> None:
                         export=Code(f"{ctx.config.command_prefix}export csv"))
         return
     period = _period(rest)
-    await ctx.tx.records.request_report("report", ctx.room_id, period, ctx.room_id,
-                                         ctx.event_id, ctx.now)
+    # In a network room each bot answers for its own pods there, one report a pod: the pods'
+    # masked numbers, never rows about people.
+    linked = [link.pod_room for link in await ctx.tx.network.pods_in(ctx.room_id)]
+    for pod_room in linked or [ctx.room_id]:
+        await ctx.tx.records.request_report("report", pod_room, period, ctx.room_id,
+                                             ctx.event_id, ctx.now)
     _kick(ctx)
 
 
@@ -233,11 +237,15 @@ async def draw_chart(report: reports.Report, minimum: int) -> bytes:
 
 
 async def build_answer(kind: str, rows: ReportRows, period: str, pod_room: str, now: datetime,
-                       minimum: int, timebank: bool, reply_room: str, reply_to: str) -> Outgoing:
+                       minimum: int, timebank: bool, reply_room: str, reply_to: str,
+                       pod_name: str | None = None) -> Outgoing:
     """The answer to a request. Counting is small (the rows are already grouped); the chart is
-    drawn in another process."""
+    drawn in another process. `pod_name` heads a report answered outside its pod (a network
+    room, where several pods answer)."""
     report = reports.aggregate(rows, period, now)
     lines = reports.text_lines(report, minimum, timebank)
+    if pod_name is not None:
+        lines.insert(0, f"{pod_name} pod")
     caption = join([render("{line}", line=line) for line in lines])
     if kind == "csv":
         data = reports.csv_bytes(report, pod_room, minimum)
@@ -308,9 +316,11 @@ class ReportRunner:
                 request.pod_room, reports.period_start(request.period, now), now)
         minimum = int(room_settings.value(SETTING_REPORT_MINIMUM, stored, app.config))
         timebank = room_settings.is_on(room_settings.value(SETTING_TIMEBANK, stored, app.config))
+        pod_name = ((pods.profile(request.pod_room, stored, app.config).name or "An unnamed")
+                    if request.reply_room != request.pod_room and request.kind == "report" else None)
         out = await build_answer(
             request.kind, rows, request.period, request.pod_room, now, minimum,
-            timebank, request.reply_room, request.reply_to)
+            timebank, request.reply_room, request.reply_to, pod_name)
         async with app.storage.transaction() as tx:
             if await tx.records.finish_report_request(request.id):
                 await tx.delivery.enqueue([out], now)

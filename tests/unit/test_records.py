@@ -343,3 +343,32 @@ async def test_the_ledger_names_nobody_and_records_the_times(coord):
     assert (row["category"], row["urgency"], row["room_id"]) == ("food", 2, POD)
     assert row["match_seconds"] == 3 * 3600 and row["fulfil_seconds"] == 5 * 3600
     assert not any(isinstance(v, str) and "@" in v for v in dict(row).values())
+
+
+# ---- network rooms --------------------------------------------------------------------------------
+
+
+async def test_a_report_in_a_network_room_answers_pod_by_pod_for_this_bots_pods(coord):
+    pod = coord
+    network = "!network:test"
+    pod.transport.rooms[network] = [COORD]
+    await pod.say(COORD, "!pod name Elm Street")
+    await busy_pod(pod)
+    await pod.say(BOB, "!need soup", room=POD2)
+    async with pod.storage.transaction() as tx:
+        await tx.network.link(POD, network, "#city:test", pod.clock())
+        await tx.network.link(POD2, network, "#city:test", pod.clock())
+    before = len(pod.transport.sent)
+    await pod.say(COORD, "!report", room=network)
+    await runner_for(pod.app).idle()
+    await pod.app.run_until_idle()
+    answers = [o for o in pod.transport.sent[before:] if o.attachment is not None]
+    assert [o.room_id for o in answers] == [network, network]
+    titles = sorted(o.message.body.splitlines()[0] for o in answers)
+    assert titles == ["An unnamed pod", "Elm Street pod"]
+    elm = next(o for o in answers if o.message.body.startswith("Elm Street pod"))
+    now = pod.clock()
+    plotted = json.loads(png_facts(elm.attachment.data)[2]["Description"])
+    assert plotted == masked(recompute(pod.storage.path, POD, now - timedelta(days=30), now))
+    for answer in answers:
+        assert ALICE not in answer.message.body and BOB not in answer.message.body
