@@ -809,7 +809,7 @@ class MatrixTransport:
         """A room the bot just created is usable once a sync has told nio about it, and (since
         a sync can show a room half-created) once nio knows it is encrypted and sees the invites:
         never send in clear, and never share the room key before the invitees are members (or,
-        in a room for one or two people, before they have joined: `_not_joined`).
+        in a direct chat, before the person has joined: `_not_joined`).
 
         A room the bot is not in and is not creating (it left, was removed, or the room is
         gone, found after a restart) will never be usable: that is a permanent failure.
@@ -835,19 +835,19 @@ class MatrixTransport:
             raise DeliveryError(f"room {room_id} not known (as encrypted) yet")
         if self._not_joined(room_id):
             # Not waited for here: a sync showing them joined retries this destination at once.
-            raise DeliveryError(f"waiting for the people invited to room {room_id} to join")
+            raise DeliveryError(f"waiting for the person invited to room {room_id} to join")
         self._being_created.pop(room_id, None)
 
     def _not_joined(self, room_id: str) -> set[str]:
-        """Who a room made for one or two people (a direct chat, an introduction) still waits for.
+        """The person a direct chat the bot made still waits for, until they have joined.
 
         A message sent there before they join is encrypted for the devices the bot knows then:
         someone whose homeserver was unreachable until just now would never get its key. A room
-        for more people (a new pod) is announced to whoever is there.
+        for several people (an introduction, a new pod) is not held back for the last of them.
         """
         invitees = self._being_created.get(room_id, set())
         room = self.client.rooms.get(room_id)
-        if room is None or not invitees or len(invitees) > 2:
+        if room is None or len(invitees) != 1:
             return set()
         return invitees - (set(room.users) - set(room.invited_users))
 
