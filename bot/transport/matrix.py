@@ -376,7 +376,7 @@ class MatrixTransport:
         items += await self._retry_undecryptable()
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
-        self._retry_rooms_now_joined()
+        self._retry_direct_chats_now_joined()
         if client.outgoing_to_device_messages:
             await client.send_to_device_messages()
 
@@ -851,13 +851,14 @@ class MatrixTransport:
             return set()
         return invitees - (set(room.users) - set(room.invited_users))
 
-    def _retry_rooms_now_joined(self) -> None:
+    def _retry_direct_chats_now_joined(self) -> None:
+        """A direct chat whose person has just joined: its held messages go at once."""
         assert self.app is not None
         for room_id, invitees in self._being_created.items():
-            if room_id in self.client.rooms and not self._not_joined(room_id):
-                self.app.retry_now(room_id)
-                for person in invitees:
-                    self.app.retry_now(f"person:{person}")
+            if (len(invitees) == 1 and room_id in self.client.rooms
+                    and not self._not_joined(room_id)):
+                (person,) = invitees
+                self.app.retry_now(f"person:{person}")
 
     def power_level(self, room_id: str, user_id: str) -> int:
         room = self.client.rooms.get(room_id) if self.client else None
