@@ -115,7 +115,7 @@ class Runtime:
 
     async def serve(self) -> int:
         """Start, run until `stop()` (or SIGTERM/SIGINT) or a transport fails, and close.
-        0 when stopped, 3 when a transport could not go on."""
+        0 when stopped, 3 when a transport could not go on, 1 when stopping itself failed."""
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
         for sig in signals:
@@ -135,7 +135,10 @@ class Runtime:
             log.error("%s", exc)
             exit_code = 3
         finally:
-            await self.close()
+            try:
+                await self.close()
+            except Exception:
+                exit_code = exit_code or 1  # what failed was logged by close()
             for sig in signals:
                 loop.remove_signal_handler(sig)
         log.info("stopped")
@@ -143,9 +146,25 @@ class Runtime:
 
     async def close(self) -> None:
         """Stop everything, the transports last: the app's final delivery still goes out through
-        them (what they receive meanwhile is refused and comes again on the next start)."""
-        await self.scheduler.shutdown()
-        await self.reports.shutdown()
+        them (what they receive meanwhile is refused and comes again on the next start). A step
+        that fails is logged and the rest still run: a database left open kept its thread, and
+        the process, alive after the bot had stopped."""
+        steps = [("the scheduler", self.scheduler.shutdown), ("reports", self.reports.shutdown),
+                 ("housekeeping", self._stop_background), ("the app", self.app.stop),
+                 *((f"the {t.network} transport", t.close) for t in self.transports),
+                 ("the transports' loops", self._stop_loops), ("the database", self.storage.close),
+                 ("metrics", self._stop_metrics)]
+        failures: list[Exception] = []
+        for what, step in steps:
+            try:
+                await step()
+            except Exception as exc:
+                log.error("stopping %s failed: %s", what, exc)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+
+    async def _stop_background(self) -> None:
         if self._ready_task is not None:
             self._ready_task.cancel()
             await asyncio.gather(self._ready_task, return_exceptions=True)
@@ -154,14 +173,14 @@ class Runtime:
         self._housekeeping_stop.set()
         if self._housekeeping is not None:
             await asyncio.gather(self._housekeeping, return_exceptions=True)
-        await self.app.stop()
-        for transport in self.transports:
-            await transport.close()
+
+    async def _stop_loops(self) -> None:
         for task in self._loops:
             task.cancel()  # a loop that ended after close() is not affected
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops.clear()
-        await self.storage.close()
+
+    async def _stop_metrics(self) -> None:
         if self._started:
             await self.app.metrics.stop_server()
 

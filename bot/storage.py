@@ -240,7 +240,7 @@ class Storage:
             self._holder = task
             try:
                 if bulk:
-                    await self._thread.execute("BEGIN IMMEDIATE")
+                    await self._begin_bulk()
                     tx = Transaction(None, self._thread)
                 else:
                     await self._begin_inline()
@@ -268,11 +268,31 @@ class Storage:
             self._checkpoint = asyncio.create_task(asyncio.to_thread(_checkpoint, self._path),
                                                    name="database checkpoint")
 
+    async def _begin_bulk(self) -> None:
+        try:
+            await self._thread.execute("BEGIN IMMEDIATE")
+        except asyncio.CancelledError:
+            # The thread runs the BEGIN all the same: without a ROLLBACK queued behind it, its
+            # write lock outlived the cancelled task and locked every other writer out.
+            await self._rollback_bulk()
+            raise
+
+    async def _rollback_bulk(self) -> None:
+        try:
+            await self._thread.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            # A BEGIN that failed, or a COMMIT that the thread finished after its task was
+            # cancelled, left nothing to roll back.
+            if "no transaction is active" not in str(exc):
+                raise
+
     async def _end(self, bulk: bool, statement: str) -> None:
-        if bulk:
-            await self._thread.execute(statement)
-        else:
+        if not bulk:
             self._inline.execute(statement)
+        elif statement == "ROLLBACK":
+            await self._rollback_bulk()
+        else:
+            await self._thread.execute(statement)
 
     async def _begin_inline(self) -> None:
         """Take the write lock, waiting (without blocking the loop) while another process has it."""

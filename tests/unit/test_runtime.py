@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.config import BotConfig
 from bot.logs import SecretFilter
 from bot.messages import FatalTransportError
 from bot.runtime import Runtime
+from bot.storage import StorageUsageError
 
 from .conftest import FakeTransport
 
@@ -68,3 +71,22 @@ async def test_a_transport_that_cannot_go_on_stops_the_bot_with_exit_code_3(tmp_
     assert await asyncio.wait_for(runtime.serve(), 120) == 3
     assert "does not serve the account" in caplog.text
     assert healthy.closed
+
+
+async def test_a_failing_step_while_stopping_still_closes_the_rest(tmp_path, caplog):
+    """A close that stopped at its first failure left the database's thread running, and the
+    process never exited."""
+    runtime = await Runtime.open(config_in(tmp_path))
+    matrix = runtime.attach(Network("matrix"))
+    signal = runtime.attach(Network("signal", fails=True))
+
+    async def broken_stop(timeout: float = 20.0) -> None:
+        raise RuntimeError("the outbox could not be flushed")
+
+    runtime.app.stop = broken_stop
+    assert await asyncio.wait_for(runtime.serve(), 120) == 3
+    assert "stopping the app failed: the outbox could not be flushed" in caplog.text
+    assert matrix.closed and signal.closed
+    with pytest.raises(StorageUsageError, match="closed"):
+        async with runtime.storage.transaction():
+            pass

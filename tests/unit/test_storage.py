@@ -192,3 +192,31 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
     async with storage.transaction() as tx:
         assert await tx.delivery.get_meta("k") is None
     await storage.close()
+
+
+@pytest.mark.parametrize("turns", [0, 1, 3])
+async def test_a_bulk_transaction_cancelled_while_beginning_leaves_no_write_lock(tmp_path, turns):
+    """A report request cancelled at shutdown while its bulk transaction was beginning kept the
+    thread's write lock: the final delivery then failed with "database is locked"."""
+    storage = await Storage.open(tmp_path / "bot.db")
+
+    async def bulk_reader() -> None:
+        async with storage.transaction(bulk=True) as tx:
+            await tx.delivery.get_meta("k")
+
+    task = asyncio.create_task(bulk_reader())
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    other = sqlite3.connect(tmp_path / "bot.db", timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if the BEGIN was kept
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    async with storage.transaction() as tx:
+        await tx.delivery.set_meta("k", "v")
+    async with storage.transaction(bulk=True) as tx:
+        assert await tx.delivery.get_meta("k") == "v"
+    await storage.close()
