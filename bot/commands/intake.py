@@ -260,13 +260,14 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
     pod = ctx.config.pod_rooms(state.room_id)[1:]
     # From an area none of the bot's pods covers: the network hears of it at once, by the
     # scheduler's usual escalation (its hourly limit and once-only record), woken by the post.
+    # A pod in no network keeps it like any need (linked later, it waits the usual delay).
     uncovered = state.front_door is not None and not front_door.route(
         state.zone, state.front_door).covered
     networked = uncovered and bool(await ctx.tx.network.links(state.room_id))
     post = await ctx.tx.posts.create(
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
         private=True, anonymous=state.anonymous, details_shown=state.details_shown, pod=pod,
-        zone=state.zone, escalate_at=ctx.now if uncovered else None,
+        zone=state.zone, escalate_at=ctx.now if networked else None,
     )
     notice = pod_notice(post, ctx.config.command_prefix)
     if uncovered:

@@ -200,7 +200,8 @@ async def test_an_area_no_pod_covers_goes_to_the_configured_pod_with_its_zone(do
     assert "This pod is in no network" in notice[0].message.body
     assert "!network join" in notice[0].message.body
     async with pod.storage.transaction() as tx:
-        assert (await tx.posts.by_number(CITYWIDE, 1)).zone == "docklands"
+        post = await tx.posts.by_number(CITYWIDE, 1)
+    assert (post.zone, post.escalate_at) == ("docklands", None)  # today's delay, if ever linked
 
 
 async def test_without_a_default_pod_an_uncovered_area_is_told_so(door):
