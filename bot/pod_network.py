@@ -26,14 +26,15 @@ VERSION = 1
 MAX_BYTES = 4096  # a payload larger than this (as JSON) is refused unread
 
 # Types and where they travel: in the network room (every bot may read them) or bot to bot.
-POD = "pod"  # room: a pod joined (name, zones)
+POD = "pod"  # room: a pod joined, changed its name or zones, or answers a pod new to its bot
+LEFT = "left"  # room: a pod left the network (`id`: its token, never used again)
 NEED = "need"  # room: an escalated need (category, urgency, zone, pod name; never a person)
 CLAIM = "claim"  # room: someone in another pod offers to help (a claim token, no person)
 CLOSE = "close"  # room: the need was met (maybe by a claim it names), withdrawn, or its pod left
 WITHDRAW = "withdraw"  # room: a claim is withdrawn (its pod left the network)
 ANSWER = "answer"  # direct: the requester's yes or no, to the claiming pod's bot only
 HELPER = "helper"  # direct: after a yes, the helper's id, to the inviting bot only
-TYPES = (POD, NEED, CLAIM, CLOSE, WITHDRAW, ANSWER, HELPER)
+TYPES = (POD, NEED, CLAIM, CLOSE, WITHDRAW, ANSWER, HELPER, LEFT)
 DIRECT_TYPES = (ANSWER, HELPER)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -63,6 +64,7 @@ class NetworkMessage:
     claim: str | None = None  # CLAIM, WITHDRAW, ANSWER, HELPER
     yes: bool | None = None  # ANSWER
     person: str | None = None  # HELPER
+    reply: bool = False  # POD: an answer to a pod new to the sender's bot (never answered)
 
 
 def _token(data: dict, field: str) -> str:
@@ -111,7 +113,10 @@ def parse(payload: str) -> NetworkMessage | None:
     if kind == POD:
         zones = data.get("zones")
         cleaned = tuple(z for z in (map(_zone, zones) if isinstance(zones, list) else ()) if z)
-        return NetworkMessage(**common, name=_pod_name(data), zones=cleaned[:pods.MAX_ZONES])
+        return NetworkMessage(**common, name=_pod_name(data), zones=cleaned[:pods.MAX_ZONES],
+                              reply=data.get("reply") is True)
+    if kind == LEFT:
+        return NetworkMessage(**common)
     if kind == NEED:
         category = data.get("category")
         urgency = data.get("urgency")

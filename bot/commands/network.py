@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from bot import pod_network as net
 from bot.actions import FOLLOWUPS, Followup, fmt_hours, request_join
 from bot.commands import Arg, UsageError, command, event_hook, intake, require_coordinator
-from bot.commands.pods import pod_profile, stored_profile
+from bot.commands.pods import announcement, pod_profile, stored_profile
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, join, render
@@ -112,12 +112,9 @@ async def _joined(tx: Transaction, action: Action, room_id: str, now: datetime,
     pod_room, address = action.params["pod_room"], action.params["data"]["address"]
     link = await tx.network.link(pod_room, room_id, address, now)
     profile = await stored_profile(tx, config, pod_room)
-    name = profile.name or "A"
     delay, urgent = net.room_delays(await tx.settings.room(pod_room), config)
-    zones = ", ".join(profile.zones) or "no zones"
     return [
-        net.to_room(room_id, f"The {name} pod has joined the network ({zones}).", net.POD,
-                    link.token, name=name, zones=list(profile.zones)),
+        announcement(link, profile, "The {name} pod has joined the network ({zones})."),
         Outgoing(render(
             "This pod is now linked to {address}. Needs still unmatched after {delay} "
             "({urgent} when urgent) go there with only their category, urgency, zone and the "
@@ -145,8 +142,13 @@ async def _leave(ctx: Context, address: str) -> None:
     if link is None:
         await ctx.reply("This pod is not linked to {address}.", address=address)
         return
+    name = (await pod_profile(ctx)).name or "A"
+    ctx.outgoing.append(net.to_room(link.network_room, f"The {name} pod has left the network.",
+                                    net.LEFT, link.token))
     closed = await _close_for_leaving(ctx, link)
     await ctx.tx.network.unlink(ctx.room_id, link.network_room)
+    if not await ctx.tx.network.pods_in(link.network_room):
+        await ctx.tx.network.forget_pods(link.network_room)  # no pod of ours there any more
     await ctx.reply("This pod has left {address}: {n} of its needs there were closed, and "
                     "other pods' needs from there are no longer shown here.",
                     address=link.address, n=closed)
@@ -236,12 +238,43 @@ def _ignored(event: NetworkEvent, why: str) -> None:
     log.warning("ignored network message %s from %s: %s", event.event_id, event.sender, why)
 
 
+# The most pods of one other bot that this bot answers in a room in an hour (a bot that keeps
+# announcing new pods is listed, not answered).
+ANSWERS_PER_HOUR = 10
+
+
 async def _on_pod(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
-    """Another pod joined: its zones are offered at the front door (bot/front_door.py)."""
+    """Another pod joined or changed its name or zones: its zones are offered at the front door
+    (bot/front_door.py). A pod new to this bot, announced by its bot of its own accord (not
+    itself an answer), is answered once with this bot's pods in that room, so that a pod that
+    joined later learns of those that were there before. Answers are never answered: no loop."""
     assert message.name is not None
-    await ctx.tx.network.note_pod(event.room_id, event.sender, message.id, message.name,
-                                  message.zones, ctx.now)
-    log.info("a pod announced itself in %s (from %s)", event.room_id, event.sender)
+    room, bot = event.room_id, event.sender
+    state = await ctx.tx.network.pod_state(room, bot, message.id)
+    if state == CLOSED:
+        _ignored(event, "a pod that announced it left (replayed)")
+        return
+    await ctx.tx.network.note_pod(room, bot, message.id, message.name, message.zones, ctx.now)
+    log.info("a pod announced itself in %s (from %s)", room, bot)
+    if state is not None or message.reply:
+        return
+    if await ctx.tx.network.answered_since(room, bot, ctx.now - net.HOUR) >= ANSWERS_PER_HOUR:
+        _ignored(event, "not answered: that bot announced too many new pods this hour")
+        return
+    if not await ctx.tx.network.pod_answered(room, bot, message.id, ctx.now):
+        return
+    for link in await ctx.tx.network.pods_in(room):
+        ctx.outgoing.append(announcement(link, await pod_profile(ctx, link.pod_room),
+                                         "The {name} pod is in this network too ({zones}).",
+                                         reply=True))
+
+
+async def _on_left(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Another pod left the network: its zones are no longer offered."""
+    if not await ctx.tx.network.pod_left(event.room_id, event.sender, message.id, ctx.now):
+        _ignored(event, "a pod that is not listed here left (replayed)")
+        return
+    log.info("a pod left %s (from %s)", event.room_id, event.sender)
 
 
 async def _on_need(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
@@ -382,4 +415,5 @@ async def _on_withdraw(ctx: Context, event: NetworkEvent, message: net.NetworkMe
 _HANDLERS: dict[str, Callable[[Context, NetworkEvent, net.NetworkMessage], Awaitable[None]]] = {
     net.POD: _on_pod, net.NEED: _on_need, net.CLAIM: _on_claim, net.ANSWER: _on_answer,
     net.HELPER: _on_helper, net.CLOSE: _on_close, net.WITHDRAW: _on_withdraw,
+    net.LEFT: _on_left,
 }

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bot import pod_network as net
 from bot import pods, room_settings
 from bot.commands import Arg, UsageError, command, require_coordinator
 from bot.config import BotConfig
-from bot.context import Context
+from bot.context import Context, Outgoing
 from bot.formatting import Code, join, render
 from bot.models import PostKind
 from bot.storage import Transaction
+from bot.store.network import Link
 
 SETTING_POD_NAME = "pod_name"
 SETTING_ZONES = "zones"
@@ -51,6 +53,27 @@ async def pod_profile(ctx: Context, room_id: str | None = None) -> pods.PodProfi
 
 async def stored_profile(tx: Transaction, config: BotConfig, room_id: str) -> pods.PodProfile:
     return pods.profile(room_id, await tx.settings.room(room_id), config)
+
+
+def announcement(link: Link, profile: pods.PodProfile, said: str, *,
+                 reply: bool = False) -> Outgoing:
+    """The pod's `pod` message in one network room it is linked to: `said` (with {name} and
+    {zones}) for people reading along; `reply` for an answer to a pod new to this bot."""
+    name = profile.name or "A"
+    return net.to_room(link.network_room, said.format(
+        name=name, zones=", ".join(profile.zones) or "no zones"), net.POD, link.token,
+        name=name, zones=list(profile.zones), reply=True if reply else None)
+
+
+async def reannounce(ctx: Context) -> None:
+    """The pod's name or zones changed: tell each network it is linked to (a pod without a
+    name any more keeps the last one there)."""
+    profile = await pod_profile(ctx)
+    if profile.name is None:
+        return
+    for link in await ctx.tx.network.links(ctx.room_id):
+        ctx.outgoing.append(announcement(link, profile, "The {name} pod's details changed "
+                                         "({zones})."))
 
 
 def pod_members(ctx: Context, room_id: str | None = None) -> list[str]:
@@ -91,6 +114,7 @@ async def _set(ctx: Context, key: str, value: str, action: str) -> str | None:
     except room_settings.SettingError as exc:
         raise UsageError(str(exc)) from None
     await ctx.tx.settings.set(ctx.room_id, key, None if stored == pods.NONE else stored)
+    await reannounce(ctx)
     return stored
 
 

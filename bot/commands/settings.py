@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot import room_settings
 from bot.commands import Arg, UsageError, command, require_coordinator
+from bot.commands.pods import SETTING_POD_NAME, SETTING_ZONES, reannounce
 from bot.context import Context
 from bot.formatting import Code, join, render, shorten
 
@@ -59,4 +60,6 @@ async def settings(ctx: Context, rest: str) -> None:
         await ctx.tx.settings.set(ctx.room_id, setting.key, new)
 
     ctx.schedule_changed = True
+    if setting.key in (SETTING_POD_NAME, SETTING_ZONES):
+        await reannounce(ctx)  # the networks the pod is in hear of it
     await ctx.reply("{key} is now **{value}** for this room.", key=Code(setting.key), value=new)

@@ -469,4 +469,11 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (network_room, bot, token)
         );
 """),
+    # The network's directory kept fresh: a pod that announced it left stays as a tombstone
+    # (`left_at`; its token is never listed again: a pod that rejoins gets a new one), and when
+    # this bot answered a pod new to it with its own pods (`answered_at`: the hourly cap).
+    Migration("network_pods: left_at, answered_at", """
+        ALTER TABLE network_pods ADD COLUMN left_at TEXT;
+        ALTER TABLE network_pods ADD COLUMN answered_at TEXT;
+"""),
 ]

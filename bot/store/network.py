@@ -128,19 +128,57 @@ class NetworkArea(Area):
 
     # ---- other pods in the networks, as their bots announced them ---------------------------
 
+    async def pod_state(self, network_room: str, bot: str, token: str) -> str | None:
+        """OPEN: the pod is listed here; CLOSED: it announced it left (its token is never
+        listed again); None: this bot never heard of it."""
+        row = await self._tx.fetchone(
+            "SELECT left_at FROM network_pods WHERE network_room = ? AND bot = ? AND token = ?",
+            (network_room, bot, token))
+        return None if row is None else OPEN if row["left_at"] is None else CLOSED
+
     async def note_pod(self, network_room: str, bot: str, token: str, name: str,
                        zones: tuple[str, ...], now: datetime) -> None:
-        """Another bot's pod as it last announced itself in a network room (name and zones)."""
+        """Another bot's pod as it last announced itself in a network room (name and zones);
+        nothing for a pod that left."""
         await self._tx.execute(
             "INSERT INTO network_pods (network_room, bot, token, name, zones, announced_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (network_room, bot, token) DO UPDATE SET "
-            "name = excluded.name, zones = excluded.zones, announced_at = excluded.announced_at",
+            "name = excluded.name, zones = excluded.zones, announced_at = excluded.announced_at "
+            "WHERE left_at IS NULL",
             (network_room, bot, token, name, json.dumps(list(zones)), now_text(now)))
 
+    async def answered_since(self, network_room: str, bot: str, since: datetime) -> int:
+        """How many of `bot`'s pods this bot answered in the room after `since`."""
+        row = await self._tx.fetchone(
+            "SELECT COUNT(*) AS n FROM network_pods WHERE network_room = ? AND bot = ? "
+            "AND answered_at > ?", (network_room, bot, now_text(since)))
+        return int(row["n"])
+
+    async def pod_answered(self, network_room: str, bot: str, token: str,
+                           now: datetime) -> bool:
+        """Record that this bot answered the pod's announcement; False if it did before."""
+        cursor = await self._tx.execute(
+            "UPDATE network_pods SET answered_at = ? WHERE network_room = ? AND bot = ? "
+            "AND token = ? AND answered_at IS NULL", (now_text(now), network_room, bot, token))
+        return cursor.rowcount == 1
+
+    async def pod_left(self, network_room: str, bot: str, token: str, now: datetime) -> bool:
+        """The pod left the network: no longer listed. False if it was not listed (a replay)."""
+        cursor = await self._tx.execute(
+            "UPDATE network_pods SET left_at = ? WHERE network_room = ? AND bot = ? "
+            "AND token = ? AND left_at IS NULL", (now_text(now), network_room, bot, token))
+        return cursor.rowcount == 1
+
+    async def forget_pods(self, network_room: str) -> None:
+        """This bot has no pod left in the room: what it knew of the others there goes."""
+        await self._tx.execute("DELETE FROM network_pods WHERE network_room = ?",
+                               (network_room,))
+
     async def network_zones(self, pod_room: str) -> list[str]:
-        """The zones other pods announced in the networks `pod_room` is linked to, sorted."""
+        """The zones other pods announced in the networks `pod_room` is linked to (pods that
+        left not counted), sorted."""
         rows = await self._tx.fetchall(
-            "SELECT zones FROM network_pods WHERE network_room IN "
+            "SELECT zones FROM network_pods WHERE left_at IS NULL AND network_room IN "
             "(SELECT network_room FROM network_links WHERE pod_room = ?)", (pod_room,))
         return sorted({zone for row in rows for zone in json.loads(row["zones"])})
 
