@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import pods, room_settings
+from bot import phone_tree, pods, room_settings
 from bot.config import BotConfig
 from bot.formatting import render
 from bot.messages import Outgoing
@@ -41,8 +41,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _USER_ID = re.compile(r"@[^\s:@]{1,200}:[A-Za-z0-9.\-\[\]:]{1,200}")
 _LABEL = re.compile(r"[eE](\d{1,9})")
 
-MAX_ALERT_TEXT = 500  # characters: the phone tree's own bound (bot/phone_tree.py MAX_ALERT)
-DEFAULT_ALERTS_PER_HOUR = 3
+MAX_ALERT_TEXT = phone_tree.MAX_ALERT  # characters of a forwarded alert: the tree's own bound
 
 DEFAULT_DELAY_HOURS = 24.0
 DEFAULT_URGENT_DELAY_HOURS = 2.0
@@ -163,12 +162,22 @@ def _alert(data: dict, common: dict) -> NetworkMessage:
                           text=text.strip(), urgent=urgent)
 
 
-def payload(kind: str, id: str, **fields: object) -> str:
-    """The JSON text of a message of this version (None fields left out)."""
+def _json(kind: str, id: str, fields: dict[str, object]) -> str:
     assert kind in TYPES, kind
     data = {"v": VERSION, "type": kind, "id": id}
     data |= {k: v for k, v in fields.items() if v is not None}
-    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def fits(kind: str, id: str, **fields: object) -> bool:
+    """Whether a message stays within MAX_BYTES: a person's text (an alert's) may not, since
+    JSON writes a symbol such as an emoji as up to 12 bytes."""
+    return len(_json(kind, id, fields).encode()) <= MAX_BYTES
+
+
+def payload(kind: str, id: str, **fields: object) -> str:
+    """The JSON text of a message of this version (None fields left out)."""
+    text = _json(kind, id, fields)
     assert len(text.encode()) <= MAX_BYTES
     return text
 

@@ -9,6 +9,10 @@ the claiming pod's bot alone, and the helper's id to the requester's bot alone, 
 in the two bots' encrypted direct chat. A message from an account that is not a listed pod bot,
 malformed, replayed, or from a pod over its hourly limit changes nothing and is logged (never
 its content).
+
+A coordinator's `!alert [urgent] network <text>` (bot/commands/tree.py) is forwarded from here:
+an `alert` (text, urgency, pod name; never the caller) goes to each of the pod's networks, and
+every other bot posts it in its pods there and calls their trees (`start_alert`), once per pod.
 """
 
 from __future__ import annotations
@@ -407,6 +411,11 @@ async def forward_alert(ctx: Context, text: str, urgent: bool) -> None:
                         wait=fmt_span(again - ctx.now), alert=Code(f"{p}alert <text>"))
         return
     name = (await pod_profile(ctx)).name or "A"
+    longest = "0" * 64  # the longest token the format allows, for the alert's and the pod's
+    if not net.fits(net.ALERT, longest, pod=longest, name=name, urgent=urgent, text=text):
+        await ctx.reply("That alert is too long to forward (emoji and other symbols count as "
+                        "several letters); nothing was sent. Shorten it and send it again.")
+        return
     token = await ctx.tx.network.add_forward(ctx.room_id, urgent, ctx.now)
     for link in links:
         ctx.outgoing.append(net.to_room(
@@ -460,7 +469,8 @@ async def _receive_alert(ctx: Context, link: Link, origin_pod: str, name: str, t
     else:
         ctx.schedule_changed = True
         calls, held = started
-        what = render("Calling this pod's phone tree: {n} people{held}. {who}", n=calls,
+        what = render("Calling this pod's phone tree: {n}{held}. {who}",
+                      n=f"{calls} {'person' if calls == 1 else 'people'}",
                       held=f" ({held} when their hours begin)" if held else "",
                       who=f"{caller} hears of anyone who stays silent." if caller else
                       "This pod has no coordinator to hear of anyone who stays silent.")

@@ -90,6 +90,14 @@ async def test_a_forwarded_alert_carries_the_text_and_pod_never_the_caller(linke
     assert all(TEXT in dms(pod, person)[-1] for person in (ALICE, BOB))
 
 
+async def test_an_alert_too_big_for_the_network_is_refused_before_anything_is_sent(linked):
+    pod = linked
+    await link(pod)
+    refused = await pod.reply_to(CAROL, "!alert network " + "🚨" * 400)
+    assert "too long to forward" in refused and "nothing was sent" in refused
+    assert not [p for _, p in network_sent(pod) if p["type"] == "alert"]
+
+
 async def test_a_pod_forwards_at_most_its_hourly_limit(linked):
     pod = linked
     await link(pod)
@@ -113,7 +121,7 @@ async def test_the_bots_other_pods_in_the_network_hear_it_too(linked):
     reply = await pod.reply_to(CAROL, f"!alert network {TEXT}")
     assert "and 1 more pods of mine" in reply
     [shown] = [b for b in bodies(pod, room_id=other) if "Alert from" in b]
-    assert f"Alert from the Elm Street pod: {TEXT}" in shown and "1 people" in shown
+    assert f"Alert from the Elm Street pod: {TEXT}" in shown and "phone tree: 1 person" in shown
     await escalate(pod, hours=0)
     assert "Elm Street pod (through the network)" in dms(pod, "@olga:test")[-1]
 
