@@ -164,7 +164,7 @@ def is_slow(estimate: timedelta | None) -> bool:
 # ---- messages -------------------------------------------------------------------------------
 
 
-def _from(caller: str | None, origin: str | None) -> str:
+def sent_by(caller: str | None, origin: str | None) -> str:
     """Who an alert is from: the pod that forwarded it through a network, else its caller."""
     if origin:
         return f"the {origin} pod (through the network)"
@@ -175,7 +175,7 @@ def alert_message(caller: str | None, text: str, prefix: str,
                   origin: str | None = None) -> Rendered:
     return render("🚨 **Phone tree alert** from {caller}:\n\n{text}\n\nReply {ok} here, or react "
                   "{thumb} to this message, so the {who} knows you got it.",
-                  caller=_from(caller, origin), text=text, ok=Code("ok"), thumb=CONFIRM,
+                  caller=sent_by(caller, origin), text=text, ok=Code("ok"), thumb=CONFIRM,
                   who="pod's coordinator" if origin else "caller")
 
 
@@ -183,7 +183,7 @@ def backup_message(person: str, caller: str | None, text: str, waited: timedelta
                    origin: str | None = None) -> Rendered:
     return render("**Phone tree:** {person}, who named you as their backup, has not confirmed an "
                   "alert from {caller} after {waited}. Please try to reach them. The alert:\n\n"
-                  "{text}", person=person, caller=_from(caller, origin),
+                  "{text}", person=person, caller=sent_by(caller, origin),
                   waited=fmt_span(waited), text=shorten(text, 300))
 
 

@@ -392,15 +392,43 @@ async def forward_alert(ctx: Context, text: str, urgent: bool) -> None:
     """`!alert [urgent] network <text>` from a coordinator (bot/commands/tree.py checked who and
     what): the alert goes to every network the pod is linked to, as its text, urgency and the
     pod's name (never the caller), to this bot's other pods there, and to the pod's own tree."""
-    p = ctx.config.command_prefix
     links = await ctx.tx.network.links(ctx.room_id)
+    name = (await pod_profile(ctx)).name or "A"
+    if not await _may_forward(ctx, links, name, text, urgent):
+        return
+    token = await ctx.tx.network.add_forward(ctx.room_id, urgent, ctx.now)
+    for link in links:
+        ctx.outgoing.append(net.to_room(
+            link.network_room, net.alert_text(name, text, urgent), net.ALERT, token,
+            pod=link.token, name=name, urgent=urgent, text=text))
+    mine = await _to_my_other_pods(ctx, links, name, text, urgent, token)
+    started = await start_alert(ctx.tx, ctx.config, ctx.room_id, ctx.sender, text, urgent,
+                                ctx.event_id, ctx.now)
+    sent = render("Forwarded to the pods of {networks}{mine}: each pod's bot posts it there and "
+                  "calls that pod's phone tree (without your name).",
+                  networks=", ".join(link.address for link in links),
+                  mine=f" (and {mine} more {'pod' if mine == 1 else 'pods'} of mine)"
+                  if mine else "")
+    if started is None:
+        here = render("Nobody else is on this pod's phone tree, so nobody here was called.")
+    else:
+        ctx.schedule_changed = True
+        here = await started_text(ctx, *started)
+    await ctx.reply(join([sent, here]))
+
+
+async def _may_forward(ctx: Context, links: list[Link], name: str, text: str,
+                       urgent: bool) -> bool:
+    """A pod in no network, over its hourly limit, or with a text too big for the format is
+    told so, and nothing is sent (not even to its own tree: the coordinator chose the network)."""
+    p = ctx.config.command_prefix
     if not links:
         await ctx.reply("This pod is in no network, so there is no pod to forward the alert to; "
                         "nothing was sent. Link it first with {join}, or send {alert} to call "
                         "this pod's own tree.",
                         join=Code(f"{p}network join #city-network:other.example"),
                         alert=Code(f"{p}alert <text>"))
-        return
+        return False
     per_hour = ctx.config.network.alerts_per_hour
     recent = await ctx.tx.network.forwarded_since(ctx.room_id, ctx.now - net.HOUR)
     if not net.room_left(recent, ctx.now, per_hour):
@@ -409,37 +437,27 @@ async def forward_alert(ctx: Context, text: str, urgent: bool) -> None:
                         "most it may; nothing was sent. It may forward again in {wait}; {alert} "
                         "still calls this pod's own tree.", n=per_hour,
                         wait=fmt_span(again - ctx.now), alert=Code(f"{p}alert <text>"))
-        return
-    name = (await pod_profile(ctx)).name or "A"
+        return False
     longest = "0" * 64  # the longest token the format allows, for the alert's and the pod's
     if not net.fits(net.ALERT, longest, pod=longest, name=name, urgent=urgent, text=text):
         await ctx.reply("That alert is too long to forward (emoji and other symbols count as "
                         "several letters); nothing was sent. Shorten it and send it again.")
-        return
-    token = await ctx.tx.network.add_forward(ctx.room_id, urgent, ctx.now)
-    for link in links:
-        ctx.outgoing.append(net.to_room(
-            link.network_room, net.alert_text(name, text, urgent), net.ALERT, token,
-            pod=link.token, name=name, urgent=urgent, text=text))
-    # The bot ignores its own messages in the network rooms: its other pods there hear it here.
+        return False
+    return True
+
+
+async def _to_my_other_pods(ctx: Context, links: list[Link], name: str, text: str,
+                            urgent: bool, token: str) -> int:
+    """The bot ignores its own messages in the network rooms, so its other pods there hear the
+    alert here, each once however many of the networks it shares; how many did."""
     mine = 0
     for link in links:
         for other in await ctx.tx.network.pods_in(link.network_room):
             if other.pod_room != ctx.room_id:
                 mine += await _receive_alert(ctx, other, link.token, name, text, urgent, token,
-                                             origin_bot=_me(ctx) or "", event_id=ctx.event_id)
-    started = await start_alert(ctx.tx, ctx.config, ctx.room_id, ctx.sender, text, urgent,
-                                ctx.event_id, ctx.now)
-    sent = render("Forwarded to the pods of {networks}{mine}: each pod's bot posts it there and "
-                  "calls that pod's phone tree (without your name).",
-                  networks=", ".join(link.address for link in links),
-                  mine=f" (and {mine} more pods of mine)" if mine else "")
-    if started is None:
-        here = render("Nobody else is on this pod's phone tree, so nobody here was called.")
-    else:
-        ctx.schedule_changed = True
-        here = await started_text(ctx, *started)
-    await ctx.reply(join([sent, here]))
+                                             origin_bot=_me(ctx) or "", event_id=ctx.event_id,
+                                             skip=ctx.sender)
+    return mine
 
 
 def _pod_caller(ctx: Context, pod_room: str) -> str | None:
@@ -453,15 +471,17 @@ def _pod_caller(ctx: Context, pod_room: str) -> str | None:
 
 
 async def _receive_alert(ctx: Context, link: Link, origin_pod: str, name: str, text: str,
-                         urgent: bool, token: str, *, origin_bot: str, event_id: str) -> bool:
-    """Another pod's alert, in one pod here: posted in its room and its tree called, once."""
+                         urgent: bool, token: str, *, origin_bot: str, event_id: str,
+                         skip: str | None = None) -> bool:
+    """Another pod's alert, in one pod here: posted in its room and its tree called, once
+    (`skip`: who forwarded it, when that pod is this bot's too, is not called about it)."""
     if not await ctx.tx.network.add_remote_alert(
             origin_bot=origin_bot, token=token, pod_room=link.pod_room,
             network_room=link.network_room, origin_pod=origin_pod, pod_name=name, now=ctx.now):
         return False
     caller = _pod_caller(ctx, link.pod_room)
     started = await start_alert(ctx.tx, ctx.config, link.pod_room, caller, text, urgent,
-                                event_id, ctx.now, origin=name)
+                                event_id, ctx.now, origin=name, skip=skip)
     shown = render("🚨 {alert}", alert=net.alert_text(name, text, urgent))
     if started is None:
         what = render("Nobody is on this pod's phone tree, so nobody was called. Join it with "

@@ -189,15 +189,19 @@ async def _wait(tx: Transaction, config: BotConfig, room_id: str) -> timedelta:
 
 async def start_alert(tx: Transaction, config: BotConfig, room_id: str, caller: str | None,
                       text: str, urgent: bool, event_id: str, now: datetime,
-                      origin: str | None = None) -> tuple[int, int] | None:
+                      origin: str | None = None,
+                      skip: str | None = None) -> tuple[int, int] | None:
     """Record an alert to everyone on the room's tree but the caller, with the room's wait and
     each member's hours; (calls, how many wait for their hours), or None when nobody is on it.
     The scheduler then makes the calls once the transaction is committed and it is woken (a
     handler sets `ctx.schedule_changed`). An alert another pod forwarded through a network
     (bot/commands/network.py) names that pod as its `origin`, and has as its caller (who hears
-    of silence and gets the reports) a coordinator of the receiving pod, or nobody."""
+    of silence and gets the reports) a coordinator of the receiving pod, or nobody: that
+    coordinator did not send it, so is called like anyone on the tree; only `skip` (who
+    forwarded it, from another pod of this bot) is not."""
     zone = ZoneInfo(await _room_value(tx, config, room_id, "timezone"))
-    members = [m for m in await tx.tree.members(room_id) if m.person != caller]
+    not_called = caller if origin is None else skip
+    members = [m for m in await tx.tree.members(room_id) if m.person != not_called]
     if not members:
         return None
     calls = [(m.person, phone_tree.call_time(
@@ -254,7 +258,8 @@ def status_lines(found: Alert, calls: list[Call]) -> list[Rendered]:
     reached = [c.sent_at for c in calls if c.sent_at is not None]
     state = "closed" if found.closed_at else "open"
     lines = [render("**Phone tree alert** ({state}) from {caller}: {text}", state=state,
-                    caller=found.caller or "someone", text=shorten(found.text, 80)),
+                    caller=phone_tree.sent_by(found.caller, found.origin) if found.origin
+                    else found.caller or "someone", text=shorten(found.text, 80)),
              render("{confirmed} of {total} confirmed.", confirmed=len(confirmed),
                     total=len(calls))]
     if reached:

@@ -118,8 +118,9 @@ async def test_the_bots_other_pods_in_the_network_hear_it_too(linked):
     await pod.say(CAROL, "!pod name Oak", room=other)
     await pod.say(CAROL, f"!network join {ADDRESS}", room=other)
     await pod.say("@olga:test", "!tree join", room=other)
+    await pod.say(CAROL, "!tree join", room=other)  # she forwards it: not called about it
     reply = await pod.reply_to(CAROL, f"!alert network {TEXT}")
-    assert "and 1 more pods of mine" in reply
+    assert "and 1 more pod of mine" in reply
     [shown] = [b for b in bodies(pod, room_id=other) if "Alert from" in b]
     assert f"Alert from the Elm Street pod: {TEXT}" in shown and "phone tree: 1 person" in shown
     await escalate(pod, hours=0)
@@ -147,6 +148,19 @@ async def test_another_pods_alert_is_posted_and_this_pods_tree_called(linked):
     assert "confirmation is recorded" in thanks[-1].message.body
     status = await pod.say(CAROL, "!alert status")
     assert "1 of 2 confirmed" in dms(pod, CAROL)[-1] and status
+
+
+async def test_the_coordinator_standing_in_is_called_too_if_on_the_tree(linked):
+    pod = linked
+    await link(pod)
+    await on_tree(pod, CAROL)
+    await from_bot(pod, alert_payload())
+    assert "phone tree: 1 person" in bodies(pod, room_id=POD)[-1]
+    await escalate(pod, hours=0)
+    assert "Phone tree alert** from the Maple pod" in dms(pod, CAROL)[-1]
+    await pod.say(CAROL, "!alert status")
+    status = dms(pod, CAROL)[-1]
+    assert "from the Maple pod (through the network)" in status and "0 of 1" in status
 
 
 async def test_a_replayed_alert_changes_nothing(linked, caplog):
