@@ -1,10 +1,12 @@
 """The front door: rules for requests from people who share no pod room with the bot. Pure.
 
 Anyone may open a direct chat with the bot (`matrix.direct_chat_inviters`). Someone in no pod
-is asked for their area, from the zones the bot's pods cover; `route` says which pod gets the
-request. It is the one place that decides, so that a request from an area no pod covers can
-later go to a network of pods instead of the configured default pod. A per-person limit keeps one
-person from flooding the pods (`limit_reply`); coordinators can `!block` a sender.
+is asked for their area, from the zones the bot's pods cover and those the other pods in the
+fallback pod's networks announced; `route` says which pod gets the request. A request from an
+area none of the bot's pods covers is recorded in the fallback pod (config `[front_door]
+default_pod`) and, when that pod is in a network, goes to the network at once rather than after
+the pod's delay (`escalates_at_once`), so that the pods nearby hear of it. A per-person limit
+keeps one person from flooding the pods (`limit_reply`); coordinators can `!block` a sender.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pydantic import BaseModel
 from bot.pods import PodProfile
 
 DAY = timedelta(days=1)
+MAX_AREAS = 40  # the most areas offered as a list: other pods' zones are cut first
 
 
 class Coverage(BaseModel):
@@ -26,26 +29,34 @@ class Coverage(BaseModel):
     areas: dict[str, list[str]] = {}  # zone -> the pod rooms that list it, in a stable order
     names: dict[str, str] = {}  # pod room -> the name the person is shown
     fallback: str | None = None  # the pod room for an area no pod covers (config)
+    # The fallback pod is in a network: an uncovered request goes there at once. `nearby`: the
+    # zones other pods in those networks announced (offered too; routed like any uncovered one).
+    networked: bool = False
+    nearby: list[str] = []
 
     @property
     def zones(self) -> list[str]:
         """The areas to offer, as a numbered list: alphabetical."""
-        return sorted(self.areas)
+        return sorted(set(self.areas) | set(self.nearby))
 
 
-def coverage(profiles: Iterable[PodProfile], fallback: PodProfile | None) -> Coverage:
+def coverage(profiles: Iterable[PodProfile], fallback: PodProfile | None,
+             nearby: Iterable[str] = (), networked: bool = False) -> Coverage:
     """What the pods cover; pods are taken in room-id order so the same zone always goes to the
-    same pod."""
+    same pod. `nearby` and `networked`: the fallback pod's networks (none without a fallback)."""
     areas: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     for profile in sorted(profiles, key=lambda p: p.room_id):
         for zone in profile.zones:
             areas.setdefault(zone, []).append(profile.room_id)
         names[profile.room_id] = profile.name or "a pod"
-    if fallback is not None:
-        names[fallback.room_id] = fallback.name or "a pod"
-    return Coverage(areas=areas, names=names,
-                    fallback=fallback.room_id if fallback is not None else None)
+    if fallback is None:
+        return Coverage(areas=areas, names=names)
+    names[fallback.room_id] = fallback.name or "a pod"
+    # A long list helps nobody: the bot's own pods' zones first, then as many others as fit.
+    others = sorted(set(nearby) - set(areas))[:max(0, MAX_AREAS - len(areas))]
+    return Coverage(areas=areas, names=names, fallback=fallback.room_id,
+                    networked=networked, nearby=others)
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,15 @@ class Route:
 
     room_id: str
     zone: str | None
-    covered: bool  # False: no pod covers the zone; it goes to the fallback (to be escalated)
+    covered: bool  # False: none of the bot's pods covers the zone; it goes to the fallback
+    networked: bool = False  # uncovered, and the fallback is in a network: it goes there at once
+
+    @property
+    def escalates_at_once(self) -> bool:
+        """Whether the request goes to the fallback pod's networks at once, not after the
+        pod's delay: nobody at home covers the area, so waiting would only keep the pods that
+        might be near from hearing of it."""
+        return not self.covered and self.networked
 
 
 def route(zone: str | None, where: Coverage) -> Route | None:
@@ -64,7 +83,7 @@ def route(zone: str | None, where: Coverage) -> Route | None:
     if covering:
         return Route(covering[0], zone, covered=True)
     if where.fallback is not None:
-        return Route(where.fallback, zone, covered=False)
+        return Route(where.fallback, zone, covered=False, networked=where.networked)
     return None
 
 

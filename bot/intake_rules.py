@@ -8,8 +8,9 @@ result and sends the prompt. A conversation goes
 
 and "stop" / "!cancel" ends it at any step. Someone who shares no pod with the bot comes in by
 the front door (`bot.front_door`): after urgency they are asked for their area (from the zones
-the bot's pods cover, or by name when none of these), and the request goes to the pod that
-`front_door.route` picks, always anonymous with the details private:
+the bot's pods and its fallback pod's networks cover, or by name when none of these), and the
+request goes to the pod that `front_door.route` picks (for an area none of the bot's pods covers,
+the fallback pod, and its networks at once), always anonymous with the details private:
 
     category -> details -> urgency -> area (-> area name) -> confirm
 """
@@ -321,6 +322,10 @@ def _routed(state: IntakeState, zone: str | None) -> Turn:
     if destination.covered:
         return Turn(Outcome.ASK, state, prompt_for(state))
     pod = state.front_door.names.get(destination.room_id, "a pod")
+    if destination.escalates_at_once:
+        return Turn(Outcome.ASK, state, f"None of my pods covers {zone or 'your area'}, so I "
+                    f"will pass it to the pods nearby at once, through {pod}: they see only the "
+                    "kind of help, how urgent and the area.\n\n" + prompt_for(state))
     return Turn(Outcome.ASK, state, f"No pod lists {zone or 'your area'}, so I will pass it to "
                 f"{pod}, who help further afield.\n\n" + prompt_for(state))
 

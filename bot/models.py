@@ -84,6 +84,9 @@ class Post:
     event_id: str | None = None  # the command message; redacting it cancels the post
     zone: str | None = None  # the part of the pod's area it is in, if the pod uses zones
     claimed_at: datetime | None = None  # when it was (last) claimed: the time to match ends here
+    # The latest it waits to go to the pod's networks (a front-door request from an area no pod
+    # covers: at once); None: the pod's delay (bot/pod_network.py).
+    escalate_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

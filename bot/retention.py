@@ -165,7 +165,7 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "room_settings": ("room_id", "key", "value"),
     "posts": ("id", "room_id", "number", "kind", "category", "urgency", "status", "created_at",
               "updated_at", "private", "anonymous", "renewed_at", "details_shown", "erased_at",
-              "zone", "claimed_at"),
+              "zone", "claimed_at", "escalate_at"),
     "outbox": ("id",),  # the rest goes with the row
     "shifts": ("id", "room_id", "number", "title", "place", "needed", "when_json", "active",
                "created_at", "updated_at"),
@@ -179,6 +179,7 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "network_links": ("pod_room", "network_room", "address", "token", "linked_at"),
     "escalations": ("id", "post_id", "pod_room", "status", "created_at", "closed_at"),
     "escalation_claims": ("claim", "escalation", "bot", "intro_id", "status", "created_at"),
+    "network_pods": ("network_room", "bot", "token", "name", "zones", "announced_at"),
     "remote_needs": ("id", "pod_room", "network_room", "origin_bot", "origin_pod", "escalation",
                      "pod_name", "category", "urgency", "zone", "status", "received_at",
                      "closed_at"),

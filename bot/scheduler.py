@@ -209,8 +209,11 @@ def _escalation_times(snap: Snapshot, config: BotConfig) -> dict[str, list[tuple
     by_room: dict[str, list[tuple[datetime, Post]]] = {}
     for post in snap.unescalated:
         delay, urgent = net.room_delays(snap.room_settings.get(post.room_id, {}), config)
-        by_room.setdefault(post.room_id, []).append(
-            (net.escalation_due(post.created_at, post.urgency, delay, urgent), post))
+        due = net.escalation_due(post.created_at, post.urgency, delay, urgent)
+        # A front-door request from an area no pod covers goes at once (bot/front_door.py).
+        if post.escalate_at is not None:
+            due = min(due, post.escalate_at)
+        by_room.setdefault(post.room_id, []).append((due, post))
     return {room: sorted(times, key=lambda item: (item[0], item[1].id))
             for room, times in by_room.items()}
 
@@ -535,6 +538,8 @@ def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
     out = [net.to_room(link.network_room, text, net.NEED, escalation.id, pod=link.token,
                        name=name, category=post.category.value, urgency=int(post.urgency),
                        zone=post.zone) for link in links]
+    if post.escalate_at is not None:
+        return out  # sent at once: its notice in the pod already said it goes to the networks
     out.append(Outgoing(render(
         "**#{number}** is still unmatched, so I have passed it to this pod's networks (only "
         "its category, urgency and zone).", number=post.number), room_id=item.room_id))

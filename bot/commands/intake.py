@@ -175,15 +175,17 @@ async def _pod_zones(ctx: Context, pods: list[tuple[str, str]]) -> dict[str, lis
 
 
 async def front_door_coverage(ctx: Context) -> front_door.Coverage:
-    """What the bot's pods cover (their zones), and the configured pod for anywhere else: only
-    pod rooms the bot is still in."""
+    """What the bot's pods cover (their zones), and the configured pod for anywhere else with
+    its networks (the zones other pods announced there): only pod rooms the bot is still in."""
     profiles = [await pod_profile(ctx, room)
                 for room in sorted(await ctx.tx.settings.rooms_setting(SETTING_ZONES))
                 if await _bot_pod_room(ctx, room)]
     default = ctx.config.front_door.default_pod
-    fallback = await pod_profile(ctx, default) if default and await _bot_pod_room(
-        ctx, default) else None
-    return front_door.coverage(profiles, fallback)
+    if not default or not await _bot_pod_room(ctx, default):
+        return front_door.coverage(profiles, None)
+    return front_door.coverage(profiles, await pod_profile(ctx, default),
+                               nearby=await ctx.tx.network.network_zones(default),
+                               networked=bool(await ctx.tx.network.links(default)))
 
 
 async def _bot_pod_room(ctx: Context, room_id: str) -> bool:
@@ -228,6 +230,16 @@ def pod_notice(post: Post, prefix: str) -> Rendered:
     )
 
 
+def _uncovered_notice(networked: bool, prefix: str) -> Rendered:
+    """The word to the fallback pod under a request from an area no pod of this bot covers."""
+    if networked:
+        return render("It is from an area none of my pods covers, so it goes to this pod's "
+                      "networks at once (only its category, urgency and zone).")
+    return render("It is from an area none of my pods covers. This pod is in no network, so "
+                  "it waits here: once a coordinator links one with {join}, such requests go to "
+                  "the pods nearby at once.", join=Code(f"{prefix}network join <room>"))
+
+
 async def post_private(ctx: Context, state: rules.IntakeState) -> None:
     assert state.category is not None and state.urgency is not None and state.room_id
     if state.front_door is not None:
@@ -246,17 +258,33 @@ async def post_private(ctx: Context, state: rules.IntakeState) -> None:
     parsed = ParsedPost(category=state.category, urgency=state.urgency,
                         what=state.category.value, text=state.details or "")
     pod = ctx.config.pod_rooms(state.room_id)[1:]
+    # From an area none of the bot's pods covers: the network hears of it at once, by the
+    # scheduler's usual escalation (its hourly limit and once-only record), woken by the post.
+    # A pod in no network keeps it like any need (linked later, it waits the usual delay).
+    uncovered = state.front_door is not None and not front_door.route(
+        state.zone, state.front_door).covered
+    networked = uncovered and bool(await ctx.tx.network.links(state.room_id))
     post = await ctx.tx.posts.create(
         state.room_id, PostKind.NEED, ctx.sender, parsed, ctx.now,
         private=True, anonymous=state.anonymous, details_shown=state.details_shown, pod=pod,
-        zone=state.zone,
+        zone=state.zone, escalate_at=ctx.now if networked else None,
     )
-    await ctx.send(post.room_id, pod_notice(post, ctx.config.command_prefix))
-    await ctx.reply(
-        "Posted as **#{number}**. When someone offers to help I will ask you here first; nothing "
-        "about you is shared before you say yes. To withdraw it, send {cancel} here.",
-        number=post.number, cancel=Code(f"{ctx.config.command_prefix}cancel {post.number}"),
-    )
+    notice = pod_notice(post, ctx.config.command_prefix)
+    if uncovered:
+        notice = join([notice, _uncovered_notice(networked, ctx.config.command_prefix)])
+    await ctx.send(post.room_id, notice)
+    cancel = Code(f"{ctx.config.command_prefix}cancel {post.number}")
+    if networked:
+        await ctx.reply(
+            "Passed on as **#{number}** to the pods nearby: they see only the kind of help, how "
+            "urgent it is and your area. When someone offers to help I will ask you here first; "
+            "nobody learns who you are before you say yes. To withdraw it, send {cancel} here.",
+            number=post.number, cancel=cancel)
+    else:
+        await ctx.reply(
+            "Posted as **#{number}**. When someone offers to help I will ask you here first; "
+            "nothing about you is shared before you say yes. To withdraw it, send {cancel} here.",
+            number=post.number, cancel=cancel)
     for match in find_matches(post, await ctx.tx.posts.match_candidates(post, 1, pod), 1, pod):
         await ask_consent(ctx, post, match.other.author, offer=match.other)
 

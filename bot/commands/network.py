@@ -243,6 +243,10 @@ def _ignored(event: NetworkEvent, why: str) -> None:
 
 
 async def _on_pod(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Another pod joined: its zones are offered at the front door (bot/front_door.py)."""
+    assert message.name is not None
+    await ctx.tx.network.note_pod(event.room_id, event.sender, message.id, message.name,
+                                  message.zones, ctx.now)
     log.info("a pod announced itself in %s (from %s)", event.room_id, event.sender)
 
 

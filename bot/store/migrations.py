@@ -454,6 +454,21 @@ MIGRATIONS: list[Migration] = [
         );
         CREATE INDEX remote_claims_need ON remote_claims (remote_need);
 """),
+    # Issue 12, item 7: a front-door request from an area no pod covers goes to the network at
+    # once (`posts.escalate_at`: the latest it waits, else the pod's delay); the pods other bots
+    # announced in a network room (name and zones) are kept, to offer their zones at the door.
+    Migration("front door to the network: escalate_at, network_pods", """
+        ALTER TABLE posts ADD COLUMN escalate_at TEXT;
+        CREATE TABLE network_pods (
+            network_room TEXT NOT NULL,
+            bot TEXT NOT NULL,
+            token TEXT NOT NULL,
+            name TEXT NOT NULL,
+            zones TEXT NOT NULL,
+            announced_at TEXT NOT NULL,
+            PRIMARY KEY (network_room, bot, token)
+        );
+"""),
     # Issue 12: a phone-tree alert forwarded to the network's pods. `alert_forwards`: this pod's
     # forwards (their tokens and times, for the hourly limit); `remote_alerts`: alerts received
     # per pod here (idempotent by origin bot, token and pod; the times for the other pod's

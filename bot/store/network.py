@@ -4,6 +4,7 @@ here). See bot/commands/network.py and docs/network.md."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 from dataclasses import dataclass
@@ -124,6 +125,24 @@ class NetworkArea(Area):
             "SELECT * FROM network_links WHERE network_room = ? ORDER BY pod_room",
             (network_room,))
         return [_link(r) for r in rows]
+
+    # ---- other pods in the networks, as their bots announced them ---------------------------
+
+    async def note_pod(self, network_room: str, bot: str, token: str, name: str,
+                       zones: tuple[str, ...], now: datetime) -> None:
+        """Another bot's pod as it last announced itself in a network room (name and zones)."""
+        await self._tx.execute(
+            "INSERT INTO network_pods (network_room, bot, token, name, zones, announced_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (network_room, bot, token) DO UPDATE SET "
+            "name = excluded.name, zones = excluded.zones, announced_at = excluded.announced_at",
+            (network_room, bot, token, name, json.dumps(list(zones)), now_text(now)))
+
+    async def network_zones(self, pod_room: str) -> list[str]:
+        """The zones other pods announced in the networks `pod_room` is linked to, sorted."""
+        rows = await self._tx.fetchall(
+            "SELECT zones FROM network_pods WHERE network_room IN "
+            "(SELECT network_room FROM network_links WHERE pod_room = ?)", (pod_room,))
+        return sorted({zone for row in rows for zone in json.loads(row["zones"])})
 
     # ---- this pod's needs, escalated -------------------------------------------------------
 

@@ -36,6 +36,7 @@ def post_from_row(row: sqlite3.Row) -> Post:
         event_id=row["event_id"],
         zone=row["zone"],
         claimed_at=parse_time(row["claimed_at"]) if row["claimed_at"] else None,
+        escalate_at=parse_time(row["escalate_at"]) if row["escalate_at"] else None,
     )
 
 
@@ -53,18 +54,21 @@ class PostsArea(Area):
         self, room_id: str, kind: PostKind, author: str, parsed: ParsedPost, now: datetime,
         *, private: bool = False, anonymous: bool = False, details_shown: bool = False,
         event_id: str | None = None, zone: str | None = None, pod: tuple[str, ...] = (),
+        escalate_at: datetime | None = None,
     ) -> Post:
         """`pod`: every room of the post's pod; numbers are then unique across all of them, so
-        `!claim 7` means one post wherever in the pod it is typed."""
+        `!claim 7` means one post wherever in the pod it is typed. `escalate_at`: the latest a
+        need waits before going to the pod's networks (`Post.escalate_at`)."""
         number = await self._next_number(room_id, pod)
         stamp = now_text(now)
         row = await self._tx.fetchone(
             "INSERT INTO posts (room_id, number, kind, author, category, urgency, text, status, "
-            "created_at, updated_at, private, anonymous, details_shown, event_id, zone) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            "created_at, updated_at, private, anonymous, details_shown, event_id, zone, "
+            "escalate_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (room_id, number, kind.value, author, parsed.category.value, int(parsed.urgency),
              parsed.text, PostStatus.OPEN.value, stamp, stamp, int(private), int(anonymous),
-             int(details_shown), event_id, zone),
+             int(details_shown), event_id, zone,
+             now_text(escalate_at) if escalate_at is not None else None),
         )
         if kind is PostKind.NEED and await self._tx.fetchone(
                 "SELECT 1 FROM network_links WHERE pod_room = ?", (room_id,)):

@@ -1,14 +1,18 @@
 """The front door on two federating homeservers: a neighbour in no pod, on the second server,
 asks the bot (on the first) for help by DM, names their area, and is introduced to a helper from
-the pod that covers it; the pod never learns who asked."""
+the pod that covers it; the pod never learns who asked. And an area only a pod of another bot
+covers: the request goes through the network at once, and that pod can claim it."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 
 from nio import MegolmEvent
 
 from .people import contains
+from .test_network_e2e import _bot, _network_room, _pod
 from .test_privacy_e2e import dm_from_bot, names, pod_with, say, wait_bot_joined
 
 SECRET = "nappies and formula, I am by the riverside playground"
@@ -96,3 +100,64 @@ async def test_a_neighbour_on_another_server_in_no_pod_is_introduced_to_the_cove
     assert [e.body for e in bodies if names(e, dora.user_id, display_name, set())
             or SECRET in e.body or dora.name in e.body] == []
     assert dora.user_id not in {getattr(e, "sender", None) for e in history}
+
+
+async def test_an_area_only_another_bots_pod_covers_reaches_it_through_the_network_at_once(
+        person_factory, synapse, second_synapse, tmp_path):
+    run = uuid.uuid4().hex[:6]
+    a_id, a_password = await synapse.register(f"bot-a-{run}")
+    b_id, b_password = await second_synapse.register(f"bot-b-{run}")
+    bot_a = await _bot(synapse, tmp_path / "a", a_id, a_password, b_id)
+    bot_b = await _bot(second_synapse, tmp_path / "b", b_id, b_password, a_id)
+    try:
+        pod_a, (alice,) = await _pod(person_factory, bot_a, synapse, "alice")
+        pod_b, (cora, hank) = await _pod(person_factory, bot_b, second_synapse, "cora", "hank")
+        network, address = await _network_room(cora)
+        await say(alice, pod_a, "!pod name Citywide", "now called", bot_a)
+        await say(alice, pod_a, "!pod zones north", "zones are now", bot_a)
+        await say(alice, pod_a, f"!network join {address}", "Joining", bot_a)
+        await alice.wait_for(pod_a, contains("now linked"), 60, sender=bot_a.user_id)
+        # Maple joins after Citywide: bot A learns its zones from its announcement.
+        await say(cora, pod_b, "!pod name Maple", "now called", bot_b)
+        await say(cora, pod_b, "!pod zones docklands", "zones are now", bot_b)
+        await say(cora, pod_b, f"!network join {address}", "Joining", bot_b)
+        await cora.wait_for(pod_b, contains("now linked"), 60, sender=bot_b.user_id)
+        await bot_a.wait_for_log("a pod announced itself", 60)
+        # Citywide takes bot A's front-door requests from areas its pods do not cover.
+        assert await bot_a.stop() == 0
+        with open(bot_a.config_path, "a") as config:
+            config.write(f"\n[front_door]\ndefault_pod = {json.dumps(pod_a)}\n")
+        await bot_a.start()
+
+        dora = await person_factory("dora", server=second_synapse)  # shares no room with bot A
+        dm = await dora.create_room("help", invite=[bot_a.user_id], is_direct=True)
+        await wait_bot_joined(dora, dm, bot_a)
+        await say(dora, dm, "hello", "a mutual-aid pod near you", bot_a, timeout=60)
+        await say(dora, dm, "food", "Tell me the details", bot_a)
+        await say(dora, dm, SECRET, "How urgent", bot_a)
+        areas = await say(dora, dm, "1", "Which area are you in", bot_a)
+        assert "1. docklands" in areas.body and "2. north" in areas.body
+        await say(dora, dm, "1", "pods nearby at once", bot_a)
+        await say(dora, dm, "yes", "Passed on as", bot_a)
+
+        notice = await alice.wait_for(pod_a, contains("Someone needs: food (urgent, docklands)"),
+                                      60, sender=bot_a.user_id)
+        assert "networks at once" in notice.body
+        shown = await hank.wait_for(pod_b, contains("Citywide pod needs food (urgent, docklands)"),
+                                    60, sender=bot_b.user_id)
+        assert "!claim E1" in shown.body
+
+        # Hank claims it; Dora is asked in the same DM, and learns only which pod offered.
+        await say(hank, pod_b, "!claim E1", "told the Citywide pod", bot_b)
+        ask = await dora.wait_for(dm, contains("Someone from the Maple pod"), 60,
+                                  sender=bot_a.user_id)
+        assert hank.user_id not in ask.body
+
+        network_seen = json.dumps([e.source["content"] for e in cora.received(network)])
+        pod_b_seen = " ".join(hank.bodies(pod_b))
+        for text in (dora.user_id, SECRET):
+            assert text not in network_seen and text not in pod_b_seen
+            assert text not in " ".join(alice.bodies(pod_a))
+    finally:
+        await bot_a.stop()
+        await bot_b.stop()

@@ -9,12 +9,15 @@ import pytest
 
 from bot import front_door
 from bot import intake_rules as rules
+from bot import pod_network as net
 from bot.config import BotConfig, MatrixConfig
 from bot.models import Category
 from bot.pods import PodProfile
 from bot.retention import sweep
+from bot.scheduler import Scheduler
 
 from .conftest import ALICE, BOB, CAROL, POD, SECRET
+from .test_network import ADDRESS, BOT_B, BOT_DM, HELPER, NETWORK, from_bot, network_sent
 
 DORA = "@dora:elsewhere.example"  # in no pod, on another homeserver
 DORA_DM = "!dm-dora:elsewhere.example"
@@ -42,6 +45,22 @@ def test_a_zone_goes_to_the_first_pod_covering_it_and_anything_else_to_the_fallb
     assert front_door.route(None, COVERED).room_id == CITYWIDE
     nowhere = front_door.coverage([PodProfile(POD, None, ("north",))], None)
     assert front_door.route("docklands", nowhere) is None
+
+
+def test_an_uncovered_area_escalates_at_once_only_when_the_fallback_is_in_a_network():
+    networked = front_door.coverage(
+        [PodProfile(POD, "Elm Street", ("north",))], PodProfile(CITYWIDE, "Citywide", ()),
+        nearby=["docklands", "north"], networked=True)
+    assert networked.zones == ["docklands", "north"]  # other pods' zones are offered too
+    assert front_door.route("north", networked).escalates_at_once is False
+    assert front_door.route("docklands", networked).escalates_at_once is True
+    assert front_door.route(None, networked).escalates_at_once is True
+    assert front_door.route("docklands", COVERED).escalates_at_once is False  # in no network
+    many = front_door.coverage([], PodProfile(CITYWIDE, "Citywide", ()),
+                               nearby=[f"zone{n}" for n in range(99)], networked=True)
+    assert len(many.zones) == front_door.MAX_AREAS
+    # Without a fallback there is nowhere to send an uncovered request: no network zones.
+    assert front_door.coverage([], None, nearby=["docklands"], networked=True).zones == []
 
 
 def test_limits_count_open_requests_and_the_last_day():
@@ -177,8 +196,12 @@ async def test_an_area_no_pod_covers_goes_to_the_configured_pod_with_its_zone(do
     assert "Posted as #1" in replies[-1][0]
     notice = [o for o in pod.transport.sent if o.room_id == CITYWIDE]
     assert "Someone needs: food (whenever, docklands)" in notice[0].message.body
+    # Citywide is in no network: its coordinators are told, and the request waits there.
+    assert "This pod is in no network" in notice[0].message.body
+    assert "!network join" in notice[0].message.body
     async with pod.storage.transaction() as tx:
-        assert (await tx.posts.by_number(CITYWIDE, 1)).zone == "docklands"
+        post = await tx.posts.by_number(CITYWIDE, 1)
+    assert (post.zone, post.escalate_at) == ("docklands", None)  # today's delay, if ever linked
 
 
 async def test_without_a_default_pod_an_uncovered_area_is_told_so(door):
@@ -261,3 +284,105 @@ async def test_a_block_lapses_after_block_days_and_a_coordinators_forgetme_blank
     await sweep(pod.storage, pod.app.config, pod.clock())
     async with pod.storage.transaction() as tx:
         assert not await tx.front_door.is_blocked(DORA)
+
+
+# ---- an area no pod covers: the network, at once ------------------------------------------
+
+
+@pytest.fixture
+async def networked(door):
+    """The front door's fallback, Citywide (Carol coordinates it too), is linked to a network
+    that bot B's pods are in; Elm Street, which covers north and riverside, is in none."""
+    pod = door
+    pod.app.config.front_door.default_pod = CITYWIDE
+    pod.app.config.network.bots = [BOT_B]
+    pod.transport.rooms[CITYWIDE] = [BOB, CAROL]
+    pod.transport.joinable[ADDRESS] = NETWORK
+    await pod.say(CAROL, "!pod name Citywide", room=CITYWIDE)
+    await pod.say(CAROL, f"!network join {ADDRESS}", room=CITYWIDE)
+    assert "now linked" in [o for o in pod.transport.sent if o.room_id == CITYWIDE][-1].message.body
+    return pod
+
+
+def needs_sent(pod):
+    return [(body, payload) for body, payload in network_sent(pod) if payload["type"] == "need"]
+
+
+async def test_an_uncovered_area_goes_to_the_network_at_once_with_nothing_personal(networked):
+    pod = networked
+    replies = await ask_as_dora(pod, area="docklands")
+    assert "None of my pods covers docklands, so I will pass it to the pods nearby at once" in (
+        replies[4][0])
+    reply = replies[5][0]
+    assert "Passed on as #1 to the pods nearby" in reply
+    assert "nobody learns who you are before you say yes" in reply
+    notice = [o.message.body.replace("**", "") for o in pod.transport.sent
+              if o.room_id == CITYWIDE][-1]
+    assert notice.startswith("#1 Someone needs: food (urgent, docklands).")
+    assert "goes to this pod's networks at once" in notice
+    assert DORA not in notice and SECRET not in notice
+
+    # No delay: the scheduler's next run is now, and that run sends it.
+    scheduler = Scheduler(pod.app)
+    assert await scheduler.next_wake(pod.clock()) == pod.clock()
+    assert [item.kind for item in await scheduler.run_due(pod.clock())] == ["escalate"]
+    await pod.app.run_until_idle()
+    (body, payload), = needs_sent(pod)
+    assert body == "Citywide pod needs food (urgent, docklands)"
+    assert (payload["category"], payload["urgency"], payload["zone"]) == ("food", 2, "docklands")
+    everything = str(network_sent(pod))
+    assert DORA not in everything and SECRET not in everything
+    # The pod was told when it was posted; the escalation adds no second word there.
+    assert not any("is still unmatched" in o.message.body for o in pod.transport.sent)
+    assert await scheduler.run_due(pod.clock()) == []  # once
+
+
+async def test_a_claim_from_another_pod_reaches_the_person_in_the_same_dm(networked):
+    pod = networked
+    await ask_as_dora(pod, area="docklands")
+    await Scheduler(pod.app).run_due(pod.clock())
+    await pod.app.run_until_idle()
+    (_, need), = needs_sent(pod)
+    await from_bot(pod, net.payload(net.CLAIM, need["id"], claim="claim1", pod="tokb",
+                                    name="Maple"))
+    asked = [o.message.body for o in pod.transport.sent if o.user_id == DORA][-1]
+    assert "Someone from the Maple pod offered to help" in asked and "Reply yes" in asked
+    await from_dora(pod, "yes")
+    (answer,) = [o for o in pod.transport.sent if o.user_id == BOT_B]
+    assert net.parse(answer.network).yes is True and DORA not in answer.network
+    await from_bot(pod, net.payload(net.HELPER, need["id"], claim="claim1", person=HELPER),
+                   room=BOT_DM, direct=True)
+    (_, invitees), = pod.transport.private_rooms
+    assert sorted(invitees) == sorted([DORA, HELPER])  # she joins no room but this one
+
+
+async def test_zones_other_pods_announced_are_offered_and_go_to_the_network(networked):
+    pod = networked
+    await from_bot(pod, net.payload(net.POD, "tokb", name="Maple", zones=["docklands", "north"]))
+    replies = await ask_as_dora(pod, area="1")
+    assert "1. docklands\n2. north\n3. riverside\n4. none of these" in replies[3][0]
+    assert "pods nearby at once" in replies[4][0]
+    await Scheduler(pod.app).run_due(pod.clock())
+    await pod.app.run_until_idle()
+    assert needs_sent(pod)[0][1]["zone"] == "docklands"
+    # A zone one of this bot's pods covers still goes to that pod, and waits as ever.
+    await from_dora(pod, "!cancel 1")
+    replies = await ask_as_dora(pod, area="2")
+    assert "Posted as #1" in replies[5][0]
+    async with pod.storage.transaction() as tx:
+        post = await tx.posts.by_number(POD, 1)
+    assert (post.zone, post.escalate_at) == ("north", None)
+    assert not any("networks" in o.message.body for o in pod.transport.sent if o.room_id == POD)
+
+
+async def test_a_front_door_flood_keeps_to_the_pods_hourly_limit(networked):
+    pod = networked
+    pod.app.config.network.escalations_per_hour = 1
+    await ask_as_dora(pod, area="docklands")
+    await ask_as_dora(pod, area="skip")
+    scheduler = Scheduler(pod.app)
+    assert len(await scheduler.run_due(pod.clock())) == 1
+    pod.clock.advance(minutes=30)
+    assert await scheduler.run_due(pod.clock()) == []
+    pod.clock.advance(minutes=31)
+    assert len(await scheduler.run_due(pod.clock())) == 1
