@@ -299,6 +299,9 @@ class NetworkConfig(Section):
     # between bots are accepted. Listing a bot is trusting its operator.
     bots: list[str] = Field(default_factory=list)
     escalations_per_hour: int = Field(default=6, ge=1, le=100)
+    # Phone-tree alerts one pod may forward to its networks an hour (and this bot passes on
+    # from any one other pod): an alert calls people, so the bound is lower than for needs.
+    alerts_per_hour: int = Field(default=3, ge=1, le=100)
 
     @field_validator("bots")
     @classmethod

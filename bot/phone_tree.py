@@ -164,25 +164,36 @@ def is_slow(estimate: timedelta | None) -> bool:
 # ---- messages -------------------------------------------------------------------------------
 
 
-def alert_message(caller: str | None, text: str, prefix: str) -> Rendered:
+def sent_by(caller: str | None, origin: str | None) -> str:
+    """Who an alert is from: the pod that forwarded it through a network, else its caller."""
+    if origin:
+        return f"the {origin} pod (through the network)"
+    return caller or "a coordinator"
+
+
+def alert_message(caller: str | None, text: str, prefix: str,
+                  origin: str | None = None) -> Rendered:
     return render("🚨 **Phone tree alert** from {caller}:\n\n{text}\n\nReply {ok} here, or react "
-                  "{thumb} to this message, so the caller knows you got it.",
-                  caller=caller or "a coordinator", text=text, ok=Code("ok"), thumb=CONFIRM)
+                  "{thumb} to this message, so the {who} knows you got it.",
+                  caller=sent_by(caller, origin), text=text, ok=Code("ok"), thumb=CONFIRM,
+                  who="pod's coordinator" if origin else "caller")
 
 
-def backup_message(person: str, caller: str | None, text: str, waited: timedelta) -> Rendered:
+def backup_message(person: str, caller: str | None, text: str, waited: timedelta,
+                   origin: str | None = None) -> Rendered:
     return render("**Phone tree:** {person}, who named you as their backup, has not confirmed an "
                   "alert from {caller} after {waited}. Please try to reach them. The alert:\n\n"
-                  "{text}", person=person, caller=caller or "a coordinator",
+                  "{text}", person=person, caller=sent_by(caller, origin),
                   waited=fmt_span(waited), text=shorten(text, 300))
 
 
 def caller_message(person: str, backup: str | None, waited: timedelta,
-                   unreachable: bool) -> Rendered:
+                   unreachable: bool, origin: str | None = None) -> Rendered:
+    alert = f"the alert from the {origin} pod" if origin else "your alert"
     if unreachable:
         what = "could not be reached: I cannot write to them"
     else:
-        what = f"has not confirmed your alert after {fmt_span(waited)}"
+        what = f"has not confirmed {alert} after {fmt_span(waited)}"
     return render("**Phone tree:** {person} {what}{told}. Please reach them another way if you "
                   "can.", person=person, what=what,
                   told=f" (I told their backup, {backup})" if backup else "")

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from bot import pods, room_settings
+from bot import phone_tree, pods, room_settings
 from bot.config import BotConfig
 from bot.formatting import render
 from bot.messages import Outgoing
@@ -34,12 +34,15 @@ CLOSE = "close"  # room: the need was met (maybe by a claim it names), withdrawn
 WITHDRAW = "withdraw"  # room: a claim is withdrawn (its pod left the network)
 ANSWER = "answer"  # direct: the requester's yes or no, to the claiming pod's bot only
 HELPER = "helper"  # direct: after a yes, the helper's id, to the inviting bot only
-TYPES = (POD, NEED, CLAIM, CLOSE, WITHDRAW, ANSWER, HELPER, LEFT)
+ALERT = "alert"  # room: a coordinator forwarded a phone-tree alert (its text; never the caller)
+TYPES = (POD, NEED, CLAIM, CLOSE, WITHDRAW, ANSWER, HELPER, ALERT, LEFT)
 DIRECT_TYPES = (ANSWER, HELPER)
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _USER_ID = re.compile(r"@[^\s:@]{1,200}:[A-Za-z0-9.\-\[\]:]{1,200}")
 _LABEL = re.compile(r"[eE](\d{1,9})")
+
+MAX_ALERT_TEXT = phone_tree.MAX_ALERT  # characters of a forwarded alert: the tree's own bound
 
 DEFAULT_DELAY_HOURS = 24.0
 DEFAULT_URGENT_DELAY_HOURS = 2.0
@@ -64,6 +67,8 @@ class NetworkMessage:
     claim: str | None = None  # CLAIM, WITHDRAW, ANSWER, HELPER
     yes: bool | None = None  # ANSWER
     person: str | None = None  # HELPER
+    text: str | None = None  # ALERT: what the coordinator chose to share
+    urgent: bool | None = None  # ALERT
     reply: bool = False  # POD: an answer to a pod new to the sender's bot (never answered)
 
 
@@ -127,6 +132,8 @@ def parse(payload: str) -> NetworkMessage | None:
             # A category a newer bot knows and this one does not is still a need: "other".
             category=Category(category) if category in set(Category) else Category.OTHER,
             urgency=Urgency(min(max(urgency, 0), max(Urgency))), zone=_zone(data.get("zone")))
+    if kind == ALERT:
+        return _alert(data, common)
     if kind == CLOSE:
         # The claim the requester accepted, if any: that offer goes on (its answer may come
         # after the close, by another room).
@@ -148,12 +155,34 @@ def parse(payload: str) -> NetworkMessage | None:
     return NetworkMessage(**common, claim=claim, person=person)
 
 
-def payload(kind: str, id: str, **fields: object) -> str:
-    """The JSON text of a message of this version (None fields left out)."""
+def _alert(data: dict, common: dict) -> NetworkMessage:
+    """An alert: its pod, the pod's name, whether urgent and the text, bounded (a text with
+    nothing in it, or longer than a pod may send, is refused rather than cut)."""
+    text, urgent = data.get("text"), data.get("urgent")
+    if not isinstance(urgent, bool):
+        raise Malformed("urgent is missing or not true/false")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_ALERT_TEXT:
+        raise Malformed("text is missing, empty or too long")
+    return NetworkMessage(**common, pod=_token(data, "pod"), name=_pod_name(data),
+                          text=text.strip(), urgent=urgent)
+
+
+def _json(kind: str, id: str, fields: dict[str, object]) -> str:
     assert kind in TYPES, kind
     data = {"v": VERSION, "type": kind, "id": id}
     data |= {k: v for k, v in fields.items() if v is not None}
-    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+
+
+def fits(kind: str, id: str, **fields: object) -> bool:
+    """Whether a message stays within MAX_BYTES: a person's text (an alert's) may not, since
+    JSON writes a symbol such as an emoji as up to 12 bytes."""
+    return len(_json(kind, id, fields).encode()) <= MAX_BYTES
+
+
+def payload(kind: str, id: str, **fields: object) -> str:
+    """The JSON text of a message of this version (None fields left out)."""
+    text = _json(kind, id, fields)
     assert len(text.encode()) <= MAX_BYTES
     return text
 
@@ -253,6 +282,11 @@ def next_room(recent: list[datetime], now: datetime, per_hour: int) -> datetime 
     if len(inside) < per_hour:
         return None
     return inside[len(inside) - per_hour] + HOUR
+
+
+def alert_text(name: str, text: str, urgent: bool) -> str:
+    """'Alert from the Elm Street pod (urgent): …': how a forwarded alert reads elsewhere."""
+    return f"Alert from the {name} pod{' (urgent)' if urgent else ''}: {text}"
 
 
 def need_text(name: str, category: Category, urgency: Urgency, zone: str | None) -> str:

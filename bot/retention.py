@@ -184,6 +184,11 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "remote_needs": ("id", "pod_room", "network_room", "origin_bot", "origin_pod", "escalation",
                      "pod_name", "category", "urgency", "zone", "status", "received_at",
                      "closed_at"),
+    # Forwarded phone-tree alerts: tokens, rooms, pods' names and bots' accounts; the text is in
+    # `alerts` (its own rule) and, until sent, in the outbox.
+    "alert_forwards": ("token", "pod_room", "urgent", "created_at"),
+    "remote_alerts": ("origin_bot", "token", "pod_room", "network_room", "origin_pod",
+                      "pod_name", "received_at"),
     "items": ("id", "room_id", "number", "loan_days", "status", "created_at", "updated_at"),
     "loans": ("id", "item_id", "room_id", "status", "asked_at", "lent_at", "due_on", "closed_at"),
 }

@@ -556,17 +556,19 @@ def _tree_messages(item: Due, config: BotConfig) -> list[Outgoing]:
     assert item.tree is not None
     alert, calls = item.tree
     if item.kind == TREE_CALL:
-        return [Outgoing(phone_tree.alert_message(alert.caller, alert.text, config.command_prefix),
-                         user_id=item.person)]
+        return [Outgoing(phone_tree.alert_message(alert.caller, alert.text, config.command_prefix,
+                                                  alert.origin), user_id=item.person)]
     if item.kind == TREE_ESCALATE:
         [call] = calls
         waited = timedelta(seconds=alert.wait_seconds) * (int(item.offset_key) + 1)
         if item.person == alert.caller:
             backup = call.backup if call.backup != alert.caller else None
             message = phone_tree.caller_message(call.person, backup, waited,
-                                                unreachable=call.dead_at is not None)
+                                                unreachable=call.dead_at is not None,
+                                                origin=alert.origin)
         else:
-            message = phone_tree.backup_message(call.person, alert.caller, alert.text, waited)
+            message = phone_tree.backup_message(call.person, alert.caller, alert.text, waited,
+                                                alert.origin)
         return [Outgoing(message, user_id=item.person)]
     if alert.caller is None:
         return []  # the caller asked to be forgotten

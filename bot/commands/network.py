@@ -9,6 +9,10 @@ the claiming pod's bot alone, and the helper's id to the requester's bot alone, 
 in the two bots' encrypted direct chat. A message from an account that is not a listed pod bot,
 malformed, replayed, or from a pod over its hourly limit changes nothing and is logged (never
 its content).
+
+A coordinator's `!alert [urgent] network <text>` (bot/commands/tree.py) is forwarded from here:
+an `alert` (text, urgency, pod name; never the caller) goes to each of the pod's networks, and
+every other bot posts it in its pods there and calls their trees (`start_alert`), once per pod.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from bot import pod_network as net
 from bot.actions import FOLLOWUPS, Followup, fmt_hours, request_join
 from bot.commands import Arg, UsageError, command, event_hook, intake, require_coordinator
 from bot.commands.pods import announcement, pod_profile, stored_profile
+from bot.commands.tree import start_alert, started_text
 from bot.config import BotConfig
 from bot.context import Context, Outgoing
 from bot.formatting import Code, join, render
 from bot.messages import NetworkEvent
 from bot.models import PostKind, PostStatus
+from bot.shift_text import fmt_span
 from bot.storage import Transaction
 from bot.store.actions import Action
 from bot.store.network import ACCEPTED, ASKED, CLOSED, DECLINED, OPEN, Link, RemoteNeed
@@ -412,8 +418,145 @@ async def _on_withdraw(ctx: Context, event: NetworkEvent, message: net.NetworkMe
                  number=post.number)
 
 
+# ---- phone-tree alerts forwarded to the network's pods --------------------------------------
+
+
+def _me(ctx: Context) -> str | None:
+    return ctx.config.matrix.user_id if ctx.config.matrix else None
+
+
+async def forward_alert(ctx: Context, text: str, urgent: bool) -> None:
+    """`!alert [urgent] network <text>` from a coordinator (bot/commands/tree.py checked who and
+    what): the alert goes to every network the pod is linked to, as its text, urgency and the
+    pod's name (never the caller), to this bot's other pods there, and to the pod's own tree."""
+    links = await ctx.tx.network.links(ctx.room_id)
+    name = (await pod_profile(ctx)).name or "A"
+    if not await _may_forward(ctx, links, name, text, urgent):
+        return
+    token = await ctx.tx.network.add_forward(ctx.room_id, urgent, ctx.now)
+    for link in links:
+        ctx.outgoing.append(net.to_room(
+            link.network_room, net.alert_text(name, text, urgent), net.ALERT, token,
+            pod=link.token, name=name, urgent=urgent, text=text))
+    mine = await _to_my_other_pods(ctx, links, name, text, urgent, token)
+    started = await start_alert(ctx.tx, ctx.config, ctx.room_id, ctx.sender, text, urgent,
+                                ctx.event_id, ctx.now)
+    sent = render("Forwarded to the pods of {networks}{mine}: each pod's bot posts it there and "
+                  "calls that pod's phone tree (without your name).",
+                  networks=", ".join(link.address for link in links),
+                  mine=f" (and {mine} more {'pod' if mine == 1 else 'pods'} of mine)"
+                  if mine else "")
+    if started is None:
+        here = render("Nobody else is on this pod's phone tree, so nobody here was called.")
+    else:
+        ctx.schedule_changed = True
+        here = await started_text(ctx, *started)
+    await ctx.reply(join([sent, here]))
+
+
+async def _may_forward(ctx: Context, links: list[Link], name: str, text: str,
+                       urgent: bool) -> bool:
+    """A pod in no network, over its hourly limit, or with a text too big for the format is
+    told so, and nothing is sent (not even to its own tree: the coordinator chose the network)."""
+    p = ctx.config.command_prefix
+    if not links:
+        await ctx.reply("This pod is in no network, so there is no pod to forward the alert to; "
+                        "nothing was sent. Link it first with {join}, or send {alert} to call "
+                        "this pod's own tree.",
+                        join=Code(f"{p}network join #city-network:other.example"),
+                        alert=Code(f"{p}alert <text>"))
+        return False
+    per_hour = ctx.config.network.alerts_per_hour
+    recent = await ctx.tx.network.forwarded_since(ctx.room_id, ctx.now - net.HOUR)
+    if not net.room_left(recent, ctx.now, per_hour):
+        again = net.next_room(recent, ctx.now, per_hour) or ctx.now
+        await ctx.reply("This pod has forwarded {n} alerts to its networks in the last hour, the "
+                        "most it may; nothing was sent. It may forward again in {wait}; {alert} "
+                        "still calls this pod's own tree.", n=per_hour,
+                        wait=fmt_span(again - ctx.now), alert=Code(f"{p}alert <text>"))
+        return False
+    longest = "0" * 64  # the longest token the format allows, for the alert's and the pod's
+    if not net.fits(net.ALERT, longest, pod=longest, name=name, urgent=urgent, text=text):
+        await ctx.reply("That alert is too long to forward (emoji and other symbols count as "
+                        "several letters); nothing was sent. Shorten it and send it again.")
+        return False
+    return True
+
+
+async def _to_my_other_pods(ctx: Context, links: list[Link], name: str, text: str,
+                            urgent: bool, token: str) -> int:
+    """The bot ignores its own messages in the network rooms, so its other pods there hear the
+    alert here, each once however many of the networks it shares; how many did."""
+    mine = 0
+    for link in links:
+        for other in await ctx.tx.network.pods_in(link.network_room):
+            if other.pod_room != ctx.room_id:
+                mine += await _receive_alert(ctx, other, link.token, name, text, urgent, token,
+                                             origin_bot=_me(ctx) or "", event_id=ctx.event_id,
+                                             skip=ctx.sender)
+    return mine
+
+
+def _pod_caller(ctx: Context, pod_room: str) -> str | None:
+    """Who stands in for the caller of an alert another pod forwarded here: the pod's
+    coordinator with the highest power level (the first by id among equals), so silence and the
+    reports reach someone who can act in this pod; None when the pod has no coordinator."""
+    me, level = _me(ctx), ctx.config.bot.coordinator_power_level
+    ranked = sorted((-ctx.transport.power_level(pod_room, person), person)
+                    for person in ctx.transport.members(pod_room) if person != me)
+    return next((person for power, person in ranked if -power >= level), None)
+
+
+async def _receive_alert(ctx: Context, link: Link, origin_pod: str, name: str, text: str,
+                         urgent: bool, token: str, *, origin_bot: str, event_id: str,
+                         skip: str | None = None) -> bool:
+    """Another pod's alert, in one pod here: posted in its room and its tree called, once
+    (`skip`: who forwarded it, when that pod is this bot's too, is not called about it)."""
+    if not await ctx.tx.network.add_remote_alert(
+            origin_bot=origin_bot, token=token, pod_room=link.pod_room,
+            network_room=link.network_room, origin_pod=origin_pod, pod_name=name, now=ctx.now):
+        return False
+    caller = _pod_caller(ctx, link.pod_room)
+    started = await start_alert(ctx.tx, ctx.config, link.pod_room, caller, text, urgent,
+                                event_id, ctx.now, origin=name, skip=skip)
+    shown = render("🚨 {alert}", alert=net.alert_text(name, text, urgent))
+    if started is None:
+        what = render("Nobody is on this pod's phone tree, so nobody was called. Join it with "
+                      "{join}", join=Code(f"{ctx.config.command_prefix}tree join"))
+    else:
+        ctx.schedule_changed = True
+        calls, held = started
+        what = render("Calling this pod's phone tree: {n}{held}. {who}",
+                      n=f"{calls} {'person' if calls == 1 else 'people'}",
+                      held=f" ({held} when their hours begin)" if held else "",
+                      who=f"{caller} hears of anyone who stays silent." if caller else
+                      "This pod has no coordinator to hear of anyone who stays silent.")
+    await ctx.send(link.pod_room, join([shown, what]))
+    return True
+
+
+async def _on_alert(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
+    """Another pod's alert: posted, and the tree called, in every pod here linked to that
+    network, once (by the alert's token), within the other pod's hourly limit."""
+    assert message.pod and message.name and message.text and message.urgent is not None
+    had = await ctx.tx.network.alert_pods(event.sender, message.id)
+    targets = [link for link in await ctx.tx.network.pods_in(event.room_id)
+               if link.pod_room not in had]
+    if not targets:
+        _ignored(event, "an alert already received (replayed)")
+        return
+    recent = await ctx.tx.network.alerts_received_since(event.sender, message.pod, message.id,
+                                                        ctx.now - net.HOUR)
+    if not had and not net.room_left(recent, ctx.now, ctx.config.network.alerts_per_hour):
+        _ignored(event, "its pod is over the hourly limit of alerts")
+        return
+    for link in targets:
+        await _receive_alert(ctx, link, message.pod, message.name, message.text, message.urgent,
+                             message.id, origin_bot=event.sender, event_id=event.event_id)
+
+
 _HANDLERS: dict[str, Callable[[Context, NetworkEvent, net.NetworkMessage], Awaitable[None]]] = {
     net.POD: _on_pod, net.NEED: _on_need, net.CLAIM: _on_claim, net.ANSWER: _on_answer,
     net.HELPER: _on_helper, net.CLOSE: _on_close, net.WITHDRAW: _on_withdraw,
-    net.LEFT: _on_left,
+    net.ALERT: _on_alert, net.LEFT: _on_left,
 }

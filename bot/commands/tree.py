@@ -123,10 +123,13 @@ async def _show(ctx: Context) -> None:
 
 
 @command("alert", help="Coordinators: call everyone on the phone tree by direct message "
-         "(urgent: at any hour); status shows who confirmed, close ends it.",
-         args=(Arg("[urgent] text | status | close", many=True),),
+         "(urgent: at any hour); network: also forward it to the pods of this pod's networks, "
+         "whose bots call their own trees; status shows who confirmed, close ends it.",
+         args=(Arg("[urgent] [network] text | status | close", many=True),),
          examples=("alert Eviction at 14 Elm St at 8am, come if you can",
-                   "alert urgent ICE reported on Main St", "alert status", "alert close"),
+                   "alert urgent ICE reported on Main St",
+                   "alert urgent network ICE reported on Main St", "alert status",
+                   "alert close"),
          group="Phone tree")
 async def alert(ctx: Context, rest: str) -> None:
     word = rest.split()[0].lower() if rest.split() else ""
@@ -138,12 +141,16 @@ async def alert(ctx: Context, rest: str) -> None:
         return
     if not await _pod_only(ctx) or not await require_coordinator(ctx, "send a phone-tree alert"):
         return
-    urgent = word == "urgent"
-    text = " ".join(rest.split()[1:] if urgent else rest.split())
+    urgent, network, text = parse_alert(rest)
     if not text:
         raise UsageError("Say what the alert is.")
     if len(text) > phone_tree.MAX_ALERT:
         raise UsageError(f"Keep an alert under {phone_tree.MAX_ALERT} characters.")
+    if network:
+        # Imported here: forwarding builds on this module (it starts other pods' trees).
+        from bot.commands.network import forward_alert
+        await forward_alert(ctx, text, urgent)
+        return
     started = await start_alert(ctx.tx, ctx.config, ctx.room_id, ctx.sender, text, urgent,
                                 ctx.event_id, ctx.now)
     if started is None:
@@ -151,8 +158,21 @@ async def alert(ctx: Context, rest: str) -> None:
                         join=Code(f"{ctx.config.command_prefix}tree join"))
         return
     ctx.schedule_changed = True  # the scheduler makes the calls
-    calls, held = started
-    await ctx.reply(
+    await ctx.reply(await started_text(ctx, *started))
+
+
+def parse_alert(rest: str) -> tuple[bool, bool, str]:
+    """(urgent, to the networks, text) of `!alert [urgent] [network] text`, the two words in
+    either order."""
+    words, flags = rest.split(), {"urgent": False, "network": False}
+    while words and words[0].lower() in flags and not flags[words[0].lower()]:
+        flags[words.pop(0).lower()] = True
+    return flags["urgent"], flags["network"], " ".join(words)
+
+
+async def started_text(ctx: Context, calls: int, held: int) -> Rendered:
+    """What the caller is told once their pod's tree is started."""
+    return render(
         "Calling {now} people on the phone tree by direct message now{held}. They confirm with "
         "{ok} or a {thumb}; silence after {wait} goes to their backup, then to you. I will tell "
         "you when everyone is reached. Who has confirmed: {status}",
@@ -167,15 +187,21 @@ async def _wait(tx: Transaction, config: BotConfig, room_id: str) -> timedelta:
     return phone_tree.parse_wait(await _room_value(tx, config, room_id, "alert_wait"))
 
 
-async def start_alert(tx: Transaction, config: BotConfig, room_id: str, caller: str, text: str,
-                      urgent: bool, event_id: str, now: datetime) -> tuple[int, int] | None:
+async def start_alert(tx: Transaction, config: BotConfig, room_id: str, caller: str | None,
+                      text: str, urgent: bool, event_id: str, now: datetime,
+                      origin: str | None = None,
+                      skip: str | None = None) -> tuple[int, int] | None:
     """Record an alert to everyone on the room's tree but the caller, with the room's wait and
     each member's hours; (calls, how many wait for their hours), or None when nobody is on it.
     The scheduler then makes the calls once the transaction is committed and it is woken (a
-    handler sets `ctx.schedule_changed`). Forwarding an alert to the pods of a network calls this
-    for each pod's room, with who forwarded it as the caller."""
+    handler sets `ctx.schedule_changed`). An alert another pod forwarded through a network
+    (bot/commands/network.py) names that pod as its `origin`, and has as its caller (who hears
+    of silence and gets the reports) a coordinator of the receiving pod, or nobody: that
+    coordinator did not send it, so is called like anyone on the tree; only `skip` (who
+    forwarded it, from another pod of this bot) is not."""
     zone = ZoneInfo(await _room_value(tx, config, room_id, "timezone"))
-    members = [m for m in await tx.tree.members(room_id) if m.person != caller]
+    not_called = caller if origin is None else skip
+    members = [m for m in await tx.tree.members(room_id) if m.person != not_called]
     if not members:
         return None
     calls = [(m.person, phone_tree.call_time(
@@ -183,7 +209,7 @@ async def start_alert(tx: Transaction, config: BotConfig, room_id: str, caller: 
         for m in members]
     wait = await _wait(tx, config, room_id)
     await tx.tree.add_alert(room_id, caller, text, urgent, int(wait.total_seconds()), event_id,
-                            now, calls)
+                            now, calls, origin)
     return len(calls), sum(at > now for _, at in calls)
 
 
@@ -232,7 +258,8 @@ def status_lines(found: Alert, calls: list[Call]) -> list[Rendered]:
     reached = [c.sent_at for c in calls if c.sent_at is not None]
     state = "closed" if found.closed_at else "open"
     lines = [render("**Phone tree alert** ({state}) from {caller}: {text}", state=state,
-                    caller=found.caller or "someone", text=shorten(found.text, 80)),
+                    caller=phone_tree.sent_by(found.caller, found.origin) if found.origin
+                    else found.caller or "someone", text=shorten(found.text, 80)),
              render("{confirmed} of {total} confirmed.", confirmed=len(confirmed),
                     total=len(calls))]
     if reached:

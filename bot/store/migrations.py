@@ -469,6 +469,31 @@ MIGRATIONS: list[Migration] = [
             PRIMARY KEY (network_room, bot, token)
         );
 """),
+    # Issue 12: a phone-tree alert forwarded to the network's pods. `alert_forwards`: this pod's
+    # forwards (their tokens and times, for the hourly limit); `remote_alerts`: alerts received
+    # per pod here (idempotent by origin bot, token and pod; the times for the other pod's
+    # limit); `alerts.origin`: the name of the pod an alert came from (NULL: this pod's own).
+    Migration("network alerts: forwarded and received", """
+        ALTER TABLE alerts ADD COLUMN origin TEXT;
+        CREATE TABLE alert_forwards (
+            token TEXT PRIMARY KEY,
+            pod_room TEXT NOT NULL,
+            urgent INTEGER NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX alert_forwards_pod ON alert_forwards (pod_room, created_at);
+        CREATE TABLE remote_alerts (
+            origin_bot TEXT NOT NULL,
+            token TEXT NOT NULL,
+            pod_room TEXT NOT NULL,
+            network_room TEXT NOT NULL,
+            origin_pod TEXT NOT NULL,
+            pod_name TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (origin_bot, token, pod_room)
+        );
+        CREATE INDEX remote_alerts_origin ON remote_alerts (origin_bot, origin_pod, received_at);
+"""),
     # The network's directory kept fresh: a pod that announced it left stays as a tombstone
     # (`left_at`; its token is never listed again: a pod that rejoins gets a new one), and when
     # this bot answered a pod new to it with its own pods (`answered_at`: the hourly cap).

@@ -323,3 +323,48 @@ class NetworkArea(Area):
             "UPDATE remote_claims SET status = ? WHERE claim = ? AND status = ?",
             (status, claim, ASKED))
         return cursor.rowcount == 1
+
+    # ---- phone-tree alerts forwarded to the networks, and received from them -------------
+
+    async def add_forward(self, pod_room: str, urgent: bool, now: datetime) -> str:
+        """A new forward of this pod's alert: its token (the `id` other bots know it by)."""
+        token = new_token()
+        await self._tx.execute(
+            "INSERT INTO alert_forwards (token, pod_room, urgent, created_at) VALUES (?, ?, ?, ?)",
+            (token, pod_room, int(urgent), now_text(now)))
+        return token
+
+    async def forwarded_since(self, pod_room: str, since: datetime) -> list[datetime]:
+        """When the pod forwarded its alerts after `since` (for the hourly limit)."""
+        rows = await self._tx.fetchall(
+            "SELECT created_at FROM alert_forwards WHERE pod_room = ? AND created_at > ?",
+            (pod_room, now_text(since)))
+        return [parse_time(r["created_at"]) for r in rows]
+
+    async def add_remote_alert(self, *, origin_bot: str, token: str, pod_room: str,
+                               network_room: str, origin_pod: str, pod_name: str,
+                               now: datetime) -> bool:
+        """Record an alert received for `pod_room`; False if it was received there before (a
+        replay, a restart, or the same alert by a second network)."""
+        cursor = await self._tx.execute(
+            "INSERT OR IGNORE INTO remote_alerts (origin_bot, token, pod_room, network_room, "
+            "origin_pod, pod_name, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (origin_bot, token, pod_room, network_room, origin_pod, pod_name, now_text(now)))
+        return cursor.rowcount == 1
+
+    async def alert_pods(self, origin_bot: str, token: str) -> set[str]:
+        """The pods here that have received this alert."""
+        rows = await self._tx.fetchall(
+            "SELECT pod_room FROM remote_alerts WHERE origin_bot = ? AND token = ?",
+            (origin_bot, token))
+        return {r["pod_room"] for r in rows}
+
+    async def alerts_received_since(self, origin_bot: str, origin_pod: str, but: str,
+                                    since: datetime) -> list[datetime]:
+        """When the other pod's alerts (but `but`, the one being read) first came after `since`:
+        one time per alert, however many pods here it reached."""
+        rows = await self._tx.fetchall(
+            "SELECT MIN(received_at) AS at FROM remote_alerts WHERE origin_bot = ? "
+            "AND origin_pod = ? AND token != ? AND received_at > ? GROUP BY token",
+            (origin_bot, origin_pod, but, now_text(since)))
+        return [parse_time(r["at"]) for r in rows]

@@ -34,6 +34,7 @@ class Alert:
     event_id: str | None
     created_at: datetime
     closed_at: datetime | None
+    origin: str | None = None  # the name of the pod that forwarded it (None: this pod's own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def _time(text: str | None) -> datetime | None:
 def _alert(row: sqlite3.Row) -> Alert:
     return Alert(row["id"], row["room_id"], row["caller"], row["text"] or "", bool(row["urgent"]),
                  row["wait_seconds"], row["event_id"], parse_time(row["created_at"]),
-                 _time(row["closed_at"]))
+                 _time(row["closed_at"]), row["origin"])
 
 
 def _call(row: sqlite3.Row) -> Call:
@@ -108,14 +109,14 @@ class TreeArea(Area):
 
     # ---- alerts and calls ---------------------------------------------------------------------
 
-    async def add_alert(self, room_id: str, caller: str, text: str, urgent: bool,
+    async def add_alert(self, room_id: str, caller: str | None, text: str, urgent: bool,
                         wait_seconds: int, event_id: str, now: datetime,
-                        calls: list[tuple[str, datetime]]) -> Alert:
+                        calls: list[tuple[str, datetime]], origin: str | None = None) -> Alert:
         """An alert and a call per (person, when it may reach them)."""
         row = await self._tx.fetchone(
             "INSERT INTO alerts (room_id, caller, text, urgent, wait_seconds, event_id, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
-            (room_id, caller, text, int(urgent), wait_seconds, event_id, now_text(now)))
+            "created_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+            (room_id, caller, text, int(urgent), wait_seconds, event_id, now_text(now), origin))
         alert = _alert(row)
         await self._tx.executemany(
             "INSERT INTO alert_calls (alert_id, person, due_at) VALUES (?, ?, ?)",

@@ -6,6 +6,9 @@ the pod's delay and goes to the network; both bots are restarted mid-escalation;
 pod B; Rita says yes in her DM; bot A makes the introduction room, across both servers, with
 exactly the two of them; the need closes in both pods; and pod B never sees Rita or the details.
 Then a forged, a malformed and a replayed network message change nothing in any pod.
+
+A second, lean journey: a coordinator in pod A forwards a phone-tree alert (`!alert urgent
+network …`), and a tree member of pod B, on the other server, gets it by DM and confirms.
 """
 
 from __future__ import annotations
@@ -188,6 +191,55 @@ async def test_a_need_travels_to_another_pod_on_another_server_and_back(
         assert not any("needs food" in body for body in alice.bodies(pod_a)[before_a:])
         for log in (bot_a.log_text(), bot_b.log_text()):
             assert SECRET not in log
+    finally:
+        await bot_a.stop()
+        await bot_b.stop()
+
+
+async def test_an_alert_forwarded_by_one_pod_calls_another_pods_tree(
+        person_factory, synapse, second_synapse, tmp_path):
+    """Alice, coordinating Elm Street on the first server, forwards an urgent alert; bot B posts it
+    in Maple on the second server and calls Hank, on Maple's tree, who confirms with `ok`; Cora,
+    Maple's coordinator, stands in for the caller. Nobody outside pod A learns who sent it."""
+    run = uuid.uuid4().hex[:6]
+    a_id, a_password = await synapse.register(f"bot-a-{run}")
+    b_id, b_password = await second_synapse.register(f"bot-b-{run}")
+    bot_a = await _bot(synapse, tmp_path / "a", a_id, a_password, b_id)
+    bot_b = await _bot(second_synapse, tmp_path / "b", b_id, b_password, a_id)
+    text = "ICE reported on Main St, stay inside"
+    try:
+        pod_a, (alice,) = await _pod(person_factory, bot_a, synapse, "alice")
+        pod_b, (cora, hank) = await _pod(person_factory, bot_b, second_synapse, "cora", "hank")
+        network, address = await _network_room(cora)
+        for person, pod, bot, name in ((alice, pod_a, bot_a, "Elm Street"),
+                                       (cora, pod_b, bot_b, "Maple")):
+            await say(person, pod, f"!pod name {name}", "now called", bot)
+            await say(person, pod, f"!network join {address}", "Joining", bot)
+            await person.wait_for(pod, contains("now linked"), 60, sender=bot.user_id)
+        await say(hank, pod_b, "!tree join", "on the phone tree", bot_b)
+
+        await say(alice, pod_a, f"!alert urgent network {text}", "Forwarded to the pods", bot_a)
+        shown = await hank.wait_for(pod_b, contains("Alert from the Elm Street pod (urgent)"), 60,
+                                    sender=bot_b.user_id)
+        assert text in shown.body and "phone tree: 1 person" in shown.body
+        hank_dm = await dm_from_bot(hank)
+        call = await hank.wait_for(hank_dm, contains("Phone tree alert"), 60, sender=bot_b.user_id)
+        assert "Elm Street pod" in call.body and text in call.body
+        await say(hank, hank_dm, "ok", "confirmation is recorded", bot_b)
+        cora_dm = await dm_from_bot(cora)
+        await cora.wait_for(cora_dm, contains("everyone confirmed"), 60, sender=bot_b.user_id)
+
+        # The alert travelled once, with its text and pod name, never who sent it.
+        await cora.wait_for(network, lambda e: (e.source["content"].get(KEY) or {}).get(
+            "type") == "alert", 60, sender=bot_a.user_id)
+        alerts = [c[KEY] for c in (e.source["content"] for e in cora.received(network))
+                  if (c.get(KEY) or {}).get("type") == "alert"]
+        assert len(alerts) == 1 and alerts[0]["text"] == text
+        seen = json.dumps(alerts) + " ".join(hank.bodies(pod_b) + hank.bodies(hank_dm))
+        assert alice.user_id not in seen
+        assert sum("Alert from the Elm Street pod" in b for b in hank.bodies(pod_b)) == 1
+        for log in (bot_a.log_text(), bot_b.log_text()):
+            assert text not in log
     finally:
         await bot_a.stop()
         await bot_b.stop()
