@@ -113,15 +113,16 @@ async def test_an_area_only_another_bots_pod_covers_reaches_it_through_the_netwo
         pod_a, (alice,) = await _pod(person_factory, bot_a, synapse, "alice")
         pod_b, (cora, hank) = await _pod(person_factory, bot_b, second_synapse, "cora", "hank")
         network, address = await _network_room(cora)
-        await say(alice, pod_a, "!pod name Citywide", "now called", bot_a)
-        await say(alice, pod_a, "!pod zones north", "zones are now", bot_a)
-        await say(alice, pod_a, f"!network join {address}", "Joining", bot_a)
-        await alice.wait_for(pod_a, contains("now linked"), 60, sender=bot_a.user_id)
-        # Maple joins after Citywide: bot A learns its zones from its announcement.
         await say(cora, pod_b, "!pod name Maple", "now called", bot_b)
         await say(cora, pod_b, "!pod zones docklands", "zones are now", bot_b)
         await say(cora, pod_b, f"!network join {address}", "Joining", bot_b)
         await cora.wait_for(pod_b, contains("now linked"), 60, sender=bot_b.user_id)
+        # Citywide joins after Maple: bot B answers its announcement with Maple's, from which
+        # bot A learns Maple's zones.
+        await say(alice, pod_a, "!pod name Citywide", "now called", bot_a)
+        await say(alice, pod_a, "!pod zones north", "zones are now", bot_a)
+        await say(alice, pod_a, f"!network join {address}", "Joining", bot_a)
+        await alice.wait_for(pod_a, contains("now linked"), 60, sender=bot_a.user_id)
         await bot_a.wait_for_log("a pod announced itself", 60)
         # Citywide takes bot A's front-door requests from areas its pods do not cover.
         assert await bot_a.stop() == 0
