@@ -177,7 +177,8 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     # The network of pods: rooms, pods' names and zones, bots' accounts (not people), tokens,
     # categories and dates. Who asked or helped is only in posts, introductions, remote_claims.
     "network_links": ("pod_room", "network_room", "address", "token", "linked_at"),
-    "escalations": ("id", "post_id", "pod_room", "status", "created_at", "closed_at"),
+    "escalations": ("id", "post_id", "pod_room", "status", "created_at", "closed_at",
+                    "sent_id", "rounds", "reopened_at"),
     "escalation_claims": ("claim", "escalation", "bot", "intro_id", "status", "created_at"),
     "network_pods": ("network_room", "bot", "token", "name", "zones", "announced_at", "left_at",
                      "answered_at"),

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from bot import library, phone_tree, pods, room_settings
 from bot import pod_network as net
+from bot.commands import network as network_commands
 from bot.config import BotConfig, ShiftsConfig
 from bot.context import Outgoing
 from bot.formatting import Code, join, render, shorten
@@ -120,6 +121,7 @@ class Snapshot:
     last_run: datetime | None = None
     loans: list[tuple[Loan, Item]] = field(default_factory=list)  # lent out now
     unescalated: list[Post] = field(default_factory=list)  # open needs of linked pods
+    rounds: dict[int, int] = field(default_factory=dict)  # post -> times it went (reopened)
     escalated: dict[str, list[datetime]] = field(default_factory=dict)  # pod -> last hour's
     closable: list[Escalation] = field(default_factory=list)  # escalated, no longer open
     alerts: list[tuple[Alert, list[Call]]] = field(default_factory=list)  # open phone-tree alerts
@@ -224,8 +226,9 @@ def _escalations_due(snap: Snapshot, now: datetime, config: BotConfig) -> list[D
     for room, times in _escalation_times(snap, config).items():
         left = net.room_left(snap.escalated.get(room, []), now,
                              config.network.escalations_per_hour)
-        out += [Due(kind=ESCALATE, ref=str(post.id), occurrence="", offset_key="", person="",
-                    at=at, action="send", room_id=room, post=post)
+        # A need open again goes again: each round is its own send (by how many went before).
+        out += [Due(kind=ESCALATE, ref=str(post.id), occurrence=str(snap.rounds.get(post.id, "")),
+                    offset_key="", person="", at=at, action="send", room_id=room, post=post)
                 for at, post in [item for item in times if item[0] <= now][:left]]
     return out
 
@@ -535,9 +538,14 @@ def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
     post = item.post
     assert post is not None
     text = net.need_text(name, post.category, post.urgency, post.zone)
-    out = [net.to_room(link.network_room, text, net.NEED, escalation.id, pod=link.token,
+    out = [net.to_room(link.network_room, text, net.NEED, escalation.network_id, pod=link.token,
                        name=name, category=post.category.value, urgency=int(post.urgency),
                        zone=post.zone) for link in links]
+    if escalation.rounds > 1:
+        out.append(Outgoing(render(
+            "**#{number}** is open again, so I have passed it to this pod's networks again "
+            "(only its category, urgency and zone).", number=post.number), room_id=item.room_id))
+        return out
     if post.escalate_at is not None:
         return out  # sent at once: its notice in the pod already said it goes to the networks
     out.append(Outgoing(render(
@@ -549,7 +557,7 @@ def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
 def close_messages(escalation: Escalation, links: list[Link], name: str,
                    accepted: str | None) -> list[Outgoing]:
     return [net.to_room(link.network_room, f"The {name} pod's need is closed.", net.CLOSE,
-                        escalation.id, claim=accepted) for link in links]
+                        escalation.network_id, claim=accepted) for link in links]
 
 
 def _tree_messages(item: Due, config: BotConfig) -> list[Outgoing]:
@@ -654,12 +662,14 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     alerts = [(alert, await tx.tree.calls(alert.id))
               for alert in await tx.tree.open_alerts(now - phone_tree.OPEN_FOR)]
     unescalated = await tx.network.unescalated_needs()
+    rounds = await tx.network.escalation_rounds([post.id for post in unescalated])
     closable = await tx.network.closable()
     rooms = ({s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
              | {p.room_id for p in unescalated} | {e.pod_room for e in closable})
     return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
                     need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
                     last_run=last_run, loans=loans, alerts=alerts, unescalated=unescalated,
+                    rounds=rounds,
                     escalated=await tx.network.escalated_since(now - net.HOUR),
                     closable=closable)
 
@@ -731,7 +741,9 @@ async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T
 
 async def _network_sends(tx: Transaction, item: Due, now: datetime,
                          config: BotConfig) -> list[Outgoing]:
-    """Record an escalation (or its closing) and what says so in the networks, once."""
+    """Record an escalation (or its closing) and what says so in the networks, once; and the
+    same in this bot's other pods linked to those networks (it does not read its own messages),
+    in this transaction."""
     links = await tx.network.links(item.room_id)
     name = pods.profile(item.room_id, await tx.settings.room(item.room_id), config).label
     if item.kind == ESCALATE:
@@ -739,12 +751,18 @@ async def _network_sends(tx: Transaction, item: Due, now: datetime,
         escalation = await tx.network.escalate(item.post, now)
         if escalation is None or not links:
             return []
-        return escalation_messages(item, escalation, links, name)
-    escalation = await tx.network.escalation(item.ref)
-    if escalation is None or not await tx.network.close_escalation(escalation.id, now):
-        return []
-    accepted = await tx.network.accepted_claim(escalation.id)
-    return close_messages(escalation, links, name, accepted.claim if accepted else None)
+        sent = escalation_messages(item, escalation, links, name)
+    else:
+        escalation = await tx.network.escalation(item.ref)
+        if escalation is None or not await tx.network.close_escalation(escalation.id, now):
+            return []
+        # The claim that met the need goes on (its answer may come after this); one whose
+        # introduction failed (the need open again) does not.
+        accepted = await tx.network.accepted_claim(escalation.id)
+        if (await tx.posts.by_id(escalation.post_id)).status is PostStatus.OPEN:
+            accepted = None
+        sent = close_messages(escalation, links, name, accepted.claim if accepted else None)
+    return sent + await network_commands.to_my_other_pods(tx, config, now, item.room_id, sent)
 
 
 class Scheduler:

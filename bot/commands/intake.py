@@ -432,14 +432,18 @@ async def _answer_other_pod(ctx: Context, intro: Introduction, post: Post,
     """The requester answered an offer from another pod: only that pod's bot hears it, in
     their direct chat; on yes it sends the helper's id back (bot/commands/network.py), and
     nothing about the requester ever leaves this bot."""
+    from bot.commands import network  # it imports this module
+
     going_ahead = yes and post.status is PostStatus.OPEN
     await ctx.tx.privacy.set_introduction(intro.id, "accepted" if going_ahead else "declined",
                                           ctx.now)
     await ctx.tx.network.set_claim(claim.claim, ACCEPTED if going_ahead else DECLINED)
-    ctx.outgoing.append(pod_network.to_bot(claim.bot, pod_network.ANSWER, claim.escalation,
-                                           claim=claim.claim, yes=going_ahead))
     if going_ahead:
         await ctx.tx.posts.set_status(post, PostStatus.CLAIMED, ctx.now)
+    # To the claiming pod's bot; when that is this bot (another of its pods), handled at once.
+    await network.to_bot(ctx, claim.bot, pod_network.ANSWER, claim.escalation,
+                         claim=claim.claim, yes=going_ahead)
+    if going_ahead:
         await say(ctx, f"Thank you! I am asking the helper's pod for them, then I will make a "
                   f"new private room for you both for #{post.number} and tell you here.")
     elif yes:

@@ -165,18 +165,19 @@ async def _close_for_leaving(ctx: Context, link: Link) -> int:
     showing that network's needs; how many of the pod's own needs were closed."""
     still_linked = len(await ctx.tx.network.links(ctx.room_id)) > 1
     own = await ctx.tx.network.open_escalations(ctx.room_id)
-    for escalation in own:
-        ctx.outgoing.append(net.to_room(link.network_room, "A need of a pod that left the "
-                                        "network is closed.", net.CLOSE, escalation.id))
-        if not still_linked:
+    closes = [net.to_room(link.network_room, "A need of a pod that left the network is closed.",
+                          net.CLOSE, escalation.network_id) for escalation in own]
+    ctx.outgoing += closes
+    ctx.outgoing += await to_my_other_pods(ctx.tx, ctx.config, ctx.now, ctx.room_id, closes)
+    if not still_linked:
+        for escalation in own:
             await ctx.tx.network.close_escalation(escalation.id, ctx.now)
     for need in await ctx.tx.network.open_remote_needs(ctx.room_id, link.network_room):
         await ctx.tx.network.close_remote_need(need.id, ctx.now)
         for claim in await ctx.tx.network.remote_claims_on(need.id):
             if await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
-                ctx.outgoing.append(net.to_room(
-                    link.network_room, "An offer of help is withdrawn: its pod left.",
-                    net.WITHDRAW, need.escalation, claim=claim.claim))
+                await _to_room(ctx, need, "An offer of help is withdrawn: its pod left.",
+                               net.WITHDRAW, claim=claim.claim)
                 await ctx.dm(claim.helper, "Your offer to help with **{label}** was withdrawn: "
                              "this pod left that network.", label=net.label(need.id))
     return len(own)
@@ -203,12 +204,70 @@ async def claim_remote(ctx: Context, number: int) -> None:
         return
     name = (await pod_profile(ctx)).name or "A"
     claim = await ctx.tx.network.add_remote_claim(need.id, ctx.sender, ctx.now)
-    ctx.outgoing.append(net.to_room(
-        need.network_room, f"The {name} pod offers to help with a need of the {need.pod_name} "
-        "pod.", net.CLAIM, need.escalation, claim=claim.claim, pod=link.token, name=name))
+    await _to_room(ctx, need, f"The {name} pod offers to help with a need of the "
+                   f"{need.pod_name} pod.", net.CLAIM, claim=claim.claim, pod=link.token,
+                   name=name)
     await ctx.reply("Thank you! I have told the {pod} pod, whose bot will ask the person "
                     "privately. If they agree, you will both be invited to a new private room.",
                     pod=need.pod_name)
+
+
+# ---- between two pods of this bot ---------------------------------------------------------------
+#
+# The bot does not read its own messages in a network room, so when the need of one of its pods is
+# shown in another of its pods, what would travel between two bots is handled here at once, by the
+# same handler, as if it came from another bot: the same checks, the same consent and the same
+# introduction; the helper's id still reaches the requester's side only after the yes.
+
+
+def me_as_origin(config: BotConfig) -> str:
+    """How this bot names itself as the origin of what it passes between its own pods."""
+    return config.matrix.user_id if config.matrix else ""
+
+
+async def _to_me(ctx: Context, room_id: str, kind: str, id: str, **fields: object) -> None:
+    message = net.parse(net.payload(kind, id, **fields))
+    assert message is not None
+    event = NetworkEvent(ctx.event_id, room_id, me_as_origin(ctx.config), "",
+                         kind in net.DIRECT_TYPES, ctx.now)
+    await _HANDLERS[kind](ctx, event, message)
+
+
+async def _to_room(ctx: Context, need: RemoteNeed, body: str, kind: str,
+                   **fields: object) -> None:
+    """A message about a need shown here to the need's bot: into the network room, or, for a
+    need of this bot's own (another of its pods), handled here."""
+    if need.origin_bot == me_as_origin(ctx.config):
+        await _to_me(ctx, need.network_room, kind, need.escalation, **fields)
+    else:
+        ctx.outgoing.append(net.to_room(need.network_room, body, kind, need.escalation, **fields))
+
+
+async def to_bot(ctx: Context, bot: str, kind: str, id: str, **fields: object) -> None:
+    """A message for one other bot only (`answer`, `helper`); handled here when it is this one."""
+    if bot == me_as_origin(ctx.config):
+        await _to_me(ctx, "", kind, id, **fields)
+    else:
+        ctx.outgoing.append(net.to_bot(bot, kind, id, **fields))
+
+
+async def to_my_other_pods(tx: Transaction, config: BotConfig, now: datetime, pod_room: str,
+                           sent: list[Outgoing]) -> list[Outgoing]:
+    """What this bot just sent into network rooms about `pod_room`'s need (`need`, `close`),
+    shown or closed in its other pods linked to those rooms, as another bot's need would be."""
+    me, out = me_as_origin(config), []
+    for message in sent:
+        if message.network is None or message.room_id is None:
+            continue
+        parsed = net.parse(message.network)
+        assert parsed is not None
+        targets = [link for link in await tx.network.pods_in(message.room_id)
+                   if link.pod_room != pod_room]
+        if parsed.type == net.NEED:
+            out += await _show_need(tx, config, now, targets, me, parsed)
+        elif parsed.type == net.CLOSE:
+            out += await _close_needs(tx, now, me, parsed, network_room=message.room_id)
+    return out
 
 
 # ---- network messages ---------------------------------------------------------------------------
@@ -293,31 +352,42 @@ async def _on_need(ctx: Context, event: NetworkEvent, message: net.NetworkMessag
     if not net.room_left(recent, ctx.now, ctx.config.network.escalations_per_hour):
         _ignored(event, "its pod is over the hourly limit of escalations")
         return
-    p = ctx.config.command_prefix
-    for link in await ctx.tx.network.pods_in(event.room_id):
-        need = await ctx.tx.network.add_remote_need(
-            pod_room=link.pod_room, network_room=event.room_id, origin_bot=event.sender,
+    ctx.outgoing += await _show_need(ctx.tx, ctx.config, ctx.now,
+                                     await ctx.tx.network.pods_in(event.room_id), event.sender,
+                                     message)
+
+
+async def _show_need(tx: Transaction, config: BotConfig, now: datetime, targets: list[Link],
+                     origin_bot: str, message: net.NetworkMessage) -> list[Outgoing]:
+    """A need (of another bot's pod, or of another pod of this bot's) shown in each of `targets`
+    once, with the pod's open offers of its category."""
+    assert message.pod and message.name and message.category and message.urgency is not None
+    p, out = config.command_prefix, []
+    for link in targets:
+        need = await tx.network.add_remote_need(
+            pod_room=link.pod_room, network_room=link.network_room, origin_bot=origin_bot,
             origin_pod=message.pod, escalation=message.id, pod_name=message.name,
-            category=message.category, urgency=message.urgency, zone=message.zone, now=ctx.now)
+            category=message.category, urgency=message.urgency, zone=message.zone, now=now)
         if need is None:
             continue
-        offers = await ctx.tx.posts.list(link.pod_room, kind=PostKind.OFFER,
-                                         category=message.category, limit=3)
+        offers = await tx.posts.list(link.pod_room, kind=PostKind.OFFER,
+                                     category=message.category, limit=3)
         template = "{need}: reply {claim}"
         if offers:
             template += "\n\nIt may match this pod's open {category} offers: {offers}."
-        await ctx.send(link.pod_room, template, need=net.need_text(
+        out.append(Outgoing(render(template, need=net.need_text(
             need.pod_name, need.category, need.urgency, need.zone),
             claim=Code(f"{p}claim {net.label(need.id)}"), category=need.category.value,
-            offers=", ".join(f"#{offer.number}" for offer in offers))
+            offers=", ".join(f"#{offer.number}" for offer in offers)), room_id=link.pod_room))
+    return out
 
 
 async def _on_claim(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
     """Someone in another pod offers to help with this pod's need: ask the requester."""
     assert message.claim and message.name
-    escalation = await ctx.tx.network.escalation(message.id)
+    escalation = await ctx.tx.network.escalation_sent_as(message.id)
     if escalation is None:
-        return  # another pod's need: its own bot answers
+        return  # another pod's need (or an earlier round of one of ours): its own bot answers
     if not await ctx.tx.network.add_claim(message.claim, escalation.id, event.sender, ctx.now):
         _ignored(event, "a claim already received (replayed)")
         return
@@ -325,8 +395,8 @@ async def _on_claim(ctx: Context, event: NetworkEvent, message: net.NetworkMessa
     if (escalation.status != OPEN or post.status is not PostStatus.OPEN or not post.author
             or await ctx.tx.privacy.asked_introductions(post_id=post.id)):
         await ctx.tx.network.set_claim(message.claim, DECLINED)
-        ctx.outgoing.append(net.to_bot(event.sender, net.ANSWER, escalation.id,
-                                       claim=message.claim, yes=False))
+        await to_bot(ctx, event.sender, net.ANSWER, escalation.id, claim=message.claim,
+                     yes=False)
         return
     intro_id = await intake.ask_consent(ctx, post, "", helper_from=message.name)
     await ctx.tx.network.set_claim(message.claim, ASKED, intro_id=intro_id)
@@ -350,13 +420,13 @@ async def _on_answer(ctx: Context, event: NetworkEvent, message: net.NetworkMess
                      "The person preferred not to go ahead this time.", label=label,
                      pod=need.pod_name)
         return
-    # Only now, and only to the bot that will invite them, the helper's id.
-    ctx.outgoing.append(net.to_bot(event.sender, net.HELPER, need.escalation,
-                                   claim=claim.claim, person=claim.helper))
     await ctx.dm(claim.helper, "The person behind **{label}** ({pod} pod) said yes. {bot} will "
                  "invite you both to a new private room; accept the invite to meet them there.",
-                 label=label, pod=need.pod_name, bot=event.sender)
+                 label=label, pod=need.pod_name, bot=event.sender or "I")
     await ctx.send(need.pod_room, "**{label}** is being handled. Thank you!", label=label)
+    # Only now, and only to the bot that will invite them, the helper's id.
+    await to_bot(ctx, event.sender, net.HELPER, need.escalation, claim=claim.claim,
+                 person=claim.helper)
 
 
 async def _on_helper(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
@@ -379,25 +449,33 @@ async def _on_helper(ctx: Context, event: NetworkEvent, message: net.NetworkMess
 
 async def _on_close(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
     """Another pod's need was met or withdrawn (or its pod left): closed here too."""
-    for need in await ctx.tx.network.remote_needs_of(event.sender, message.id):
-        if not await ctx.tx.network.close_remote_need(need.id, ctx.now):
-            continue
-        await _close_shown(ctx, need, message.claim)
+    ctx.outgoing += await _close_needs(ctx.tx, ctx.now, event.sender, message)
 
 
-async def _close_shown(ctx: Context, need: RemoteNeed, going_on: str | None) -> None:
-    """Tell the pod and whoever offered; an offer the requester accepted (`going_on`) is left
+async def _close_needs(tx: Transaction, now: datetime, origin_bot: str,
+                       message: net.NetworkMessage, network_room: str | None = None,
+                       ) -> list[Outgoing]:
+    """Close the need wherever it is shown here (only as shown from `network_room`, if given):
+    tell the pod and whoever offered; an offer the requester accepted (`message.claim`) is left
     to its answer, which may arrive after this."""
-    label = net.label(need.id)
-    claims = await ctx.tx.network.remote_claims_on(need.id)
-    for claim in claims:
-        if claim.claim != going_on and await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
-            await ctx.dm(claim.helper, "**{label}** ({pod} pod) was met or withdrawn before the "
-                         "person answered. Thank you for offering!", label=label,
-                         pod=need.pod_name)
-    if not any(claim.status == ACCEPTED or claim.claim == going_on for claim in claims):
-        await ctx.send(need.pod_room, "**{label}** ({pod} pod) is closed: it was met or "
-                       "withdrawn.", label=label, pod=need.pod_name)
+    out = []
+    for need in await tx.network.remote_needs_of(origin_bot, message.id):
+        if network_room not in (None, need.network_room) or not await tx.network.close_remote_need(
+                need.id, now):
+            continue
+        label, going_on = net.label(need.id), message.claim
+        claims = await tx.network.remote_claims_on(need.id)
+        for claim in claims:
+            if claim.claim != going_on and await tx.network.set_remote_claim(claim.claim, CLOSED):
+                out.append(Outgoing(render(
+                    "**{label}** ({pod} pod) was met or withdrawn before the person answered. "
+                    "Thank you for offering!", label=label, pod=need.pod_name),
+                    user_id=claim.helper))
+        if not any(claim.status == ACCEPTED or claim.claim == going_on for claim in claims):
+            out.append(Outgoing(render("**{label}** ({pod} pod) is closed: it was met or "
+                                       "withdrawn.", label=label, pod=need.pod_name),
+                                room_id=need.pod_room))
+    return out
 
 
 async def _on_withdraw(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:

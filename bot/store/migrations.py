@@ -501,4 +501,14 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE network_pods ADD COLUMN left_at TEXT;
         ALTER TABLE network_pods ADD COLUMN answered_at TEXT;
 """),
+    # A need open again after its escalation closed (a failed introduction, a helper's
+    # !forgetme) is escalated again under a new id the networks have not seen (`sent_id`; NULL:
+    # the first round, known by `id`), once per reopening (`rounds`, `reopened_at` for the
+    # hourly limit). Claims keep naming the row by `id`.
+    Migration("escalations reopened: sent_id, rounds, reopened_at", """
+        ALTER TABLE escalations ADD COLUMN sent_id TEXT;
+        ALTER TABLE escalations ADD COLUMN rounds INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE escalations ADD COLUMN reopened_at TEXT;
+        CREATE UNIQUE INDEX escalations_sent ON escalations (sent_id);
+"""),
 ]

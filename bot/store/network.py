@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.models import Category, Post, Urgency
-from bot.store.base import Area, now_text, parse_time
+from bot.store.base import Area, now_text, parse_time, placeholders
 from bot.store.posts import post_from_row
 
 OPEN, CLOSED = "open", "closed"
@@ -38,6 +38,13 @@ class Escalation:
     post_id: int
     pod_room: str
     status: str
+    sent_id: str | None = None  # reopened: the id of this round in the networks
+    rounds: int = 1  # how many times the need went to the networks
+
+    @property
+    def network_id(self) -> str:
+        """The id the networks know the need by (a new one each time it is reopened)."""
+        return self.sent_id or self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,8 @@ def _link(row: sqlite3.Row) -> Link:
 
 
 def _escalation(row: sqlite3.Row) -> Escalation:
-    return Escalation(row["id"], row["post_id"], row["pod_room"], row["status"])
+    return Escalation(row["id"], row["post_id"], row["pod_room"], row["status"],
+                      row["sent_id"], row["rounds"])
 
 
 def _claim(row: sqlite3.Row) -> EscalationClaim:
@@ -185,41 +193,72 @@ class NetworkArea(Area):
     # ---- this pod's needs, escalated -------------------------------------------------------
 
     async def unescalated_needs(self) -> list[Post]:
-        """Open needs of linked pods that have not gone to their networks yet."""
+        """Open needs of linked pods that are not in their networks: not gone yet, or open again
+        after their escalation closed (a failed introduction, a helper's !forgetme)."""
         rows = await self._tx.fetchall(
             "SELECT * FROM posts WHERE kind = 'need' AND status = 'open' "
             "AND room_id IN (SELECT pod_room FROM network_links) "
-            "AND NOT EXISTS (SELECT 1 FROM escalations WHERE escalations.post_id = posts.id) "
-            "ORDER BY created_at, id")
+            "AND NOT EXISTS (SELECT 1 FROM escalations WHERE escalations.post_id = posts.id "
+            "AND escalations.status = 'open') ORDER BY created_at, id")
         return [post_from_row(r) for r in rows]
 
-    async def escalated_since(self, since: datetime) -> dict[str, list[datetime]]:
-        """Per pod room, when its escalations after `since` were sent (for the hourly limit)."""
+    async def escalation_rounds(self, post_ids: list[int]) -> dict[int, int]:
+        """Per post that went to the networks before, how many times it went."""
         rows = await self._tx.fetchall(
-            "SELECT pod_room, created_at FROM escalations WHERE created_at > ?",
-            (now_text(since),))
+            f"SELECT post_id, rounds FROM escalations WHERE post_id IN "  # noqa: S608
+            f"({placeholders(post_ids)})", post_ids) if post_ids else []
+        return {r["post_id"]: r["rounds"] for r in rows}
+
+    async def escalated_since(self, since: datetime) -> dict[str, list[datetime]]:
+        """Per pod room, when its escalations after `since` were sent, first or again (for the
+        hourly limit)."""
+        rows = await self._tx.fetchall(
+            "SELECT pod_room, created_at AS at FROM escalations WHERE created_at > ? "
+            "UNION ALL SELECT pod_room, reopened_at AS at FROM escalations "
+            "WHERE reopened_at > ?", (now_text(since), now_text(since)))
         found: dict[str, list[datetime]] = {}
         for row in rows:
-            found.setdefault(row["pod_room"], []).append(parse_time(row["created_at"]))
+            found.setdefault(row["pod_room"], []).append(parse_time(row["at"]))
         return found
 
     async def escalate(self, post: Post, now: datetime) -> Escalation | None:
-        """The post's escalation, new; None if it was escalated already."""
+        """The post's escalation, new, or reopened under a new id when it had closed (its need
+        is open again); None if it is open already (never twice at once)."""
         cursor = await self._tx.execute(
             "INSERT OR IGNORE INTO escalations (id, post_id, pod_room, status, created_at) "
             "VALUES (?, ?, ?, ?, ?)", (new_token(), post.id, post.room_id, OPEN, now_text(now)))
         if cursor.rowcount != 1:
-            return None
+            cursor = await self._tx.execute(
+                "UPDATE escalations SET status = ?, sent_id = ?, rounds = rounds + 1, "
+                "reopened_at = ?, closed_at = NULL WHERE post_id = ? AND status = ?",
+                (OPEN, new_token(), now_text(now), post.id, CLOSED))
+            if cursor.rowcount != 1:
+                return None
+            # The claims of the last round are over (the introduction failed or was undone).
+            await self._tx.execute(
+                "UPDATE escalation_claims SET status = ? WHERE status IN (?, ?) AND escalation "
+                "IN (SELECT id FROM escalations WHERE post_id = ?)",
+                (DECLINED, ASKED, ACCEPTED, post.id))
         return await self._tx.fetch_by("escalations", _escalation, post_id=post.id)
 
     async def escalation(self, escalation_id: str) -> Escalation | None:
         return await self._tx.fetch_by("escalations", _escalation, id=escalation_id)
 
+    async def escalation_sent_as(self, network_id: str) -> Escalation | None:
+        """The escalation the networks know by `network_id` (its current round only)."""
+        row = await self._tx.fetchone(
+            "SELECT * FROM escalations WHERE COALESCE(sent_id, id) = ?", (network_id,))
+        return _escalation(row) if row else None
+
     async def closable(self) -> list[Escalation]:
-        """Open escalations whose need is no longer open (met, withdrawn, expired, erased)."""
+        """Open escalations whose need is no longer open (met, withdrawn, expired, erased), or
+        open again after a claim from the networks was accepted (its introduction failed): that
+        round is over, and the need goes again under a new id (`escalate`)."""
         rows = await self._tx.fetchall(
             "SELECT escalations.* FROM escalations JOIN posts ON posts.id = escalations.post_id "
-            "WHERE escalations.status = 'open' AND posts.status != 'open' ORDER BY created_at")
+            "WHERE escalations.status = 'open' AND (posts.status != 'open' OR EXISTS (SELECT 1 "
+            "FROM escalation_claims WHERE escalation_claims.escalation = escalations.id AND "
+            "escalation_claims.status = 'accepted')) ORDER BY created_at")
         return [_escalation(r) for r in rows]
 
     async def open_escalations(self, pod_room: str) -> list[Escalation]:
