@@ -187,9 +187,19 @@ def backup_message(person: str, caller: str | None, text: str, waited: timedelta
                   waited=fmt_span(waited), text=shorten(text, 300))
 
 
+def whose(origin: str | None) -> str:
+    """How the caller's reports name the alert: the coordinator standing in for the caller of an
+    alert another pod forwarded (`origin`) did not send it."""
+    return f"the alert from the {origin} pod" if origin else "your alert"
+
+
+def _heading(origin: str | None) -> str:
+    return f"**Phone tree** ({whose(origin)}):" if origin else "**Phone tree:**"
+
+
 def caller_message(person: str, backup: str | None, waited: timedelta,
                    unreachable: bool, origin: str | None = None) -> Rendered:
-    alert = f"the alert from the {origin} pod" if origin else "your alert"
+    alert = whose(origin)
     if unreachable:
         what = "could not be reached: I cannot write to them"
     else:
@@ -200,27 +210,30 @@ def caller_message(person: str, backup: str | None, waited: timedelta,
 
 
 def reached_message(count: int, took: timedelta, unreachable: Sequence[str],
-                    held: int) -> Rendered:
-    parts = ["**Phone tree:** all {count} people reached in {took}." if not unreachable else
-             "**Phone tree:** {reached} of {count} people reached in {took}. I could not write "
+                    held: int, origin: str | None = None) -> Rendered:
+    parts = ["{heading} all {count} people reached in {took}." if not unreachable else
+             "{heading} {reached} of {count} people reached in {took}. I could not write "
              "to {missing}; their backups and you hear about them."]
     if held:
         parts.append(" {held} more are called when their hours begin.")
-    return render("".join(parts), count=count, reached=count - len(unreachable),
-                  took=fmt_took(took), missing=", ".join(unreachable), held=held)
+    return render("".join(parts), heading=_heading(origin), count=count,
+                  reached=count - len(unreachable), took=fmt_took(took),
+                  missing=", ".join(unreachable), held=held)
 
 
-def paced_message(reached: int, total: int, estimate: timedelta | None) -> Rendered:
+def paced_message(reached: int, total: int, estimate: timedelta | None,
+                  origin: str | None = None) -> Rendered:
     rest = (f"at this pace the rest take about {fmt_took(estimate)}" if estimate is not None
             else "I keep trying and will reach everyone, but it may take several minutes")
-    return render("**Phone tree:** sending is slow (the homeserver seems to limit how fast I may "
+    return render("{heading} sending is slow (the homeserver seems to limit how fast I may "
                   "send). {reached} of {total} reached so far; {rest}. (Whoever runs the bot can "
-                  "lift the limit: see its README.)", reached=reached, total=total, rest=rest)
+                  "lift the limit: see its README.)", heading=_heading(origin), reached=reached,
+                  total=total, rest=rest)
 
 
 def all_confirmed_message(count: int, reached: timedelta | None,
-                          confirmed: timedelta) -> Rendered:
-    return render("**Phone tree:** everyone confirmed your alert: {count} people{reached}, all "
-                  "confirmed within {confirmed}.", count=count,
+                          confirmed: timedelta, origin: str | None = None) -> Rendered:
+    return render("**Phone tree:** everyone confirmed {alert}: {count} people{reached}, all "
+                  "confirmed within {confirmed}.", alert=whose(origin), count=count,
                   reached=f", all reached within {fmt_took(reached)}" if reached is not None else "",
                   confirmed=fmt_took(confirmed))

@@ -14,7 +14,8 @@ Statements use named parameters, computed once per sweep by `parameters`:
 `:now`, `:cutoff` (now - `privacy.retention_days`), `:cutoff_occurrence` (the same moment as a
 shift occurrence key), `:inbox_cutoff` (the earlier of `:cutoff` and the oldest command the
 transport still accepts, so a replayed event is still recognised), `:claimed_stale` (now -
-`shifts.post_expiry_days`), `:reminder_cutoff` (the earlier of `:cutoff` and a day past the late
+`shifts.post_expiry_days`), `:network_cutoff` (now - `NETWORK_TOKENS_KEPT`, or longer if the
+transport accepts older commands, so a replayed network message is still recognised), `:reminder_cutoff` (the earlier of `:cutoff` and a day past the late
 grace, so a scheduled send is never repeated), `:ended_shifts` (a JSON list of shifts with no
 occurrence since `:cutoff`), `:block_cutoff` (now - `front_door.block_days`).
 """
@@ -47,6 +48,10 @@ CHUNK_ROWS = 1000
 ROW = ("*",)
 
 _CLOSED_SQL = "('done', 'cancelled', 'expired')"
+
+# How long the network's alert tokens are kept (`alert_forwards`, `remote_alerts`: no person in
+# them, but no end either): far past the hourly limits they count for and any replay window.
+NETWORK_TOKENS_KEPT = timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,12 @@ RULES: tuple[Rule, ...] = (
     Rule("remote_claims", ROW, "while the requester in the other pod is asked; answered or "
          "closed: retention_days after the claim", "deleted (and by !forgetme)",
          "DELETE FROM remote_claims WHERE status != 'asked' AND created_at < :cutoff"),
+    Rule("alert_forwards", (), "NETWORK_TOKENS_KEPT (30 days) after the forward (tokens, no "
+         "person; the hourly limit needs the last hour)", "deleted",
+         "DELETE FROM alert_forwards WHERE created_at < :network_cutoff"),
+    Rule("remote_alerts", (), "NETWORK_TOKENS_KEPT (30 days) after the alert came (tokens, no "
+         "person; replays are recognised by them)", "deleted",
+         "DELETE FROM remote_alerts WHERE received_at < :network_cutoff"),
     # ---- shifts ----
     Rule("shift_signups", ROW, "a dated sign-up: retention_days after that date", "deleted",
          "DELETE FROM shift_signups WHERE occurrence != '*' AND occurrence < :cutoff_occurrence"),
@@ -253,6 +264,8 @@ def parameters(config: BotConfig, now: datetime, ended_shifts: list[int]) -> dic
         "reminder_cutoff": now_text(min(at, now - grace)),
         "ended_shifts": json.dumps(ended_shifts),
         "block_cutoff": now_text(now - timedelta(days=config.front_door.block_days)),
+        "network_cutoff": now_text(now - max(NETWORK_TOKENS_KEPT,
+                                             timedelta(hours=command_age) + timedelta(days=1))),
     }
 
 

@@ -586,9 +586,9 @@ def _tree_messages(item: Due, config: BotConfig) -> list[Outgoing]:
         took = max(reached, default=alert.created_at) - alert.created_at
         return [Outgoing(phone_tree.reached_message(
             len(first), took, [c.person for c in first if c.dead_at is not None],
-            len(calls) - len(first)), user_id=alert.caller)]
+            len(calls) - len(first), alert.origin), user_id=alert.caller)]
     return [Outgoing(phone_tree.paced_message(len(reached), len(first),
-                                              _pace(alert, first, item.at)),
+                                              _pace(alert, first, item.at), alert.origin),
                      user_id=alert.caller)]
 
 

@@ -306,7 +306,8 @@ async def confirm(ctx: Context, call: Call, found: Alert) -> None:
     reached = [c.sent_at for c in calls if c.sent_at is not None]
     confirmed = max(c.confirmed_at for c in calls if c.confirmed_at) - found.created_at
     await ctx.dm(found.caller, phone_tree.all_confirmed_message(
-        len(calls), max(reached) - found.created_at if reached else None, confirmed))
+        len(calls), max(reached) - found.created_at if reached else None, confirmed,
+        found.origin))
 
 
 @direct_hook(rank=5)  # before a loan's yes or no, the relay and the private-request conversation

@@ -217,3 +217,19 @@ async def test_a_pod_with_nobody_on_its_tree_is_told(linked):
     shown = bodies(pod, room_id=POD)[-1]
     assert f"Alert from the Maple pod: {TEXT}" in shown and "nobody was called" in shown
     assert NETWORK not in shown
+
+
+async def test_the_coordinator_standing_in_hears_of_the_alert_from_the_other_pod(linked):
+    pod = linked
+    await link(pod)
+    await on_tree(pod, ALICE, BOB)
+    await from_bot(pod, alert_payload())
+    await escalate(pod, hours=0)
+    await escalate(pod, hours=0)  # the calls were sent: the coordinator standing in hears
+    reached = dms(pod, CAROL)[-1]
+    assert "Phone tree** (the alert from the Maple pod): all 2 people reached" in reached
+    for person in (ALICE, BOB):
+        await pod.say(person, "ok", room=f"!dm-{person}", direct=True)
+    everyone = dms(pod, CAROL)[-1]
+    assert "everyone confirmed the alert from the Maple pod: 2 people" in everyone
+    assert "your alert" not in " ".join(dms(pod, CAROL))

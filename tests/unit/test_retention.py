@@ -161,3 +161,19 @@ async def test_erased_text_is_not_in_the_database_file(pod_rooms):
     assert SECRET.upper().encode() not in file_bytes(path)
     async with pod.storage.transaction() as tx:
         assert (await tx.posts.by_number(POD, 2)).status is PostStatus.DONE
+
+
+async def test_network_alert_tokens_go_after_thirty_days(pod_rooms):
+    pod = pod_rooms
+    async with pod.storage.transaction() as tx:
+        await tx.network.add_forward(POD, True, pod.clock())
+        await tx.network.add_remote_alert(origin_bot="@bot:b.example", token="t1", pod_room=POD,
+                                          network_room="!net:b.example", origin_pod="p1",
+                                          pod_name="Maple", now=pod.clock())
+    pod.clock.advance(days=29)
+    async with pod.storage.transaction() as tx:
+        await tx.network.add_forward(POD, False, pod.clock())
+    pod.clock.advance(days=2)  # the first of each is 31 days old, the second forward 2
+    await sweep(pod.storage, pod.app.config, pod.clock())
+    assert await rows(pod, "SELECT urgent FROM alert_forwards") == [(0,)]
+    assert await rows(pod, "SELECT COUNT(*) FROM remote_alerts") == [(0,)]
