@@ -543,7 +543,7 @@ def escalation_messages(item: Due, escalation: Escalation, links: list[Link],
                        zone=post.zone) for link in links]
     if escalation.rounds > 1:
         out.append(Outgoing(render(
-            "**#{number}** is open again, so I have passed it to this pod's networks again "
+            "**#{number}** is still open, so I have passed it to this pod's networks again "
             "(only its category, urgency and zone).", number=post.number), room_id=item.room_id))
         return out
     if post.escalate_at is not None:

@@ -142,7 +142,8 @@ async def test_a_need_whose_introduction_failed_goes_to_the_networks_again(linke
     assert [i.kind for i in await escalate(pod, hours=0)] == ["escalate"]
     second = network_sent(pod)[-1][1]
     assert second["type"] == "need" and second["id"] != first
-    assert "#1 is open again" in bodies(pod, room_id=POD)[-1]
+    assert "#1 is still open, so I have passed it to this pod's networks again" in (
+        bodies(pod, room_id=POD)[-1])
     assert "Elm Street pod needs food (whenever): reply !claim E2" in (
         bodies(pod, room_id=OAK)[-1].replace("`", ""))
     assert await escalate(pod, hours=0) == []  # never twice at once
