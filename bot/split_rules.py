@@ -9,7 +9,11 @@ Two parts:
   summary to confirm. What moves with them is computed, never typed: the open needs and offers of
   the chosen people, and those counted in the chosen zones; the active shifts they created, and
   those whose title or place names a chosen zone. An anonymous request moves only by its zone:
-  moving it because its requester was chosen would tell the coordinator who asked.
+  moving it because its requester was chosen would tell the coordinator who asked. An open
+  stand-in request (`!standin`) belongs to its shift's date, so it goes where its shift goes,
+  never because its requester was chosen (that shift stays in the old pod, their place on it too).
+  The chosen people on the phone tree go to the new pod's tree with their hours; a backup who is
+  not invited to the new room is cleared (`tree_moves`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from bot import pods
 from bot.intake_rules import is_no, is_yes
 from bot.models import Post, PostStatus
-from bot.shift_models import Shift
+from bot.shift_models import Shift, StandinRequest
 
 DEFAULT_SPLIT_SIZE = 25
 MIN_SPLIT_SIZE = 2
@@ -89,6 +93,8 @@ class PodView:
     coordinators: Sequence[str]
     posts: Sequence[Post]  # the pod room's open posts
     shifts: Sequence[Shift]  # the pod room's active shifts
+    tree: Sequence[str] = ()  # who is on the pod's phone tree
+    standins: Sequence[StandinRequest] = ()  # the pod room's open stand-in requests
 
 
 class Outcome(enum.Enum):
@@ -219,6 +225,28 @@ def moving_shifts(shifts: Iterable[Shift], people: Iterable[str],
         key=lambda shift: shift.number)
 
 
+def moving_standins(standins: Iterable[StandinRequest],
+                    shift_ids: Iterable[int]) -> list[StandinRequest]:
+    """Open stand-in requests that go: those of a shift that goes, whoever asked."""
+    shift_ids = set(shift_ids)
+    return sorted((request for request in standins
+                   if request.status == "open" and request.shift_id in shift_ids),
+                  key=lambda request: request.number)
+
+
+def tree_moves(tree: Iterable[tuple[str, str | None]], people: Iterable[str],
+               invited: Iterable[str]) -> list[tuple[str, bool]]:
+    """(person, keeps their backup) for each phone-tree member (person, backup) who goes.
+
+    A backup is told of a silent member with the alert's text, and `!tree backup` takes only a
+    member of the pod's room: so a backup is kept only if invited to the new room too (chosen,
+    or a coordinator), and cleared otherwise (the member is asked to name another). A member who
+    stays keeps a backup who went: nobody is removed from the old room."""
+    people, invited = set(people), set(invited)
+    return [(person, backup is None or backup in invited)
+            for person, backup in tree if person in people]
+
+
 def renumbered(numbers: Iterable[int]) -> dict[int, int]:
     """Old number -> new number in the new pod: 1, 2, 3 … in the old order."""
     return {old: new for new, old in enumerate(sorted(numbers), start=1)}
@@ -227,6 +255,8 @@ def renumbered(numbers: Iterable[int]) -> dict[int, int]:
 def summary(state: SplitState, view: PodView) -> str:
     posts = moving_posts(view.posts, state.people, state.zones)
     shifts = moving_shifts(view.shifts, state.people, state.zones)
+    standins = moving_standins(view.standins, [shift.id for shift in shifts])
+    on_tree = set(view.tree) & set(state.people)
     others = [person for person in invitees(state, view) if person not in state.people]
     lines = [
         f"Split {view.label}: a new pod **{state.name}**, zones {pods.zones_text(state.zones)}.",
@@ -234,6 +264,10 @@ def summary(state: SplitState, view: PodView) -> str:
         + (f"; and, as coordinators, {', '.join(others)}." if others else "."),
         "Moving needs and offers: " + (", ".join(f"#{p.number}" for p in posts) or "none") + ".",
         "Moving shifts: " + (", ".join(s.label for s in shifts) or "none") + ".",
+        "Moving stand-in requests (with their shifts): "
+        + (", ".join(f"R{r.number}" for r in standins) or "none") + ".",
+        f"Moving to its phone tree, with their hours: {len(on_tree) or 'none'} of the people "
+        "you chose.",
         "They get new numbers in the new pod; I will say which. Nobody is removed from "
         f"{view.label}.",
         "Split now? Answer yes or no.",

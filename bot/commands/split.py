@@ -7,12 +7,15 @@ remembers that (so a restart does not repeat it) until the pod is below the size
 `!pod split` walks a coordinator through a split in their DM (a `@flow` conversation, stored like
 a private request's). On yes, the new pod room is a room step: nothing moves in that command.
 When the room exists, one transaction records it, moves the chosen open posts and active shifts
-into it under new numbers, gives it the old pod's settings with its own name and zones, and queues
-the notices; so a crash at any point moves everything once or nothing.
+(with their open stand-in requests) into it under new numbers, moves the chosen people's places on
+the phone tree to its tree, gives it the old pod's settings with its own name and zones, and
+queues the notices; so a crash at any point moves everything once or nothing. Alerts already sent
+are not moved: they finish in the old pod, calling whom they called.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from bot import pods, room_settings
@@ -27,7 +30,7 @@ from bot.formatting import Code, Rendered, join, render
 from bot.messages import Membership
 from bot.models import Post, PostStatus
 from bot.post_text import post_line
-from bot.shift_models import Shift
+from bot.shift_models import Shift, StandinRequest
 from bot.storage import Transaction
 from bot.store.actions import Action
 
@@ -110,7 +113,9 @@ async def _view(ctx: Context, pod_room: str) -> rules.PodView:
                                          limit=rules.MAX_MOVED)
     return rules.PodView(label=profile.label, members=_room_people(ctx, pod_room),
                          coordinators=_coordinators(ctx, pod_room), posts=open_posts,
-                         shifts=await ctx.tx.shifts.list(pod_room))
+                         shifts=await ctx.tx.shifts.list(pod_room),
+                         tree=[m.person for m in await ctx.tx.tree.members(pod_room)],
+                         standins=await ctx.tx.shifts.open_standins(pod_room))
 
 
 async def start(ctx: Context, value: str) -> None:
@@ -158,6 +163,7 @@ async def _request_split(ctx: Context, state: rules.SplitState, view: rules.PodV
         power_levels={person: min(ctx.transport.power_level(pod_room, person),
                                   MAX_GRANTED_LEVEL) for person in view.coordinators},
         data={"by": ctx.sender, "name": state.name, "zones": list(state.zones),
+              "people": list(state.people),
               "old_label": view.label, "posts": [post.id for post in posts],
               "shifts": [shift.id for shift in shifts]},
     )
@@ -183,24 +189,65 @@ async def _split_done(tx: Transaction, action: Action, room_id: str, now: dateti
     for shift in await tx.shifts.list(old_room):
         if shift.id in chosen_shifts:
             moved_shifts.append((shift.number, await tx.shifts.move(shift, room_id, now)))
+    # A stand-in request goes with its shift (its `!cover` is then answered in the new room).
+    moved_standins: list[tuple[int, StandinRequest]] = []
+    for request in rules.moving_standins(await tx.shifts.open_standins(old_room),
+                                         [shift.id for _, shift in moved_shifts]):
+        moved_standins.append((request.number,
+                               await tx.shifts.move_standin(request, room_id, now)))
+    moved = _Moved(moved_posts, moved_shifts, moved_standins,
+                   {shift.id: shift for _, shift in moved_shifts})
+    # Before an upgrade a waiting split did not record its people: then the tree stays.
+    on_tree, cleared = await _move_tree(tx, old_room, room_id, data.get("people", []),
+                                        action.params["invitees"])
     p = config.command_prefix
     new_room_notice = join([
         render("Welcome to **{name}**, a new pod split from **{old}**. Its coordinators are "
                "those of {old}. Send {help} to see what I can do.",
                name=data["name"], old=data["old_label"], help=Code(f"{p}help")),
-        *_moved_lines(moved_posts, moved_shifts, "Moved here from {old}, with new numbers:",
-                      data["old_label"]),
+        *_moved_lines(moved, "Moved here from {old}, with new numbers:", data["old_label"]),
+        *_tree_line(on_tree, "{n} moved to this pod's phone tree, with their hours: {alert} "
+                    "here calls them.", p, data["name"]),
     ])
     invited = len(action.params["invitees"])
     old_room_notice = join([
         render("**{name}** split off from this pod: {n} people were invited to its new room. "
                "Nobody was removed from this one.", name=data["name"], n=invited),
-        *_moved_lines(moved_posts, moved_shifts, "Moved to {old}, with new numbers there:",
-                      data["name"]),
+        *_moved_lines(moved, "Moved to {old}, with new numbers there:", data["name"]),
+        *_tree_line(on_tree, "{n} moved to the phone tree of **{name}**: {alert} here no "
+                    "longer calls them (they can {join} here again too).", p, data["name"]),
     ])
     out = [Outgoing(new_room_notice, room_id=room_id), Outgoing(old_room_notice, room_id=old_room)]
     out += _tell_authors(moved_posts, data["name"])
+    out += [Outgoing(render(
+        "**Phone tree:** your place on it moved to the new pod **{name}**, with your hours. "
+        "Your backup, {backup}, was not invited there, so I cleared it: please name someone "
+        "from {name} with {usage} in its room.", name=data["name"], backup=backup,
+        usage=Code(f"{p}tree backup @person")), user_id=person) for person, backup in cleared]
     return out
+
+
+async def _move_tree(tx: Transaction, old_room: str, new_room: str, people: list[str],
+                     invitees: list[str]) -> tuple[int, list[tuple[str, str]]]:
+    """The chosen people's places on the phone tree go to the new pod's: (how many, and
+    (member, backup) for each backup cleared because it was not invited to the new room)."""
+    before = {m.person: m.backup for m in await tx.tree.members(old_room)}
+    moves = rules.tree_moves(before.items(), people, invitees)
+    moved = await tx.tree.move(old_room, new_room, [person for person, _ in moves])
+    cleared = []
+    for person, keeps in moves:
+        backup = before[person]
+        if not keeps and backup is not None:
+            await tx.tree.set_backup(new_room, person, None)
+            cleared.append((person, backup))
+    return len(moved), cleared
+
+
+def _tree_line(n: int, text: str, p: str, name: str) -> list[Rendered]:
+    if not n:
+        return []
+    return [render(text, n="1 phone-tree member" if n == 1 else f"{n} phone-tree members",
+                   alert=Code(f"{p}alert"), join=Code(f"{p}tree join"), name=name)]
 
 
 async def _copy_settings(tx: Transaction, old_room: str, new_room: str, data: dict) -> None:
@@ -213,15 +260,26 @@ async def _copy_settings(tx: Transaction, old_room: str, new_room: str, data: di
                           if data["zones"] else None)
 
 
-def _moved_lines(posts: list[tuple[int, Post]], shifts: list[tuple[int, Shift]], heading: str,
-                 pod: str) -> list[Rendered]:
-    if not posts and not shifts:
+@dataclass(frozen=True)
+class _Moved:
+    posts: list[tuple[int, Post]]  # (old number, the post moved)
+    shifts: list[tuple[int, Shift]]
+    standins: list[tuple[int, StandinRequest]]
+    shift_by_id: dict[int, Shift]
+
+
+def _moved_lines(moved: _Moved, heading: str, pod: str) -> list[Rendered]:
+    if not moved.posts and not moved.shifts:
         return [render("No needs, offers or shifts moved.")]
     lines = [render(heading, old=pod)]
     lines += [join([post_line(post), render(" (was #{old})", old=old)], separator="")
-              for old, post in posts]
+              for old, post in moved.posts]
     lines += [render("**{label}** {title} (was S{old})", label=shift.label, title=shift.title,
-                     old=old) for old, shift in shifts]
+                     old=old) for old, shift in moved.shifts]
+    # By number only: who asked is in the request's own message, not repeated here.
+    lines += [render("Stand-in request **R{new}** for {shift} (was R{old})", new=request.number,
+                     shift=moved.shift_by_id[request.shift_id].label, old=old)
+              for old, request in moved.standins]
     return lines
 
 

@@ -224,6 +224,23 @@ class ShiftsArea(Area):
         return await self._tx.fetch_by("standin_requests", standin_from_row, room_id=room_id,
                                        number=number)
 
+    async def open_standins(self, room_id: str) -> list[StandinRequest]:
+        rows = await self._tx.fetchall(
+            "SELECT * FROM standin_requests WHERE room_id = ? AND status = 'open' ORDER BY number",
+            (room_id,))
+        return [standin_from_row(r) for r in rows]
+
+    async def move_standin(self, request: StandinRequest, room_id: str,
+                           now: datetime) -> StandinRequest:
+        """An open stand-in request, with its shift, in a split pod's room under its next R
+        number."""
+        row = await self._tx.fetchone(
+            "UPDATE standin_requests SET room_id = ?, number = ?, updated_at = ? WHERE id = ? "
+            "RETURNING *",
+            (room_id, await self._tx.next_number("standin_requests", room_id), now_text(now),
+             request.id))
+        return standin_from_row(row)
+
     async def open_standin_for(self, shift_id: int, occurrence: str,
                                requester: str) -> StandinRequest | None:
         return await self._tx.fetch_by(

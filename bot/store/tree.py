@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.store.base import Area, now_text, parse_time
+from bot.store.base import Area, now_text, parse_time, placeholders
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +106,25 @@ class TreeArea(Area):
         rows = await self._tx.fetchall(
             "SELECT * FROM tree_members WHERE room_id = ? ORDER BY joined_at, person", (room_id,))
         return [TreeMember(r["room_id"], r["person"], r["hours"], r["backup"]) for r in rows]
+
+    async def move(self, room_id: str, new_room: str, people: list[str]) -> list[TreeMember]:
+        """A split: these people's places on the room's tree go to the new pod's tree, with
+        their hours, backups and order (a backup is the caller's to check); what moved. Their
+        calls of alerts already sent stay with those alerts."""
+        if not people:
+            return []
+        moving = [m for m in await self.members(room_id) if m.person in set(people)]
+        names = [m.person for m in moving]
+        if not names:
+            return []
+        these = f"room_id = ? AND person IN ({placeholders(names)})"
+        copy = ("INSERT INTO tree_members (room_id, person, hours, backup, joined_at) "  # noqa: S608
+                "SELECT ?, person, hours, backup, joined_at FROM tree_members WHERE "
+                + these + " ON CONFLICT (room_id, person) DO NOTHING")
+        await self._tx.execute(copy, (new_room, room_id, *names))
+        await self._tx.execute("DELETE FROM tree_members WHERE " + these,  # noqa: S608
+                               (room_id, *names))
+        return [TreeMember(new_room, m.person, m.hours, m.backup) for m in moving]
 
     # ---- alerts and calls ---------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from bot import split_rules as rules
 from bot.app import App
 from bot.messages import DeliveryError, Membership
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
+from bot.scheduler import Scheduler
+from bot.shift_models import StandinRequest
 
 from .conftest import ALICE, BOB, CAROL, POD, SECRET, Pod
 
@@ -70,6 +72,21 @@ def test_what_moves_an_anonymous_request_goes_by_its_zone_only():
     # #2 is Dan's but anonymous: moving it because Dan goes would tell who asked
     assert [post.number for post in moving] == [1, 3, 4]
     assert rules.renumbered([9, 4, 7]) == {4: 1, 7: 2, 9: 3}
+
+
+def _standin(number, shift_id, status="open"):
+    return StandinRequest(id=number, room_id=POD, number=number, shift_id=shift_id,
+                          occurrence="2026-11-28T10:00:00+00:00", requester=DAN, status=status)
+
+
+def test_a_standin_request_goes_with_its_shift_and_the_tree_with_its_people():
+    standins = [_standin(1, 7), _standin(2, 8), _standin(3, 7, status="covered")]
+    # Dan asked for both; only the request of shift 7 (which goes) moves, and only while open.
+    assert [r.number for r in rules.moving_standins(standins, [7])] == [1]
+    tree = [(DAN, EVE), (BOB, ALICE), (CAROL, DAN), (EVE, None), ("@fay:test", None)]
+    # Dan's backup Eve is not invited: cleared; Bob's, a coordinator, is; Carol stays.
+    assert rules.tree_moves(tree, [DAN, BOB, "@fay:test"], [DAN, BOB, "@fay:test", ALICE]) == [
+        (DAN, False), (BOB, True), ("@fay:test", True)]
 
 
 # ---- with the app ---------------------------------------------------------------------------
@@ -236,3 +253,86 @@ async def test_a_room_made_before_a_failure_is_found_and_everything_moves_once(e
     assert [p.number for p in moved] == [1, 2] and sorted(p.number for p in staying) == [3, 4, 5]
     welcomes = [o for o in elm.transport.sent if o.room_id == NEW_ROOM]
     assert len(welcomes) == 1
+
+
+async def _split(pod: Pod, zones: str, people: str) -> tuple[str, list]:
+    """A whole split by Alice: the summary she confirmed, and what the bot sent meanwhile."""
+    await pod.say(ALICE, "!pod split")
+    await _dm(pod, "Riverside")
+    await _dm(pod, zones)
+    [summary] = await _dm(pod, people)
+    before = len(pod.transport.sent)
+    await _dm(pod, "yes")
+    return summary, pod.transport.sent[before:]
+
+
+async def _calls(pod: Pod, scheduler: Scheduler, text: str) -> set[str]:
+    """Who the scheduler calls now with an alert saying `text`."""
+    before = len(pod.transport.sent)
+    await scheduler.run_due()
+    await pod.app.deliver_pending()
+    return {o.user_id for o in pod.transport.sent[before:]
+            if o.user_id and "Phone tree alert" in o.message.body and text in o.message.body}
+
+
+async def test_the_phone_tree_members_who_go_move_to_the_new_pods_tree(elm):
+    scheduler = Scheduler(elm.app)
+    for person, hours in ((BOB, " 8-22"), (CAROL, ""), (DAN, ""), (EVE, "")):
+        assert "on the phone tree" in await elm.reply_to(person, f"!tree join{hours}")
+    await elm.say(DAN, f"!tree backup {EVE}")  # Eve stays, and is not invited: cleared
+    await elm.say(BOB, f"!tree backup {ALICE}")  # a coordinator, invited to the new room: kept
+    await elm.say(CAROL, f"!tree backup {DAN}")  # Carol stays; Dan is still in her room: kept
+    assert "Calling 4 people" in await elm.reply_to(ALICE, "!alert urgent Before the split")
+    summary, sent = await _split(elm, "riverside", f"dan {BOB}")
+    assert "Moving to its phone tree, with their hours: 2 of the people you chose." in summary
+    [welcome] = [o.message.body for o in sent if o.room_id == NEW_ROOM]
+    [notice] = [o.message.body for o in sent if o.room_id == POD]
+    assert "2 phone-tree members moved to this pod's phone tree, with their hours" in welcome
+    assert "2 phone-tree members moved to the phone tree of **Riverside**" in notice
+    assert "no longer calls them" in notice
+    for body in (welcome, notice):  # counted, not named
+        assert DAN not in body and BOB not in body and EVE not in body
+    [told] = _dms(sent, DAN)
+    assert "your place on it moved to the new pod **Riverside**" in told
+    assert f"Your backup, {EVE}, was not invited there, so I cleared it" in told
+    assert "`!tree backup @person`" in told
+    assert _dms(sent, BOB) == [] and _dms(sent, CAROL) == [] and _dms(sent, EVE) == []
+    async with elm.storage.transaction() as tx:
+        moved = {m.person: (m.hours, m.backup) for m in await tx.tree.members(NEW_ROOM)}
+        staying = {m.person: m.backup for m in await tx.tree.members(POD)}
+    assert moved == {BOB: ("8-22", ALICE), DAN: (None, None)}
+    assert staying == {CAROL: DAN, EVE: None}
+    # The alert sent before the split finishes where it started, calling whom it called.
+    assert await _calls(elm, scheduler, "Before the split") == {BOB, CAROL, DAN, EVE}
+    await elm.say(ALICE, "!alert close")
+    assert "Calling 2 people" in await elm.reply_to(ALICE, "!alert urgent New pod",
+                                                     room=NEW_ROOM)
+    assert await _calls(elm, scheduler, "New pod") == {BOB, DAN}
+    assert "Calling 2 people" in await elm.reply_to(ALICE, "!alert urgent Old pod")
+    assert await _calls(elm, scheduler, "Old pod") == {CAROL, EVE}
+
+
+async def test_an_open_standin_request_goes_with_its_shift_not_its_requester(elm):
+    await elm.say(ALICE, "!pod zones north, riverside")
+    await elm.say(ALICE, "!shift add Food bank riverside every saturday 10-13 at the Hall need 2")
+    await elm.say(ALICE, "!shift add Tea round every sunday 15-16 at the Cafe need 1")
+    await elm.say(DAN, "!signup S2 all")
+    assert "`!cover R1`" in await elm.reply_to(DAN, "!standin S2 29 nov")  # Dan goes; S2 stays
+    await elm.say(EVE, "!signup S1 all")
+    assert "`!cover R2`" in await elm.reply_to(EVE, "!standin S1 28 nov")  # Eve stays; S1 goes
+    summary, sent = await _split(elm, "riverside", "dan")
+    assert "Moving shifts: S1." in summary
+    assert "Moving stand-in requests (with their shifts): R2." in summary
+    [welcome] = [o.message.body for o in sent if o.room_id == NEW_ROOM]
+    [notice] = [o.message.body for o in sent if o.room_id == POD]
+    assert "Stand-in request **R1** for S1 (was R2)" in welcome
+    assert "Stand-in request **R1** for S1 (was R2)" in notice
+    assert EVE not in welcome and EVE not in notice
+    async with elm.storage.transaction() as tx:
+        assert [(r.number, r.requester) for r in await tx.shifts.open_standins(NEW_ROOM)] == [
+            (1, EVE)]
+        assert [(r.number, r.requester) for r in await tx.shifts.open_standins(POD)] == [
+            (1, DAN)]
+    elm.transport.rooms[NEW_ROOM] = [ALICE, DAN]
+    assert "in place of @eve:test" in await elm.reply_to(DAN, "!cover R1", room=NEW_ROOM)
+    assert "in place of @dan:test" in await elm.reply_to(CAROL, "!cover R1")
