@@ -179,3 +179,39 @@ async def test_a_reopened_need_waits_for_the_pods_hourly_limit(linked):
     assert [i.kind for i in await escalate(pod, hours=0.5)] == []
     assert [i.kind for i in await escalate(pod, hours=0.6)] == ["escalate"]
     assert types(pod).count("need") == 4
+
+
+async def test_an_offer_withdrawn_when_the_helpers_pod_leaves_leaves_the_need_claimable(linked):
+    pod = linked
+    await link(pod)
+    await link_oak(pod)
+    await pod.say(ALICE, "!need food")
+    await escalate(pod)
+    (need,) = [p["id"] for _, p in network_sent(pod) if p["type"] == "need"]
+    await pod.say(OLGA, "!claim E1", room=OAK)
+    await pod.say(CAROL, f"!network leave {ADDRESS}", room=OAK)
+    assert "withdrawn: the helper's pod left the network" in bodies(pod, user_id=ALICE)[-1]
+    assert "this pod left that network" in bodies(pod, user_id=OLGA)[-1]
+    assert "withdraw" not in types(pod)  # between this bot's own pods: nothing to the room
+    await from_bot(pod, net.payload(net.CLAIM, need, claim="claim1", pod="tokb", name="Maple"))
+    assert "Someone from the Maple pod offered to help" in bodies(pod, user_id=ALICE)[-1]
+
+
+async def test_a_need_reopened_by_its_helpers_forgetme_goes_to_the_networks_again(linked):
+    pod = linked
+    await link(pod)
+    await link_oak(pod)
+    await pod.say(ALICE, "!need food")
+    await escalate(pod)
+    await pod.say(OLGA, "!claim E1", room=OAK)
+    await pod.say(ALICE, "yes", room=DM, direct=True)
+    await escalate(pod, hours=0)  # claimed: closed in the network
+    assert types(pod)[-1] == "close"
+    await pod.say(OLGA, "!forgetme", room="!dm-olga:test", direct=True)
+    await pod.say(OLGA, "yes", room="!dm-olga:test", direct=True)
+    await pod.app.run_until_idle()
+    async with pod.storage.transaction() as tx:
+        assert (await tx.posts.by_number(POD, 1)).status.value == "open"
+    await escalate(pod, hours=0)
+    assert types(pod)[-1] == "need" and types(pod).count("need") == 2
+    assert "reply !claim E2" in bodies(pod, room_id=OAK)[-1].replace("`", "")
