@@ -267,6 +267,8 @@ class StepRunner:
                 await tx.delivery.enqueue(
                     await followup.done(tx, current, room_id, now, app.config), now)
             _test_crash_point("before-commit")
+        if tx.network_changed:
+            app.wake_scheduler()
         self._attempted.pop(current.id, None)
         self._failing.pop(current.id, None)
         log.info("step %d (%s) done: room %s%s", current.id, current.key, room_id,
@@ -303,6 +305,8 @@ class StepRunner:
                     await followup.failed(tx, current, gave_up, now, app.config), now)
             else:
                 await tx.actions.note_failure(current.id, str(error), now)
+        if tx.network_changed:
+            app.wake_scheduler()  # a need whose introduction failed goes back to the networks
         if gave_up is not None:
             self._failing.pop(action.id, None)
             self._attempted.pop(action.id, None)

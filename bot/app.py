@@ -174,9 +174,13 @@ class App:
         if steps_requested:
             self.steps.wake()
         if schedule_changed:
-            for listener in self.schedule_listeners:
-                listener()
+            self.wake_scheduler()
         return more
+
+    def wake_scheduler(self) -> None:
+        """Something the scheduler acts on was committed (a shift, a need for the networks)."""
+        for listener in self.schedule_listeners:
+            listener()
 
     async def _handle(self, tx: Transaction, item: Event) -> tuple[str, int, Context | None]:
         now = self.clock()

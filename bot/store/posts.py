@@ -180,6 +180,8 @@ class PostsArea(Area):
             "RETURNING *",
             (PostStatus.OPEN.value, now_text(now), post.id),
         )
+        if await self._tx.fetchone("SELECT 1 FROM escalations WHERE post_id = ?", (post.id,)):
+            self._tx.network_changed = True  # open again: the networks may hear of it again
         return post_from_row(row)
 
     async def claimed_by(self, user_id: str) -> list[Post]:

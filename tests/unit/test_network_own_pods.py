@@ -131,9 +131,14 @@ async def test_a_need_whose_introduction_failed_goes_to_the_networks_again(linke
     await from_bot(pod, net.payload(net.CLAIM, first, claim="claim1", pod="tokb", name="Maple"))
     await pod.say(ALICE, "yes", room=DM, direct=True)
     pod.transport.room_faults.append(("before", DeliveryError("M_FORBIDDEN", permanent=True)))
+    # Faults left to come when the scheduler is woken: 0 once the room was refused.
+    woken_at: list[int] = []
+    pod.app.schedule_listeners.append(lambda: woken_at.append(len(pod.transport.room_faults)))
     await from_bot(pod, net.payload(net.HELPER, first, claim="claim1", person=HELPER),
                    room=BOT_DM, direct=True)
     assert "could not make the private room for #1" in bodies(pod, user_id=ALICE)[-1]
+    # The scheduler is woken by the failure itself, not left to its next ten-minute wake.
+    assert 0 in woken_at, woken_at
     async with pod.storage.transaction() as tx:
         assert (await tx.posts.by_number(POD, 1)).status.value == "open"
     # The round is closed (the failed claim not named), then the need goes again, new id.
