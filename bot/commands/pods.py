@@ -158,9 +158,10 @@ async def _summary(ctx: Context) -> None:
     counts = await ctx.tx.posts.open_counts(rooms)
     shifts = [shift for room in rooms for shift in await ctx.tx.shifts.list(room)]
     p = ctx.config.command_prefix
+    size = len(pod_members(ctx))
     lines = [
         render("**{name}**", name=profile.name or "This pod (no name yet)"),
-        render("Size: {n} people", n=len(pod_members(ctx))),
+        render("Size: {n} {people}", n=size, people="person" if size == 1 else "people"),
         render("Zones: {zones}", zones=pods.zones_text(profile.zones)),
         render("Networks: {networks} ({see})", see=Code(f"{p}network"), networks=", ".join(
             link.address for link in await ctx.tx.network.links(ctx.room_id)) or "none"),
