@@ -41,6 +41,7 @@ from bot.shift_text import fmt_occurrence, fmt_span, roster
 from bot.store.library import Item, Loan
 from bot.store.network import Escalation, Link
 from bot.store.tree import Alert, Call
+from bot.turns import let_others_run
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -643,21 +644,23 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     window_start = _window_start(last_run, now, cfg)
     window_end = now + _horizon(cfg) + MAX_SLEEP + timedelta(seconds=1)
     first, last_key = occurrence_key(window_start), occurrence_key(window_end)
-    # Each step is a few milliseconds; other tasks get a turn between them.
+    # Each step is a millisecond or two; other tasks get a turn between them.
     shifts = await tx.shifts.active_near(window_start, window_end)
+    await let_others_run()
     await _expand_rotas(shifts, window_end)
     signups, cancelled = [], set()
     for chunk in range(0, len(shifts), _SHIFTS_PER_READ):
-        await asyncio.sleep(0)
+        await let_others_run()
         ids = [s.id for s in shifts[chunk:chunk + _SHIFTS_PER_READ]]
         signups += await tx.shifts.signups_between(ids, first, last_key)
         cancelled |= await tx.shifts.cancelled_between(ids, first, last_key)
-    await asyncio.sleep(0)
+    await let_others_run()
     # Posts whose times came by the last run were handled by it (a clock set back: by now).
     since = None if last_run is None else min(last_run, now)
     posts = await _posts_near(tx, now, since, cfg)
-    await asyncio.sleep(0)
+    await let_others_run()
     need_rooms = await tx.posts.rooms_with_open_needs()
+    await let_others_run()
     loans = await tx.library.lent()  # what is lent out now, not the history
     alerts = [(alert, await tx.tree.calls(alert.id))
               for alert in await tx.tree.open_alerts(now - phone_tree.OPEN_FOR)]
@@ -666,6 +669,7 @@ async def load_snapshot(tx: Transaction, now: datetime, config: BotConfig) -> Sn
     closable = await tx.network.closable()
     rooms = ({s.room_id for s in shifts} | set(need_rooms) | {lo.room_id for lo, _ in loans}
              | {p.room_id for p in unescalated} | {e.pod_room for e in closable})
+    await let_others_run()
     return Snapshot(shifts=shifts, signups=signups, cancelled=cancelled, posts=posts,
                     need_rooms=need_rooms, room_settings=await tx.settings.rooms(sorted(rooms)),
                     last_run=last_run, loans=loans, alerts=alerts, unescalated=unescalated,
@@ -700,7 +704,7 @@ async def _expand_rotas(shifts: list[Shift], until: datetime) -> None:
                 break
             walked += 1
             if walked % _DATES_PER_LOOK == 0 and clock.perf_counter() - mark > _SLICE_SECONDS:
-                await asyncio.sleep(0)
+                await let_others_run()
                 mark = clock.perf_counter()
 
 
@@ -734,7 +738,7 @@ async def _in_slices(snap: Snapshot, compute: Callable[[Snapshot], T]) -> list[T
     for part in _parts(snap):
         results.append(compute(part))
         if clock.perf_counter() - mark > _SLICE_SECONDS:
-            await asyncio.sleep(0)
+            await let_others_run()
             mark = clock.perf_counter()
     return results
 
@@ -788,7 +792,7 @@ class Scheduler:
                 mark = clock.perf_counter()
                 for item in (item for items in due for item in items):
                     if clock.perf_counter() - mark > _SLICE_SECONDS:
-                        await asyncio.sleep(0)  # rendering adds up; let others run meanwhile
+                        await let_others_run()  # rendering adds up; let others run meanwhile
                         mark = clock.perf_counter()
                     outcome = item.action if item.action == "skip" else "sent"
                     if not await tx.shifts.record_scheduled(item.kind, item.ref, item.occurrence,

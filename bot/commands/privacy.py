@@ -19,6 +19,7 @@ from bot.formatting import Code, render
 from bot.models import PostStatus
 from bot.storage import Storage, Transaction
 from bot.store.privacy import ErasureRequest
+from bot.turns import let_others_run
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -155,7 +156,7 @@ async def _carry_out(storage: Storage, request: ErasureRequest,
                                                           start + _WALK_ROWS)
             if changed:
                 counts[table] = counts.get(table, 0) + changed
-            await asyncio.sleep(0)  # let waiting commands take the lock between steps
+            await let_others_run()  # let waiting commands take the lock between steps
     parts = [f"{n} {_TABLE_WORDS.get(table, table + ' rows')}" for table, n in sorted(counts.items())]
     erased = ", ".join(parts) if parts else "nothing (I had no records about you)"
     summary = (f"Done. I erased: {erased}. I withdrew {withdrawn} open post(s), reopened "
@@ -173,7 +174,7 @@ async def _yield_after_slice(mark: float) -> float:
     let other tasks run; returns the new mark."""
     if time.perf_counter() - mark <= _SLICE_SECONDS:
         return mark
-    await asyncio.sleep(0)
+    await let_others_run()
     return time.perf_counter()
 
 

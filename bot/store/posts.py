@@ -238,11 +238,14 @@ class PostsArea(Area):
         return {PostKind(r["kind"]): r["n"] for r in rows}
 
     async def rooms_with_open_needs(self) -> list[str]:
-        """Rooms with at least one open need that is not private (one index probe per room)."""
+        """Rooms with at least one open need that is not private (an index probe per room and
+        category: naming every category lets the probe reach `status` in `posts_open`, instead
+        of stepping over each category's closed posts)."""
         rows = await self._tx.fetchall(
-            "SELECT room_id FROM room_counters WHERE EXISTS (SELECT 1 FROM posts "
-            "WHERE posts.room_id = room_counters.room_id AND kind = 'need' AND status = 'open' "
-            "AND private = 0) ORDER BY room_id")
+            "SELECT room_id FROM room_counters WHERE EXISTS (SELECT 1 FROM posts "  # noqa: S608
+            "WHERE posts.room_id = room_counters.room_id AND kind = 'need' "
+            f"AND category IN ({placeholders(_CATEGORIES)}) AND status = 'open' AND private = 0) "
+            "ORDER BY room_id", tuple(_CATEGORIES))
         return [r["room_id"] for r in rows]
 
     async def renew(self, post: Post, now: datetime) -> Post:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sqlite3
@@ -14,6 +13,7 @@ from bot.models import PostStatus
 from bot.store.actions import dm_key
 from bot.store.base import Area, now_text, parse_time, placeholders
 from bot.store.delivery import SentMessage
+from bot.turns import let_others_run
 
 # What may stand right after a Matrix user id inside a longer id (`@bob:example.org.uk`,
 # `@bob:example.org:8448`): an occurrence followed by one of these is someone else.
@@ -252,7 +252,7 @@ class PrivacyArea(Area):
         found = []
         for n, row in enumerate(await self._about_person("room_id, user_id, event_id", user_id)):
             if n % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
-                await asyncio.sleep(0)  # thousands for a heavy user: other tasks get turns
+                await let_others_run()  # thousands for a heavy user: other tasks get turns
             room_id = row["room_id"] or (dm_room[0] if dm_room and row["user_id"] == user_id
                                          else None)
             if room_id is not None and row["event_id"] is not None:
