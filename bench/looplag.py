@@ -16,9 +16,11 @@ discards), a probe task sleeps 1 ms again and again and records how late it wake
   delivered (the privacy housekeeping task runs, as in the bot);
 - all: all of the above at once.
 
-Reports the probe's max, p99 and p50 lag per phase, how much of the lag the loop's thread spent
-running (busy: the rest was waiting for a core on a shared machine), how long the work took, and (where commands
-flow) command -> reply latency. Prints a table and writes bench/results/looplag.json.
+Reports the probe's max, p99 and p50 lag per phase; how much of the lag the loop's thread spent
+running (busy), waiting for a core on a shared machine (queued) and neither (blocked: on the
+GIL held by another of the process's threads, or on a lock inside SQLite), with the longest
+stall split so ("worst b/q/bl"); how long the work took, and (where commands flow) command ->
+reply latency. Prints a table and writes bench/results/looplag.json.
 Target: longest stall <= 20 ms and p99 <= 5 ms in every phase.
 
     python bench/looplag.py [--posts 100000] [--shift-dates 10000] [--rate 50] [--seconds 4]
@@ -30,11 +32,13 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import shutil
 import sqlite3
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -223,25 +227,44 @@ def populate(path: Path, now: datetime, args: argparse.Namespace) -> dict[str, i
 # ---- measuring ----------------------------------------------------------------------------------
 
 
+def _run_queue_reader() -> Callable[[], float] | None:
+    """The calling thread's time spent waiting for a core so far, in seconds (Linux: the
+    second figure of its schedstat), or None where the kernel does not say."""
+    try:
+        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+    except OSError:
+        return None
+    return lambda: int(os.pread(fd, 100, 0).split()[1]) / 1e9
+
+
 @dataclass
 class Probe:
-    """How late each 1 ms sleep wakes (`lags`), and how much of that lateness the loop's thread
-    spent running (`busy`: its CPU time over the sleep, less the sleep). On a machine shared with
-    other work the difference is time the process waited for a core: the stall people see
-    includes it, but it says nothing about the bot's code."""
+    """How late each 1 ms sleep wakes (`lags`), and what the loop's thread did meanwhile:
+    `busy`, running (its CPU time over the sleep, less the sleep); `queued`, waiting for a core
+    (the machine is shared); `blocked`, the rest: neither running nor ready to, that is waiting
+    for the GIL (another thread of the process holds it) or inside SQLite for a lock. Busy says
+    what the bot's own code on the loop cost, blocked what its threads cost the loop."""
 
     lags: list[float] = field(default_factory=list)
     busy: list[float] = field(default_factory=list)
+    queued: list[float] = field(default_factory=list)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self, limit_s: float) -> None:
         deadline = time.perf_counter() + limit_s
+        waited = _run_queue_reader() or (lambda: 0.0)
         while not self.stop.is_set() and time.perf_counter() < deadline:
-            before, cpu_before = time.perf_counter(), time.thread_time()
+            before, cpu_before, queue_before = time.perf_counter(), time.thread_time(), waited()
             await asyncio.sleep(PROBE_SLEEP)
             lag = max(0.0, time.perf_counter() - before - PROBE_SLEEP) * 1000
+            busy = min(lag, (time.thread_time() - cpu_before) * 1000)
             self.lags.append(lag)
-            self.busy.append(min(lag, (time.thread_time() - cpu_before) * 1000))
+            self.busy.append(busy)
+            self.queued.append(min(lag - busy, (waited() - queue_before) * 1000))
+
+    def blocked(self) -> list[float]:
+        return [lag - busy - queued
+                for lag, busy, queued in zip(self.lags, self.busy, self.queued, strict=True)]
 
 
 @dataclass
@@ -334,10 +357,15 @@ async def phase(template: Path, workdir: Path, name: str, now: datetime, args: a
     await probing
     await rig.app.stop()
     await storage.close()
-    lags, busy = probe.lags, probe.busy
+    lags, busy, blocked = probe.lags, probe.busy, probe.blocked()
+    worst = lags.index(max(lags))
     return {"phase": name, "probe_wakeups": len(lags), "lag_max_ms": max(lags),
             "lag_p99_ms": percentile(lags, 0.99), "lag_p50_ms": percentile(lags, 0.5),
-            "busy_max_ms": max(busy), "busy_p99_ms": percentile(busy, 0.99), **report}
+            "busy_max_ms": max(busy), "busy_p99_ms": percentile(busy, 0.99),
+            "blocked_max_ms": max(blocked), "blocked_p99_ms": percentile(blocked, 0.99),
+            # The longest stall, split: running, waiting for a core, blocked.
+            "worst_stall_ms": {"busy": busy[worst], "queued": probe.queued[worst],
+                               "blocked": blocked[worst]}, **report}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -415,12 +443,13 @@ def main() -> int:
     report = asyncio.run(run(args))
     print(f"data: {report['data']}")
     print(f"{'phase':>10} {'lag max ms':>11} {'lag p99 ms':>11} {'lag p50 ms':>11} "
-          f"{'busy max ms':>12} {'busy p99 ms':>12} {'seconds':>8} "
-          f"{'reply p50 ms':>13} {'reply p99 ms':>13}")
+          f"{'busy max ms':>12} {'busy p99 ms':>12} {'blocked max':>12} {'worst b/q/bl':>15} "
+          f"{'seconds':>8} {'reply p50 ms':>13} {'reply p99 ms':>13}")
     for r in report["rows"]:
+        worst = "/".join(f"{r['worst_stall_ms'][k]:.0f}" for k in ("busy", "queued", "blocked"))
         print(f"{r['phase']:>10} {r['lag_max_ms']:>11.1f} {r['lag_p99_ms']:>11.2f} "
               f"{r['lag_p50_ms']:>11.2f} {r['busy_max_ms']:>12.1f} {r['busy_p99_ms']:>12.2f} "
-              f"{r['seconds']:>8.2f} "
+              f"{r['blocked_max_ms']:>12.1f} {worst:>15} {r['seconds']:>8.2f} "
               f"{r.get('reply_p50_ms', float('nan')):>13.1f} "
               f"{r.get('reply_p99_ms', float('nan')):>13.1f}")
     print(f"target: longest stall <= {TARGET_MAX_MS:g} ms and p99 <= {TARGET_P99_MS:g} ms in every "
