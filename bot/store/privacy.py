@@ -218,7 +218,7 @@ class PrivacyArea(Area):
 
     async def shift_spans(self) -> list[ShiftSpan]:
         """Every shift that still names its creator or has all-dates sign-ups, for deciding
-        which have ended (its schedule left as stored: parsing it is work for a thread)."""
+        which have ended (its schedule left as stored: parsed in slices, `retention.ended_shift_ids`)."""
         rows = await self._tx.fetchall(
             "SELECT id, when_json, active, updated_at FROM shifts WHERE created_by != '' "
             "OR id IN (SELECT shift_id FROM shift_signups WHERE occurrence = '*')")
