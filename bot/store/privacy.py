@@ -235,14 +235,14 @@ class PrivacyArea(Area):
         )
         return {r["room_id"] for r in rows}
 
-    async def _about_person(self, columns: str, user_id: str) -> list[sqlite3.Row]:
+    async def _about_person(self, user_id: str) -> tuple[str, tuple[str, ...]]:
+        """The condition on `outbox` rows (and its parameters) for the bot's messages to,
+        mentioning, naming or answering the person."""
         dm_rooms = sorted(await self.person_dm_rooms(user_id))
-        return await self._tx.fetchall(
-            f"SELECT {columns} FROM outbox WHERE redacts IS NULL AND (user_id = ? "  # noqa: S608
-            "OR instr(mentions, ?) > 0 OR instr(named, ?) > 0 "
-            "OR reply_to IN (SELECT event_id FROM inbox WHERE "
-            f"sender = ?) OR room_id IN ({placeholders(dm_rooms)}))",
-            (user_id, json.dumps(user_id), json.dumps(user_id), user_id, *dm_rooms))
+        return ("redacts IS NULL AND (user_id = ? OR instr(mentions, ?) > 0 "  # noqa: S608
+                "OR instr(named, ?) > 0 OR reply_to IN (SELECT event_id FROM inbox WHERE "
+                f"sender = ?) OR room_id IN ({placeholders(dm_rooms)}))",
+                (user_id, json.dumps(user_id), json.dumps(user_id), user_id, *dm_rooms))
 
     async def bot_messages_about(self, user_id: str) -> list[SentMessage]:
         """The bot's sent messages to, mentioning, naming in their text or answering the person
@@ -250,7 +250,10 @@ class PrivacyArea(Area):
         dm_room = await self._tx.fetchone(
             "SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
         found = []
-        for n, row in enumerate(await self._about_person("room_id, user_id, event_id", user_id)):
+        about, params = await self._about_person(user_id)
+        rows = await self._tx.fetchall(
+            f"SELECT room_id, user_id, event_id FROM outbox WHERE {about}", params)  # noqa: S608
+        for n, row in enumerate(rows):
             if n % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
                 await let_others_run()  # thousands for a heavy user: other tasks get turns
             room_id = row["room_id"] or (dm_room[0] if dm_room and row["user_id"] == user_id
@@ -289,9 +292,10 @@ class PrivacyArea(Area):
             (PostStatus.CLAIMED.value, PostStatus.OPEN.value, user_id),
         )
         add("posts", cursor.rowcount)
-        ids = [r["id"] for r in await self._about_person("id", user_id)]
-        cursor = await self._tx.execute(
-            f"DELETE FROM outbox WHERE id IN ({placeholders(ids)})", ids)  # noqa: S608
+        # In one statement: thousands of ids read out and bound back in were Python work on
+        # the database's thread, holding the GIL the loop needs.
+        about, params = await self._about_person(user_id)
+        cursor = await self._tx.execute(f"DELETE FROM outbox WHERE {about}", params)  # noqa: S608
         add("outbox", cursor.rowcount)
         cursor = await self._tx.execute(
             "UPDATE inbox SET sender = '', text = '' WHERE sender = ?", (user_id,))
