@@ -618,10 +618,12 @@ async def _posts_near(tx: Transaction, now: datetime, since: datetime | None,
     warn_after, expire_after = _post_offsets(cfg)
     found: dict[int, tuple[Post, datetime]] = {}
     batches = [await tx.posts.open_by_basis(now - expire_after + _BASIS_SLACK)]
+    await let_others_run()  # each batch is as many posts as came due (a millisecond per 50)
     if cfg.expiry_warning_days > 0:
         batches.append(await tx.posts.open_by_basis(
             now - warn_after + _BASIS_SLACK,
             after=None if since is None else since - warn_after - _BASIS_SLACK))
+        await let_others_run()
     if since is not None:
         batches.append(await tx.posts.open_changed_since(since - _BASIS_SLACK,
                                                          now - warn_after + _BASIS_SLACK))
@@ -823,6 +825,7 @@ class Scheduler:
                     else:
                         await tx.delivery.enqueue(messages, now)
                     log.info("scheduled %s for %s %s sent", item.kind, item.ref, item.occurrence)
+                await let_others_run()  # the commit writes what was queued: a step of its own
                 await tx.delivery.set_meta("scheduler_last_run", now.astimezone(UTC).isoformat())
             self.runs += 1
         if acted:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from bot.models import Category, ParsedPost, Post, PostKind, PostStatus, Urgency
-from bot.store.base import Area, now_text, parse_time, placeholders
+from bot.store.base import Area, converted, now_text, parse_time, placeholders
 
 _KINDS = {k.value: k for k in PostKind}
 _CATEGORIES = {c.value: c for c in Category}
@@ -141,7 +141,7 @@ class PostsArea(Area):
             "ORDER BY urgency DESC, created_at, id LIMIT ?",
             params,
         )
-        return [post_from_row(r) for r in rows]
+        return await converted(rows, post_from_row)
 
     async def match_candidates(self, post: Post, limit: int,
                                pod: tuple[str, ...] = ()) -> list[Post]:
@@ -189,7 +189,7 @@ class PostsArea(Area):
             "SELECT * FROM posts WHERE claimed_by = ? AND status = ?",
             (user_id, PostStatus.CLAIMED.value),
         )
-        return [post_from_row(r) for r in rows]
+        return await converted(rows, post_from_row)
 
     # ---- expiry: the scheduler reads only the posts whose times have come ---------------------
     #

@@ -11,15 +11,13 @@ from typing import NamedTuple
 
 from bot.models import PostStatus
 from bot.store.actions import dm_key
-from bot.store.base import Area, now_text, parse_time, placeholders
+from bot.store.base import Area, converted, now_text, parse_time, placeholders
 from bot.store.delivery import SentMessage
-from bot.turns import let_others_run
 
 # What may stand right after a Matrix user id inside a longer id (`@bob:example.org.uk`,
 # `@bob:example.org:8448`): an occurrence followed by one of these is someone else.
 _ID_CONTINUES = r"[A-Za-z0-9._=/+\-:\[\]]"
 _ID_PRECEDES = r"[A-Za-z0-9._=/+\-]"
-_ROWS_PER_TURN = 500  # rows turned into objects on the loop between two turns of other tasks
 
 
 def _id_pattern(user_id: str) -> re.Pattern[str]:
@@ -249,18 +247,20 @@ class PrivacyArea(Area):
         (ids in JSON lists are matched whole: quotes around them)."""
         dm_room = await self._tx.fetchone(
             "SELECT room_id FROM dm_rooms WHERE user_id = ?", (user_id,))
-        found = []
         about, params = await self._about_person(user_id)
         rows = await self._tx.fetchall(
             f"SELECT room_id, user_id, event_id FROM outbox WHERE {about}", params)  # noqa: S608
-        for n, row in enumerate(rows):
-            if n % _ROWS_PER_TURN == _ROWS_PER_TURN - 1:
-                await let_others_run()  # thousands for a heavy user: other tasks get turns
+
+        def sent(row: sqlite3.Row) -> SentMessage | None:
             room_id = row["room_id"] or (dm_room[0] if dm_room and row["user_id"] == user_id
                                          else None)
-            if room_id is not None and row["event_id"] is not None:
-                found.append(SentMessage(room_id, row["event_id"]))
-        return found
+            if room_id is None or row["event_id"] is None:
+                return None
+            return SentMessage(room_id, row["event_id"])
+
+        # Thousands for a heavy user: other tasks get turns.
+        return [found for found in await converted(rows, sent)
+                if found is not None]
 
     async def forget_person(self, user_id: str, now: datetime) -> dict[str, int]:
         """Erase the rows that name the person in the columns made for people; per table, rows
