@@ -220,8 +220,8 @@ class PrivacyArea(Area):
         rows = await self._tx.fetchall(
             "SELECT id, when_json, active, updated_at FROM shifts WHERE created_by != '' "
             "OR id IN (SELECT shift_id FROM shift_signups WHERE occurrence = '*')")
-        return [ShiftSpan(r["id"], r["when_json"], bool(r["active"]), parse_time(r["updated_at"]))
-                for r in rows]
+        return await converted(rows, lambda r: ShiftSpan(r["id"], r["when_json"], bool(r["active"]),
+                                                         parse_time(r["updated_at"])))
 
     # ---- erasure (!forgetme) -----------------------------------------------------------------
 
