@@ -141,6 +141,22 @@ def updated_group(envelope: dict[str, Any]) -> str | None:
     return None
 
 
+def membership_events(changes: list[MemberChange], when: datetime) -> list[Event]:
+    """One `Membership` per person who joined or left a group, as Matrix reports a join or a
+    leave (a group is never a direct chat). Who they are is not logged: only how many."""
+    events: list[Event] = []
+    ms = int(when.timestamp() * 1000)
+    for change in changes:
+        log.info("Signal group %s: %d joined, %d left", group_room(change.group_id),
+                 len(change.joined), len(change.left))
+        # The id is unique per change (the inbox keeps an event once, so a rejoin must be a new
+        # one) and does not name the person: event ids are logged.
+        for n, uuid in enumerate(sorted(change.joined) + sorted(change.left)):
+            events.append(Membership(f"signal:member:{change.group_id}:{ms}:{n}",
+                                     group_room(change.group_id), person_id(uuid), False, when))
+    return events
+
+
 def text_with_mentions(text: str, mentions: Any) -> str:
     """The message text with each mention (a placeholder in Signal) replaced by the person's id,
     so `!claim`-style commands can name people. Ranges are UTF-16 code units."""
@@ -238,7 +254,8 @@ class SignalTransport:
             self.connected_once.set()
             log.info("connected to the signal-cli daemon: %d groups", len(self._groups))
         # After a daemon restart: who joined or left while it was away.
-        await self._report(changes, datetime.now(UTC))
+        if changes:
+            await self.app.receive(membership_events(changes, datetime.now(UTC)))
         self.app.wake_outbox()  # the daemon is back: retry delivery now
 
     # ---- groups ---------------------------------------------------------------------------
@@ -288,24 +305,6 @@ class SignalTransport:
                 log.warning("could not read group details (%s); using what is known", exc)
         return []
 
-    async def _report(self, changes: list[MemberChange], when: datetime) -> None:
-        """One `Membership` per person who joined or left a group, as Matrix reports a join or a
-        leave (a group is never a direct chat). Who they are is not logged: only how many."""
-        events: list[Event] = []
-        ms = int(when.timestamp() * 1000)
-        for change in changes:
-            log.info("Signal group %s: %d joined, %d left", group_room(change.group_id),
-                     len(change.joined), len(change.left))
-            # The id is unique per change (the inbox keeps an event once, so a rejoin must be
-            # a new one) and does not name the person: event ids are logged.
-            for n, uuid in enumerate(sorted(change.joined) + sorted(change.left)):
-                events.append(Membership(f"signal:member:{change.group_id}:{ms}:{n}",
-                                         group_room(change.group_id), person_id(uuid),
-                                         False, when))
-        if events:
-            assert self.app is not None
-            await self.app.receive(events)
-
     async def _group_changed(self, group_id: str, when: datetime) -> None:
         """A group changed (the update does not say how): one read of its members, compared
         with the last. If the read fails, what is known stays as it was."""
@@ -315,7 +314,9 @@ class SignalTransport:
             log.warning("could not read the members of %s after a change (%s); its joins and "
                         "leaves are counted at the next read", group_room(group_id), exc)
             return
-        await self._report(changes, when)
+        if changes:
+            assert self.app is not None
+            await self.app.receive(membership_events(changes, when))
 
     def expiry_seconds(self, room_id: str) -> int:
         """The disappearing-messages timer of a chat, as last seen (0: off)."""
@@ -350,8 +351,7 @@ class SignalTransport:
         assert self.app is not None
         in_group = item.room_id.startswith(GROUP_PREFIX)
         changes = await self._fresh({item.room_id[len(GROUP_PREFIX):]} if in_group else set())
-        await self._report(changes, datetime.now(UTC))
-        await self.app.receive([item])
+        await self.app.receive([*membership_events(changes, datetime.now(UTC)), item])
 
     def _incoming(self, envelope: dict[str, Any]) -> Event | None:
         edit = envelope.get("editMessage")
