@@ -65,8 +65,9 @@ async def test_a_pod_reaching_its_split_size_alerts_its_coordinators_once(signal
     assert DAN not in caplog.text and CAROL not in caplog.text
 
 
-async def test_a_leave_below_the_split_size_rearms_the_alert(signal_pod):
+async def test_a_leave_below_the_split_size_rearms_the_alert(signal_pod, caplog):
     pod = signal_pod
+    caplog.set_level(logging.DEBUG)
     await set_split_size(pod)
     pod.fake.add_member(POD_GROUP, DAN, by=ALICE)
     await until(lambda: len(split_alerts(pod)) == 1, "the first alert")
@@ -75,6 +76,7 @@ async def test_a_leave_below_the_split_size_rearms_the_alert(signal_pod):
     assert len(split_alerts(pod)) == 1
     pod.fake.add_member(POD_GROUP, CAROL, by=ALICE)  # back at 4: the pod crossed it again
     await until(lambda: len(split_alerts(pod)) == 2, "the second alert")
+    assert "0 joined, 1 left" in caplog.text and CAROL not in caplog.text and DAN not in caplog.text
 
 
 async def test_a_member_added_from_the_bots_other_device_counts(signal_pod):
