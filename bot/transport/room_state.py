@@ -18,6 +18,11 @@ from nio import AsyncClient, Event, RoomInfo, SyncResponse, Timeline
 
 from bot.store.rooms import StateEvent
 
+# The state nio's rooms are built from and the bot reads (members, power, encryption, the room's
+# name); nothing else is kept, whatever else a room's members put in its state.
+_KEPT_TYPES = frozenset({"m.room.create", "m.room.member", "m.room.power_levels",
+                         "m.room.encryption", "m.room.name", "m.room.canonical_alias",
+                         "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access"})
 # What a restored event needs: nio reads these fields; `unsigned` (previous contents, relations)
 # is not state and is not kept.
 _KEPT_FIELDS = ("type", "state_key", "sender", "event_id", "origin_server_ts", "content")
@@ -34,7 +39,7 @@ def state_event(room_id: str, source: Any) -> StateEvent | None:
         return None
     event_type, state_key = source.get("type"), source.get("state_key")
     content = source.get("content")
-    if not isinstance(event_type, str) or not isinstance(state_key, str) or not isinstance(
+    if event_type not in _KEPT_TYPES or not isinstance(state_key, str) or not isinstance(
             content, dict):
         return None
     kept = {name: source[name] for name in _KEPT_FIELDS if name in source}

@@ -48,7 +48,9 @@ FIRST = sync({
            state("m.room.name", {"name": "Elm Street pod"}),
            state("m.room.power_levels", {"users": {"@bob:x": 50}}),
            member("@alice:x", "join", displayname="Alice", avatar_url="mxc://x/face"),
-           member("@bob:x", "join"), member(BOT, "join"), member("@dora:x", "invite")],
+           member("@bob:x", "join"), member(BOT, "join"), member("@dora:x", "invite"),
+           state("m.room.topic", {"topic": "our street"}),
+           state("org.example.anything", {"filler": "x" * 1000}, "k")],
           [member("@erin:x", "join", n=2)]),
     DM: ([state("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}, sender="@bob:x"),
           member("@bob:x", "join"), member(BOT, "join")], []),
@@ -157,5 +159,9 @@ def test_a_member_row_keeps_only_who_they_are_in_the_room():
     alice = next(c for c in changes if c.state_key == "@alice:x")
     assert json.loads(alice.event)["content"] == {"membership": "join", "displayname": "Alice"}
     assert "unsigned" not in json.loads(alice.event)
+    # Only the state the bot needs: not the topic, not whatever else members put in a room.
+    assert {c.event_type for c in changes} == {
+        "m.room.create", "m.room.encryption", "m.room.name", "m.room.power_levels",
+        "m.room.member"}
     # The timeline's state events follow the state section's, in the order they happened.
     assert [c.state_key for c in changes if c.room_id == POD][-1] == "@erin:x"
