@@ -157,6 +157,15 @@ def membership_events(changes: list[MemberChange], when: datetime) -> list[Event
     return events
 
 
+def size_checks(group_ids: list[str], own_uuid: str | None, when: datetime) -> list[Event]:
+    """One `Membership` per group, by the bot itself, so that its size is compared with the
+    pod's split size at start (the alert is given once, so this repeats nothing)."""
+    ms = int(when.timestamp() * 1000)
+    sender = person_id(own_uuid) if own_uuid else ""
+    return [Membership(f"signal:member:{group_id}:{ms}:start", group_room(group_id), sender,
+                       False, when) for group_id in group_ids]
+
+
 def text_with_mentions(text: str, mentions: Any) -> str:
     """The message text with each mention (a placeholder in Signal) replaced by the person's id,
     so `!claim`-style commands can name people. Ranges are UTF-16 code units."""
@@ -250,12 +259,16 @@ class SignalTransport:
                     "and leave it empty); `mutual-aid-bot signal link` links one.") from exc
             raise
         assert self.app is not None
+        now = datetime.now(UTC)
+        events = membership_events(changes, now)  # after a daemon restart: who came or went
         if not self.connected_once.is_set():
             self.connected_once.set()
             log.info("connected to the signal-cli daemon: %d groups", len(self._groups))
-        # After a daemon restart: who joined or left while it was away.
-        if changes:
-            await self.app.receive(membership_events(changes, datetime.now(UTC)))
+            # Who joined while the bot was stopped is not known (member lists are not stored),
+            # but each group's size is checked once at start, as if someone had joined.
+            events += size_checks(list(self._groups), self._own_uuid, now)
+        if events:
+            await self.app.receive(events)
         self.app.wake_outbox()  # the daemon is back: retry delivery now
 
     # ---- groups ---------------------------------------------------------------------------

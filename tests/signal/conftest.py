@@ -72,6 +72,10 @@ class SignalPod:
     async def restart(self) -> None:
         """The bot stops and starts again on the same database (the daemon keeps running)."""
         await asyncio.wait_for(self.runtime.close(), WAIT_S)
+        await self.start()
+
+    async def start(self) -> None:
+        """The bot starts (again) on the same database."""
         self.runtime, self.transport = await start_bot(self.fake, self.db_path, self.clock)
         self.app, self.storage = self.runtime.app, self.runtime.storage
 

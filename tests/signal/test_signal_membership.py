@@ -115,3 +115,15 @@ async def test_a_failed_group_read_alerts_nothing_and_the_bot_goes_on(signal_pod
     pod.fake.add_member(POD_GROUP, BOB, by=ALICE)
     await until(lambda: split_alerts(pod), "the split alert")
     assert len(split_alerts(pod)) == 1
+
+
+async def test_a_pod_that_grew_while_the_bot_was_stopped_is_alerted_at_start(signal_pod):
+    pod = signal_pod
+    await set_split_size(pod)
+    await asyncio.wait_for(pod.runtime.close(), WAIT_S)
+    pod.fake.groups[POD_GROUP]["members"].append(DAN)  # its update is lost with the old session
+    await pod.start()
+    await until(lambda: split_alerts(pod), "the split alert")
+    await pod.restart()  # at the same size, a second start repeats nothing
+    await settled(pod)
+    assert len(split_alerts(pod)) == 1
