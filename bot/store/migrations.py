@@ -511,4 +511,13 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE escalations ADD COLUMN reopened_at TEXT;
         CREATE UNIQUE INDEX escalations_sent ON escalations (sent_id);
 """),
+    # A phone-tree call keeps the backup its member had when the alert was sent (`backup`), so
+    # an alert finishes as it began: a `!pod split` that moves the member (their tree row goes
+    # to the new pod) or clears their backup does not change whom their silence reaches.
+    Migration("alert_calls: the backup at sending time", """
+        ALTER TABLE alert_calls ADD COLUMN backup TEXT;
+        UPDATE alert_calls SET backup = (SELECT m.backup FROM tree_members m JOIN alerts a
+            ON a.room_id = m.room_id WHERE a.id = alert_calls.alert_id
+            AND m.person = alert_calls.person);
+"""),
 ]
