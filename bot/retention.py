@@ -200,6 +200,8 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "remote_needs": ("id", "pod_room", "network_room", "origin_bot", "origin_pod", "escalation",
                      "pod_name", "category", "urgency", "zone", "status", "received_at",
                      "closed_at"),
+    "remote_need_routes": ("origin_bot", "escalation", "network_room", "received_at",
+                           "closed_at"),
     # Forwarded phone-tree alerts: tokens, rooms, pods' names and bots' accounts; the text is in
     # `alerts` (its own rule) and, until sent, in the outbox.
     "alert_forwards": ("token", "pod_room", "urgent", "created_at"),
