@@ -511,4 +511,15 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE escalations ADD COLUMN reopened_at TEXT;
         CREATE UNIQUE INDEX escalations_sent ON escalations (sent_id);
 """),
+    # The Matrix rooms' current state (bot/store/rooms.py), so that a restart syncs incrementally
+    # instead of asking the homeserver for the full state of every room again.
+    Migration("room_state", """
+        CREATE TABLE room_state (
+            room_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            state_key TEXT NOT NULL,
+            event TEXT NOT NULL,
+            PRIMARY KEY (room_id, event_type, state_key)
+        );
+"""),
 ]
