@@ -105,7 +105,9 @@ class Edit:
 
 @dataclass(frozen=True)
 class Membership:
-    """The sender joined or left the room (the pod's size may have crossed its split size)."""
+    """The sender joined or left the room (the pod's size may have crossed its split size); or,
+    from a transport that cannot tell who joined while the bot was stopped (Signal), the bot
+    itself at start, so that each room's size is looked at once."""
 
     event_id: str
     room_id: str

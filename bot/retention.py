@@ -99,6 +99,10 @@ RULES: tuple[Rule, ...] = (
          "DELETE FROM outbox WHERE dead_at IS NOT NULL AND dead_at < :cutoff"),
     Rule("dm_rooms", ROW, "until !forgetme: the way to reach the person; it holds no content",
          "deleted by !forgetme"),
+    Rule("room_state", ROW, "while the person is in one of the bot's rooms: their membership and "
+         "power level there, which the bot needs to reach them (bot/store/rooms.py)",
+         "deleted when they leave; !forgetme erases them from it, and the next start reads the "
+         "rooms' state from the homeserver again"),
     Rule("room_notes", ROW, "notes naming a person (an unreadable message, a warning to them): "
          "retention_days; other notes are about rooms only and stay", "deleted",
          "DELETE FROM room_notes WHERE instr(note, '@') > 0 AND at < :cutoff"),
@@ -197,6 +201,8 @@ NOT_PERSONAL: dict[str, tuple[str, ...]] = {
     "remote_needs": ("id", "pod_room", "network_room", "origin_bot", "origin_pod", "escalation",
                      "pod_name", "category", "urgency", "zone", "status", "received_at",
                      "closed_at"),
+    "remote_need_routes": ("origin_bot", "escalation", "network_room", "received_at",
+                           "closed_at"),
     # Forwarded phone-tree alerts: tokens, rooms, pods' names and bots' accounts; the text is in
     # `alerts` (its own rule) and, until sent, in the outbox.
     "alert_forwards": ("token", "pod_room", "urgent", "created_at"),

@@ -46,6 +46,7 @@ from bot.store.network import NetworkArea
 from bot.store.posts import PostsArea
 from bot.store.privacy import SQL_FUNCTIONS, PrivacyArea
 from bot.store.records import RecordsArea
+from bot.store.rooms import RoomStateArea
 from bot.store.settings import SettingsArea
 from bot.store.shifts import ShiftsArea
 from bot.store.tree import TreeArea
@@ -89,6 +90,7 @@ class Transaction(Handle):
         self.network = NetworkArea(self)
         self.front_door = FrontDoorArea(self)
         self.tree = TreeArea(self)
+        self.rooms = RoomStateArea(self)
 
 
 def create_private_file(path: Path) -> None:

@@ -8,9 +8,11 @@ groups, receiving) follows signal-cli's JSON classes: `JsonSendMessageResult`, `
 `ListGroupsCommand.JsonGroup`, and its error codes (-1 user, -3 IO, -4 untrusted key, -5 rate limit).
 
 Scriptable: `inject()` a message as the Signal servers would deliver it (kept until a subscribed
-client gets it, like the servers keep messages for an offline device), set `groups`, make sends
-fail per recipient (`fail_next`, `identity_changed`), `crash()` and `start()` again. Every send is
-recorded in `sends`. Phone numbers are included wherever signal-cli includes them, so tests can
+client gets it, like the servers keep messages for an offline device), set `groups`, add or remove
+a member with the group update signal-cli delivers for it (`add_member`, `remove_member`: an
+envelope whose groupInfo type is UPDATE, saying nothing of who), make `listGroups` fail
+(`list_groups_failures`), make sends fail per recipient (`fail_next`, `identity_changed`),
+`crash()` and `start()` again. Every send is recorded in `sends`. Phone numbers are included wherever signal-cli includes them, so tests can
 check that the bot drops them.
 """
 
@@ -64,8 +66,12 @@ class FakeSignalDaemon:
     account: str  # the bot's account id, as in the transport's config
     bot_uuid: str
     people: dict[str, Person] = field(default_factory=dict)  # by uuid
-    # groupId -> {"name", "members": [uuid], "admins": [uuid], "expiration": int}
+    # groupId -> {"name", "members": [uuid], "admins": [uuid], "expiration": int, "revision": int}
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The next this many listGroups calls fail, as signal-cli answers when reading its group
+    # store throws (-32603, the exception's message); `list_groups_calls` counts every call.
+    list_groups_failures: int = 0
+    list_groups_calls: int = 0
     sends: list[Sent] = field(default_factory=list)
     identity_changed: set[str] = field(default_factory=set)  # uuids whose keys are untrusted
     trusted_calls: list[str] = field(default_factory=list)
@@ -220,8 +226,7 @@ class FakeSignalDaemon:
             data["mentions"] = [{"name": self.people[m["uuid"]].number,
                                  "number": self.people[m["uuid"]].number, **m} for m in mentions]
         if group_id is not None:
-            data["groupInfo"] = {"groupId": group_id, "groupName": self.groups[group_id]["name"],
-                                 "revision": 1, "type": "DELIVER"}
+            data["groupInfo"] = self._group_info(group_id, "DELIVER")
         if remote_delete is not None:
             data["remoteDelete"] = {"timestamp": remote_delete}
             data.pop("message")
@@ -229,6 +234,52 @@ class FakeSignalDaemon:
                 "sourceName": person.name, "sourceDevice": 1, "timestamp": ts,
                 "serverReceivedTimestamp": ts + 5, "serverDeliveredTimestamp": ts + 9,
                 "dataMessage": data}
+
+    def _group_info(self, group_id: str, kind: str) -> dict[str, Any]:
+        group = self.groups[group_id]
+        return {"groupId": group_id, "groupName": group["name"],
+                "revision": group.get("revision", 1), "type": kind}
+
+    def group_update(self, sender: str, group_id: str) -> dict[str, Any]:
+        """The envelope of a group change made by `sender` (JsonDataMessage with no body and a
+        JsonGroupInfo of type UPDATE at the new revision). The bot's own account as `sender` is
+        a change made on its other device: the sync copy (syncMessage.sentMessage)."""
+        ts = next(self._clock)
+        data = {"timestamp": ts, "message": None,
+                "expiresInSeconds": self.groups[group_id].get("expiration", 0), "viewOnce": False,
+                "groupInfo": self._group_info(group_id, "UPDATE")}
+        if sender == self.bot_uuid:
+            who: dict[str, Any] = {"source": self.account, "sourceNumber": None,
+                                   "sourceUuid": self.bot_uuid, "sourceName": "", "sourceDevice": 2}
+            content: dict[str, Any] = {"syncMessage": {"sentMessage": {
+                "destination": None, "destinationNumber": None, "destinationUuid": None, **data}}}
+        else:
+            person = self.people[sender]
+            who = {"source": person.number, "sourceNumber": person.number,
+                   "sourceUuid": person.uuid, "sourceName": person.name, "sourceDevice": 1}
+            content = {"dataMessage": data}
+        return {**who, "timestamp": ts, "serverReceivedTimestamp": ts + 5,
+                "serverDeliveredTimestamp": ts + 9, **content}
+
+    def add_member(self, group_id: str, uuid: str, *, by: str | None = None) -> dict[str, Any]:
+        """`by` (an admin; or the person, joining by the group's link) adds `uuid`: the group's
+        next revision, and its update delivered to the bot."""
+        group = self.groups[group_id]
+        group["members"].append(uuid)
+        return self._changed(group_id, by or uuid)
+
+    def remove_member(self, group_id: str, uuid: str, *, by: str | None = None) -> dict[str, Any]:
+        """`uuid` leaves (or `by`, an admin, removes them): as `add_member`."""
+        group = self.groups[group_id]
+        group["members"].remove(uuid)
+        if uuid in group.get("admins", []):
+            group["admins"].remove(uuid)
+        return self._changed(group_id, by or uuid)
+
+    def _changed(self, group_id: str, sender: str) -> dict[str, Any]:
+        group = self.groups[group_id]
+        group["revision"] = group.get("revision", 1) + 1
+        return self.inject(self.group_update(sender, group_id))
 
     def inject(self, envelope: dict[str, Any]) -> dict[str, Any]:
         """The Signal servers have a message for the bot: delivered once a client subscribes."""
@@ -307,6 +358,10 @@ class FakeSignalDaemon:
         return response
 
     async def _m_listGroups(self, params: dict[str, Any]) -> list[dict[str, Any]]:  # noqa: N802
+        self.list_groups_calls += 1
+        if self.list_groups_failures > 0:
+            self.list_groups_failures -= 1
+            raise RpcFailure(-32603, "null (NullPointerException)")
         wanted = params.get("groupId")
         wanted = [wanted] if isinstance(wanted, str) else wanted
         return [{

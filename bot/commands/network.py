@@ -173,6 +173,8 @@ async def _close_for_leaving(ctx: Context, link: Link) -> int:
         for escalation in own:
             await ctx.tx.network.close_escalation(escalation.id, ctx.now)
     for need in await ctx.tx.network.open_remote_needs(ctx.room_id, link.network_room):
+        if await _reached_otherwise(ctx.tx, need, besides=link.network_room):
+            continue
         await ctx.tx.network.close_remote_need(need.id, ctx.now)
         for claim in await ctx.tx.network.remote_claims_on(need.id):
             if await ctx.tx.network.set_remote_claim(claim.claim, CLOSED):
@@ -264,6 +266,7 @@ async def to_my_other_pods(tx: Transaction, config: BotConfig, now: datetime, po
         targets = [link for link in await tx.network.pods_in(message.room_id)
                    if link.pod_room != pod_room]
         if parsed.type == net.NEED:
+            await tx.network.add_route(me, parsed.id, message.room_id, now)
             out += await _show_need(tx, config, now, targets, me, parsed)
         elif parsed.type == net.CLOSE:
             out += await _close_needs(tx, now, me, parsed, network_room=message.room_id)
@@ -343,14 +346,16 @@ async def _on_left(ctx: Context, event: NetworkEvent, message: net.NetworkMessag
 
 
 async def _on_need(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
-    """Another pod's need: shown in every pod here linked to that network, once."""
+    """Another pod's need: shown in every pod here linked to that network, once, however many
+    networks bring it (each one that does is recorded: it closes here when the last one does)."""
     assert message.pod and message.name and message.category and message.urgency is not None
     recent = await ctx.tx.network.received_since(event.sender, message.pod, ctx.now - net.HOUR)
-    if await ctx.tx.network.remote_needs_of(event.sender, message.id):
-        _ignored(event, "a need already received (replayed)")
-        return
-    if not net.room_left(recent, ctx.now, ctx.config.network.escalations_per_hour):
+    if (not await ctx.tx.network.remote_needs_of(event.sender, message.id)
+            and not net.room_left(recent, ctx.now, ctx.config.network.escalations_per_hour)):
         _ignored(event, "its pod is over the hourly limit of escalations")
+        return
+    if not await ctx.tx.network.add_route(event.sender, message.id, event.room_id, ctx.now):
+        _ignored(event, "a need already received (replayed)")
         return
     ctx.outgoing += await _show_need(ctx.tx, ctx.config, ctx.now,
                                      await ctx.tx.network.pods_in(event.room_id), event.sender,
@@ -448,20 +453,31 @@ async def _on_helper(ctx: Context, event: NetworkEvent, message: net.NetworkMess
 
 
 async def _on_close(ctx: Context, event: NetworkEvent, message: net.NetworkMessage) -> None:
-    """Another pod's need was met or withdrawn (or its pod left): closed here too."""
-    ctx.outgoing += await _close_needs(ctx.tx, ctx.now, event.sender, message)
+    """Another pod's need was met or withdrawn, or its pod left that network: closed here too,
+    where no other network still brings it."""
+    ctx.outgoing += await _close_needs(ctx.tx, ctx.now, event.sender, message, event.room_id)
+
+
+async def _reached_otherwise(tx: Transaction, need: RemoteNeed, besides: str | None) -> bool:
+    """Whether another network room linked to the need's pod (not `besides`) still carries the
+    need (its pod left one network but is in another with this one): then it stays open, and
+    claims on it go through that room."""
+    room = await tx.network.open_route(need, besides=besides)
+    if room is not None and room != need.network_room:
+        await tx.network.reroute_remote_need(need.id, room)
+    return room is not None
 
 
 async def _close_needs(tx: Transaction, now: datetime, origin_bot: str,
-                       message: net.NetworkMessage, network_room: str | None = None,
-                       ) -> list[Outgoing]:
-    """Close the need wherever it is shown here (only as shown from `network_room`, if given):
-    tell the pod and whoever offered; an offer the requester accepted (`message.claim`) is left
-    to its answer, which may arrive after this."""
+                       message: net.NetworkMessage, network_room: str) -> list[Outgoing]:
+    """The need's bot closed it in `network_room`: close it wherever it is shown here and no
+    other network linked to the pod still brings it; tell the pod and whoever offered. An offer
+    the requester accepted (`message.claim`) is left to its answer, which may arrive after this."""
+    await tx.network.close_route(origin_bot, message.id, network_room, now)
     out = []
     for need in await tx.network.remote_needs_of(origin_bot, message.id):
-        if network_room not in (None, need.network_room) or not await tx.network.close_remote_need(
-                need.id, now):
+        if (need.status != OPEN or await _reached_otherwise(tx, need, besides=None)
+                or not await tx.network.close_remote_need(need.id, now)):
             continue
         label, going_on = net.label(need.id), message.claim
         claims = await tx.network.remote_claims_on(need.id)

@@ -50,6 +50,7 @@ _TABLE_WORDS = {
     "sent_reminders": "reminder records", "relays": "relayed conversations",
     "items": "tool-library items", "loans": "loans", "timebank": "time-bank credits",
     "blocks": "blocks you made (your name on them)",
+    "room_state": "room-state records (the homeserver keeps its own)",
 }
 
 
@@ -193,6 +194,8 @@ async def _erase_known_columns(tx: Transaction, request: ErasureRequest, now: da
         counts[table] = counts.get(table, 0) + n
     for table, n in (await tx.privacy.forget_person(person, now)).items():
         counts[table] = counts.get(table, 0) + n
+    # The walk takes the person out of the stored room state, which is then no longer whole.
+    await tx.rooms.mark_incomplete()
     out = []
     mark = time.perf_counter()
     # Anonymous requests go without a word in the room: announced in the same breath as the

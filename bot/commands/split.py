@@ -10,7 +10,8 @@ When the room exists, one transaction records it, moves the chosen open posts an
 (with their open stand-in requests) into it under new numbers, moves the chosen people's places on
 the phone tree to its tree, gives it the old pod's settings with its own name and zones, and
 queues the notices; so a crash at any point moves everything once or nothing. Alerts already sent
-are not moved: they finish in the old pod, calling whom they called.
+are not moved: they finish in the old pod, calling whom they called, and escalating a silent
+member to the backup they had when the alert was sent (each call keeps it: bot/store/tree.py).
 """
 
 from __future__ import annotations

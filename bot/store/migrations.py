@@ -511,4 +511,43 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE escalations ADD COLUMN reopened_at TEXT;
         CREATE UNIQUE INDEX escalations_sent ON escalations (sent_id);
 """),
+    # The Matrix rooms' current state (bot/store/rooms.py), so that a restart syncs incrementally
+    # instead of asking the homeserver for the full state of every room again.
+    Migration("room_state", """
+        CREATE TABLE room_state (
+            room_id TEXT NOT NULL,
+            event_type TEXT NOT NULL,
+            state_key TEXT NOT NULL,
+            event TEXT NOT NULL,
+            PRIMARY KEY (room_id, event_type, state_key)
+        );
+"""),
+    # A phone-tree call keeps the backup its member had when the alert was sent (`backup`), so
+    # an alert finishes as it began: a `!pod split` that moves the member (their tree row goes
+    # to the new pod) or clears their backup does not change whom their silence reaches.
+    Migration("alert_calls: the backup at sending time", """
+        ALTER TABLE alert_calls ADD COLUMN backup TEXT;
+        UPDATE alert_calls SET backup = (SELECT m.backup FROM tree_members m JOIN alerts a
+            ON a.room_id = m.room_id WHERE a.id = alert_calls.alert_id
+            AND m.person = alert_calls.person);
+"""),
+    # Through which network rooms each other bot's escalated need reached this bot
+    # (`remote_need_routes`; `closed_at`: its bot closed it there, or its pod left that room).
+    # A need shown here closes only when no room linked to the pod still carries it, so a pod
+    # that leaves one of two networks it shares with a pod here is still reached by the other.
+    Migration("remote_need_routes", """
+        CREATE TABLE remote_need_routes (
+            origin_bot TEXT NOT NULL,
+            escalation TEXT NOT NULL,
+            network_room TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            closed_at TEXT,
+            PRIMARY KEY (origin_bot, escalation, network_room)
+        );
+        INSERT INTO remote_need_routes (origin_bot, escalation, network_room, received_at,
+                                        closed_at)
+            SELECT origin_bot, escalation, network_room, MIN(received_at),
+                   CASE WHEN SUM(status = 'open') > 0 THEN NULL ELSE MAX(closed_at) END
+            FROM remote_needs GROUP BY origin_bot, escalation, network_room;
+"""),
 ]

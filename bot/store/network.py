@@ -345,6 +345,40 @@ class NetworkArea(Area):
             (CLOSED, now_text(now), need_id, OPEN))
         return cursor.rowcount == 1
 
+    async def add_route(self, origin_bot: str, escalation: str, network_room: str,
+                        now: datetime) -> bool:
+        """The need reached this bot through `network_room`; False if it did before there (a
+        replay, or a room that has closed it)."""
+        cursor = await self._tx.execute(
+            "INSERT OR IGNORE INTO remote_need_routes (origin_bot, escalation, network_room, "
+            "received_at) VALUES (?, ?, ?, ?)", (origin_bot, escalation, network_room,
+                                                 now_text(now)))
+        return cursor.rowcount == 1
+
+    async def close_route(self, origin_bot: str, escalation: str, network_room: str,
+                          now: datetime) -> None:
+        """The need's bot closed it in `network_room` (met, withdrawn, or its pod left there)."""
+        await self._tx.execute(
+            "UPDATE remote_need_routes SET closed_at = ? WHERE origin_bot = ? AND escalation = ? "
+            "AND network_room = ? AND closed_at IS NULL",
+            (now_text(now), origin_bot, escalation, network_room))
+
+    async def open_route(self, need: RemoteNeed, besides: str | None = None) -> str | None:
+        """A network room, linked to the need's pod here (but `besides`), that still carries the
+        need: the one it first came through; None when no such room is left."""
+        row = await self._tx.fetchone(
+            "SELECT network_room FROM remote_need_routes WHERE origin_bot = ? AND escalation = ? "
+            "AND closed_at IS NULL AND network_room IS NOT ? AND network_room IN "
+            "(SELECT network_room FROM network_links WHERE pod_room = ?) "
+            "ORDER BY received_at, network_room LIMIT 1",
+            (need.origin_bot, need.escalation, besides, need.pod_room))
+        return row["network_room"] if row else None
+
+    async def reroute_remote_need(self, need_id: int, network_room: str) -> None:
+        """The need is now reached (claims sent) through `network_room`."""
+        await self._tx.execute("UPDATE remote_needs SET network_room = ? WHERE id = ?",
+                               (network_room, need_id))
+
     async def add_remote_claim(self, remote_need: int, helper: str, now: datetime) -> RemoteClaim:
         row = await self._tx.fetchone(
             "INSERT INTO remote_claims (claim, remote_need, helper, status, created_at) "

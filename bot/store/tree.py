@@ -39,7 +39,8 @@ class Alert:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One member's call, with what the outbox knows of its DM and who their backup is now."""
+    """One member's call, with what the outbox knows of its DM, and the backup the member had
+    when the alert was sent (the alert finishes as it began, whatever changed since)."""
 
     id: int
     alert_id: int
@@ -69,9 +70,8 @@ def _call(row: sqlite3.Row) -> Call:
                 _time(row["sent_at"]), _time(row["dead_at"]))
 
 
-_CALLS = ("SELECT c.*, m.backup, o.sent_at, o.dead_at FROM alert_calls c "
+_CALLS = ("SELECT c.*, o.sent_at, o.dead_at FROM alert_calls c "
           "JOIN alerts a ON a.id = c.alert_id "
-          "LEFT JOIN tree_members m ON m.room_id = a.room_id AND m.person = c.person "
           "LEFT JOIN outbox o ON o.id = c.outbox_id ")
 
 
@@ -131,15 +131,17 @@ class TreeArea(Area):
     async def add_alert(self, room_id: str, caller: str | None, text: str, urgent: bool,
                         wait_seconds: int, event_id: str, now: datetime,
                         calls: list[tuple[str, datetime]], origin: str | None = None) -> Alert:
-        """An alert and a call per (person, when it may reach them)."""
+        """An alert and a call per (person, when it may reach them), each with the person's
+        backup on the room's tree now."""
         row = await self._tx.fetchone(
             "INSERT INTO alerts (room_id, caller, text, urgent, wait_seconds, event_id, "
             "created_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
             (room_id, caller, text, int(urgent), wait_seconds, event_id, now_text(now), origin))
         alert = _alert(row)
         await self._tx.executemany(
-            "INSERT INTO alert_calls (alert_id, person, due_at) VALUES (?, ?, ?)",
-            [(alert.id, person, now_text(at)) for person, at in calls])
+            "INSERT INTO alert_calls (alert_id, person, due_at, backup) VALUES (?, ?, ?, (SELECT "
+            "backup FROM tree_members WHERE room_id = ? AND person = ?))",
+            [(alert.id, person, now_text(at), room_id, person) for person, at in calls])
         return alert
 
     async def alert(self, alert_id: int) -> Alert:
@@ -226,6 +228,7 @@ class TreeArea(Area):
         for table, sql in (
                 ("tree_members", "DELETE FROM tree_members WHERE person = ?"),
                 ("tree_members", "UPDATE tree_members SET backup = NULL WHERE backup = ?"),
+                ("alert_calls", "UPDATE alert_calls SET backup = NULL WHERE backup = ?"),
                 ("alert_calls", "DELETE FROM alert_calls WHERE person = ?"),
                 ("alerts", "UPDATE alerts SET caller = NULL WHERE caller = ?")):
             n = (await self._tx.execute(sql, (person,))).rowcount

@@ -70,6 +70,7 @@ from bot.pod_network import KEY as NETWORK_KEY
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
+from bot.transport.room_state import restore_rooms, sync_changes
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -83,6 +84,9 @@ BACKFILL_MAX_PAGES = 50
 ROOM_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 INVITE_JOIN_ATTEMPTS = 3
+# More state rows than this in one sync (a restart after a long stop) are written on the
+# database's thread, not the event loop's.
+BULK_STATE_ROWS = 500
 # What a privileged room creator (room version 12+) counts as: above any power level.
 CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
@@ -284,7 +288,10 @@ class MatrixTransport:
         assert self.client is not None and self.app is not None
         async with self.storage.transaction() as tx:
             token = await tx.delivery.get_meta("sync_token")
+            restorable = token is not None and await tx.rooms.complete()
         first_start = token is None
+        # Full state once, unless the rooms' state stored with the token rebuilds nio's rooms.
+        full_state = not restorable or not await self._restore_rooms()
         failures = 0
         metrics = self.app.metrics
         while not self._stopping.is_set():
@@ -293,11 +300,7 @@ class MatrixTransport:
             try:
                 response = await self.client.sync(
                     timeout=self._sync_timeout_ms(first_start),
-                    # Full state on the first sync of every start: nio keeps no room state
-                    # across restarts, and power levels and members must be known at once.
-                    sync_filter=self._sync_filter, since=token,
-                    full_state=first_start or not self.first_sync_done.is_set(),
-                )
+                    sync_filter=self._sync_filter, since=token, full_state=full_state)
             except (OSError, TimeoutError, LocalProtocolError, aiohttp.ClientError) as exc:
                 # aiohttp.ServerDisconnectedError (a dropped long-poll) is not an OSError.
                 response = exc
@@ -308,7 +311,8 @@ class MatrixTransport:
                 failures = 0
                 self.sync_failures = 0
                 try:
-                    await self._after_sync(response, skip_commands=first_start)
+                    await self._after_sync(response, skip_commands=first_start,
+                                           full_state=full_state)
                 except (OSError, TimeoutError, aiohttp.ClientError) as exc:
                     log.warning("processing a sync failed (%s); retrying", type(exc).__name__)
                     await self._backoff(1)
@@ -322,7 +326,9 @@ class MatrixTransport:
                 metrics.sync_ok()
                 if not self.first_sync_done.is_set():
                     self.first_sync_done.set()
-                    log.info("first sync complete: %d rooms", len(self.client.rooms))
+                    log.info("first sync complete: %d rooms (%s)", len(self.client.rooms),
+                             "full state" if full_state else "incremental")
+                full_state = False
                 continue
             if isinstance(response, SyncError) and response.status_code in (
                     "M_UNKNOWN_TOKEN", "M_MISSING_TOKEN"):
@@ -355,8 +361,41 @@ class MatrixTransport:
         except TimeoutError:
             pass
 
-    async def _after_sync(self, response: SyncResponse, *, skip_commands: bool) -> None:
+    async def _restore_rooms(self) -> bool:
+        """Rebuild the rooms from their stored state; False if that failed (a full state sync
+        then rebuilds them from the homeserver)."""
+        started = time.monotonic()
+        try:
+            async with self.storage.transaction(bulk=True) as tx:
+                rows = await tx.rooms.load()
+            count = await restore_rooms(self.client, rows, self._note_creators)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("the stored room state could not be read (%s); asking for the full state",
+                        type(exc).__name__)
+            self.client.rooms.clear()
+            self._privileged_creators.clear()
+            return False
+        log.info("restored %d rooms from the database in %.2f s", count, time.monotonic() - started)
+        return True
+
+    async def _store_room_state(self, response: SyncResponse, *, full_state: bool) -> None:
+        """Before the sync token that covers it (see bot/transport/room_state.py)."""
+        changes, left = sync_changes(response)
+        if full_state:
+            async with self.storage.transaction(bulk=True) as tx:
+                await tx.rooms.replace(changes)
+        elif changes or left:
+            async with self.storage.transaction(bulk=len(changes) > BULK_STATE_ROWS) as tx:
+                await tx.rooms.update(changes, left)
+
+    async def _after_sync(self, response: SyncResponse, *, skip_commands: bool,
+                          full_state: bool) -> None:
         client = self.client
+        await self._store_room_state(response, full_state=full_state)
+        for room_id in response.rooms.leave:
+            # nio keeps a room the bot left (or was removed from) as it was; a restart would
+            # not rebuild it, and nothing is sent there any more.
+            client.rooms.pop(room_id, None)
         await self._keep_crypto_up_to_date()
         for room_id, info in response.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)

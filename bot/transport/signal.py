@@ -33,6 +33,7 @@ from bot.messages import (
     Event,
     FatalTransportError,
     Incoming,
+    Membership,
     Outgoing,
     Reaction,
     Redaction,
@@ -94,6 +95,15 @@ class SignalDeliveryError(DeliveryError):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class MemberChange:
+    """Who joined and who left one group between two reads of its member list (ACIs)."""
+
+    group_id: str
+    joined: frozenset[str]
+    left: frozenset[str]
+
+
 @dataclass
 class Group:
     name: str
@@ -115,6 +125,45 @@ def _uuid(value: Any) -> str | None:
 def sender_uuid(envelope: dict[str, Any]) -> str | None:
     service_id = envelope.get("sourceServiceId")
     return _uuid(envelope.get("sourceUuid")) or _uuid(service_id)
+
+
+def updated_group(envelope: dict[str, Any]) -> str | None:
+    """The group id of a group change (members, name, settings): a data message, or the sync
+    copy of one made on another of the account's devices, whose groupInfo type is UPDATE. It
+    does not say what changed, nor who joined."""
+    sync = envelope.get("syncMessage")
+    for data in (envelope.get("dataMessage"),
+                 sync.get("sentMessage") if isinstance(sync, dict) else None):
+        group = data.get("groupInfo") if isinstance(data, dict) else None
+        if (isinstance(group, dict) and group.get("type") == "UPDATE"
+                and isinstance(group.get("groupId"), str)):
+            return group["groupId"]
+    return None
+
+
+def membership_events(changes: list[MemberChange], when: datetime) -> list[Event]:
+    """One `Membership` per person who joined or left a group, as Matrix reports a join or a
+    leave (a group is never a direct chat). Who they are is not logged: only how many."""
+    events: list[Event] = []
+    ms = int(when.timestamp() * 1000)
+    for change in changes:
+        log.info("Signal group %s: %d joined, %d left", group_room(change.group_id),
+                 len(change.joined), len(change.left))
+        # The id is unique per change (the inbox keeps an event once, so a rejoin must be a new
+        # one) and does not name the person: event ids are logged.
+        for n, uuid in enumerate(sorted(change.joined) + sorted(change.left)):
+            events.append(Membership(f"signal:member:{change.group_id}:{ms}:{n}",
+                                     group_room(change.group_id), person_id(uuid), False, when))
+    return events
+
+
+def size_checks(group_ids: list[str], own_uuid: str | None, when: datetime) -> list[Event]:
+    """One `Membership` per group, by the bot itself, so that its size is compared with the
+    pod's split size at start (the alert is given once, so this repeats nothing)."""
+    ms = int(when.timestamp() * 1000)
+    sender = person_id(own_uuid) if own_uuid else ""
+    return [Membership(f"signal:member:{group_id}:{ms}:start", group_room(group_id), sender,
+                       False, when) for group_id in group_ids]
 
 
 def text_with_mentions(text: str, mentions: Any) -> str:
@@ -201,7 +250,7 @@ class SignalTransport:
         try:
             if self.signal.receive_mode == "manual":
                 await self.rpc.call("subscribeReceive", self._params())
-            await self._refresh_groups(None)
+            changes = await self._refresh_groups(None)
         except RpcError as exc:
             if exc.code == INVALID_PARAMS:
                 raise SignalSetupError(
@@ -210,19 +259,29 @@ class SignalTransport:
                     "and leave it empty); `mutual-aid-bot signal link` links one.") from exc
             raise
         assert self.app is not None
+        now = datetime.now(UTC)
+        events = membership_events(changes, now)  # after a daemon restart: who came or went
         if not self.connected_once.is_set():
             self.connected_once.set()
             log.info("connected to the signal-cli daemon: %d groups", len(self._groups))
+            # Who joined while the bot was stopped is not known (member lists are not stored),
+            # but each group's size is checked once at start, as if someone had joined.
+            events += size_checks(list(self._groups), self._own_uuid, now)
+        if events:
+            await self.app.receive(events)
         self.app.wake_outbox()  # the daemon is back: retry delivery now
 
     # ---- groups ---------------------------------------------------------------------------
 
-    async def _refresh_groups(self, group_ids: list[str] | None) -> None:
-        """Read groups' members, admins and timers from the daemon (all groups, or these)."""
+    async def _refresh_groups(self, group_ids: list[str] | None) -> list[MemberChange]:
+        """Read groups' members, admins and timers from the daemon (all groups, or these); who
+        joined or left each group already known. A group seen for the first time (the bot's
+        first read, or a group it was just added to) is where counting starts: no change."""
         result = await self.rpc.call("listGroups", self._params(groupId=group_ids))
         now = self._clock()
         if group_ids is None:
             self._all_groups_read_at = now
+        changes = []
         for entry in result if isinstance(result, list) else []:
             group_id = entry.get("id") if isinstance(entry, dict) else None
             if not isinstance(group_id, str):
@@ -230,16 +289,22 @@ class SignalTransport:
             if not entry.get("isMember", True):
                 self._groups.pop(group_id, None)
                 continue
+            members = {u for u in map(_uuid, entry.get("members") or [])
+                       if u and u != self._own_uuid}
+            before = self._groups.get(group_id)
+            if before is not None and members != before.members:
+                changes.append(MemberChange(group_id, frozenset(members - before.members),
+                                            frozenset(before.members - members)))
             self._groups[group_id] = Group(
                 name=str(entry.get("name") or "Signal group"),
-                members={u for u in map(_uuid, entry.get("members") or [])
-                         if u and u != self._own_uuid},
+                members=members,
                 admins={u for u in map(_uuid, entry.get("admins") or []) if u},
                 expires_in_seconds=int(entry.get("messageExpirationTime") or 0),
                 fetched_at=now,
             )
+        return changes
 
-    async def _fresh(self, group_ids: set[str]) -> None:
+    async def _fresh(self, group_ids: set[str]) -> list[MemberChange]:
         """Coordinators are read live: refresh the groups a batch speaks in, if not just read."""
         stale = [g for g in group_ids if g not in self._groups
                  or self._clock() - self._groups[g].fetched_at > self.signal.group_cache_seconds]
@@ -248,9 +313,23 @@ class SignalTransport:
             self._clock() - self._all_groups_read_at > self.signal.group_cache_seconds)
         if stale or everything:
             try:
-                await self._refresh_groups(stale or None)
+                return await self._refresh_groups(stale or None)
             except (RpcError, ConnectionLost, TimeoutError) as exc:
                 log.warning("could not read group details (%s); using what is known", exc)
+        return []
+
+    async def _group_changed(self, group_id: str, when: datetime) -> None:
+        """A group changed (the update does not say how): one read of its members, compared
+        with the last. If the read fails, what is known stays as it was."""
+        try:
+            changes = await self._refresh_groups([group_id])
+        except (RpcError, ConnectionLost, TimeoutError) as exc:
+            log.warning("could not read the members of %s after a change (%s); its joins and "
+                        "leaves are counted at the next read", group_room(group_id), exc)
+            return
+        if changes:
+            assert self.app is not None
+            await self.app.receive(membership_events(changes, when))
 
     def expiry_seconds(self, room_id: str) -> int:
         """The disappearing-messages timer of a chat, as last seen (0: off)."""
@@ -272,13 +351,20 @@ class SignalTransport:
             return
         if self.signal.account and payload.get("account") not in (None, self.signal.account):
             return  # another account served by the same daemon
+        changed = updated_group(envelope)
+        if changed is not None:
+            sent = envelope.get("timestamp")
+            when = (datetime.fromtimestamp(sent / 1000, UTC) if isinstance(sent, int)
+                    else datetime.now(UTC))
+            await self._group_changed(changed, when)
+            return
         item = self._incoming(envelope)
         if item is None:
             return
         assert self.app is not None
         in_group = item.room_id.startswith(GROUP_PREFIX)
-        await self._fresh({item.room_id[len(GROUP_PREFIX):]} if in_group else set())
-        await self.app.receive([item])
+        changes = await self._fresh({item.room_id[len(GROUP_PREFIX):]} if in_group else set())
+        await self.app.receive([*membership_events(changes, datetime.now(UTC)), item])
 
     def _incoming(self, envelope: dict[str, Any]) -> Event | None:
         edit = envelope.get("editMessage")

@@ -209,3 +209,27 @@ async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory,
             bob.user_id,)
     assert not any(e.sender == bot.user_id and "!need" in (getattr(e, "body", "") or "")
                    and "help" in (getattr(e, "body", "") or "") for e in await alice.messages(room))
+
+
+async def test_a_restart_rebuilds_its_rooms_and_syncs_only_what_changed(person_factory, bot):
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    await ask(alice, room, "!need groceries", bot)
+    assert await bot.stop() == 0
+    # While the bot is down: carol joins, and bob becomes a coordinator.
+    carol = await person_factory("carol")
+    await alice.invite(room, carol.user_id)
+    await carol.join(room)
+    levels = await alice.client.room_get_state_event(room, "m.room.power_levels")
+    content = dict(levels.content)
+    content["users"] = {**content.get("users", {}), bob.user_id: 100}
+    await alice.client.room_put_state(room, "m.room.power_levels", content)
+    offset = len(bot.log_text())
+    await bot.start()
+    await bot.wait_for_log("first sync complete: 1 rooms (incremental)", offset=offset)
+    assert "restored 1 rooms from the database" in bot.log_text()[offset:]
+    # The bot knows carol joined: she can read its answer (it shared the room's key with her).
+    reply = await ask(carol, room, "!need ride to the clinic", bot)
+    assert "Noted need" in reply.body
+    # And it knows bob's new power level.
+    changed = await ask(bob, room, "!settings timebank on", bot)
+    assert "is now" in changed.body

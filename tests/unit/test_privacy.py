@@ -14,6 +14,7 @@ from bot.logs import SecretFilter
 from bot.models import PostStatus
 from bot.storage import Storage
 from bot.store.privacy import PrivacyArea
+from bot.store.rooms import StateEvent
 
 from .conftest import ALICE, BOB, CAROL, DM, POD, SECRET
 
@@ -59,6 +60,28 @@ async def test_forgetme_erases_every_row_naming_the_person(pod_rooms):
     assert posts[1].status is PostStatus.CANCELLED and posts[1].text == "" and posts[1].author == ""
     assert posts[2].status is PostStatus.OPEN and posts[2].claimed_by is None
     assert posts[2].author == BOB  # other people's rows keep what is theirs
+
+
+async def test_forgetme_takes_the_person_out_of_the_stored_room_state(pod_rooms):
+    pod = pod_rooms
+    member = '{"type":"m.room.member","state_key":"%s","content":{"membership":"join"}}'
+    levels = '{"type":"m.room.power_levels","state_key":"","content":{"users":{"%s":50,"%s":100}}}'
+    async with pod.storage.transaction() as tx:
+        await tx.rooms.replace([
+            StateEvent(POD, "m.room.member", ALICE, member % ALICE),
+            StateEvent(POD, "m.room.member", BOB, member % BOB),
+            StateEvent(POD, "m.room.power_levels", "", levels % (ALICE, BOB))])
+        assert await tx.rooms.complete()
+    await dm(pod, "!forgetme")
+    replies = await dm(pod, "yes")
+    assert "room-state records" in replies[-1]
+    assert await mentioning(pod, ALICE) == {}
+    async with pod.storage.transaction() as tx:
+        rows = await tx.rooms.load()
+        # What is left is no longer the whole state: the next start reads it from the homeserver.
+        assert not await tx.rooms.complete()
+    assert [(r.event_type, r.state_key) for r in rows] == [("m.room.member", BOB),
+                                                           ("m.room.power_levels", "")]
 
 
 async def test_forgetme_walks_tables_it_does_not_know(pod_rooms):

@@ -336,3 +336,38 @@ async def test_an_open_standin_request_goes_with_its_shift_not_its_requester(elm
     elm.transport.rooms[NEW_ROOM] = [ALICE, DAN]
     assert "in place of @eve:test" in await elm.reply_to(DAN, "!cover R1", room=NEW_ROOM)
     assert "in place of @dan:test" in await elm.reply_to(CAROL, "!cover R1")
+
+
+async def test_an_alert_sent_before_the_split_escalates_a_silent_member_to_their_old_backup(elm):
+    scheduler = Scheduler(elm.app)
+    for person in (BOB, CAROL, DAN, EVE):
+        assert "on the phone tree" in await elm.reply_to(person, "!tree join")
+    await elm.say(DAN, f"!tree backup {EVE}")  # Dan goes, Eve stays: cleared by the split
+    await elm.say(CAROL, f"!tree backup {BOB}")  # Carol stays, Bob goes: her backup is kept
+    assert "Calling 4 people" in await elm.reply_to(ALICE, "!alert urgent Before the split")
+    assert await _calls(elm, scheduler, "Before the split") == {BOB, CAROL, DAN, EVE}
+    await _split(elm, "riverside", f"dan {BOB}")
+    for person in (BOB, EVE):
+        await elm.say(person, "ok", room=f"!dm-{person}", direct=True)
+    # Dan (moved) and Carol (stayed) stay silent: each one's backup when the alert was sent is
+    # told, not Alice, the caller.
+    elm.clock.advance(minutes=10)
+    before = len(elm.transport.sent)
+    await scheduler.run_due()
+    await elm.app.deliver_pending()
+    sent = elm.transport.sent[before:]
+    [to_eve] = _dms(sent, EVE)
+    assert f"{DAN}, who named you as their backup, has not confirmed" in to_eve
+    [to_bob] = _dms(sent, BOB)
+    assert f"{CAROL}, who named you as their backup, has not confirmed" in to_bob
+    assert not [body for body in _dms(sent, ALICE) if "has not confirmed" in body]
+    # Then the caller, told that the backup was.
+    elm.clock.advance(minutes=10)
+    before = len(elm.transport.sent)
+    await scheduler.run_due()
+    await elm.app.deliver_pending()
+    to_alice = " ".join(_dms(elm.transport.sent[before:], ALICE))
+    assert f"{DAN} has not confirmed" in to_alice and f"told their backup, {EVE}" in to_alice
+    # The new pod's tree keeps the split's answer: Dan has no backup there.
+    async with elm.storage.transaction() as tx:
+        assert (await tx.tree.member(NEW_ROOM, DAN)).backup is None

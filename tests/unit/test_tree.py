@@ -184,7 +184,8 @@ async def test_forgetme_takes_a_person_off_every_tree(rig):
     await rig.run()
     async with pod.storage.transaction() as tx:
         counts = await tx.tree.forget(ALICE)
-        assert counts == {"tree_members": 2, "alert_calls": 1}
+        # Alice's call deleted, and she is no longer Bob's backup on his call either.
+        assert counts == {"tree_members": 2, "alert_calls": 2}
         assert [m.backup for m in await tx.tree.members(POD)] == [None]
         mentioning = await tx.privacy.table_rows_mentioning(ALICE)
         assert [mentioning[t] for t in ("tree_members", "alert_calls", "alerts")] == [0, 0, 0]

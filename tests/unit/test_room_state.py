@@ -1,0 +1,167 @@
+"""Rooms' state kept across restarts: nio's rooms rebuilt from the stored rows are the rooms nio
+built from the syncs themselves (members, invitees, power levels, encryption, name), and nobody
+who left is kept."""
+
+from __future__ import annotations
+
+import json
+
+from nio import AsyncClient, SyncResponse
+
+from bot.storage import Storage
+from bot.transport.room_state import restore_rooms, sync_changes
+
+BOT = "@bot:x"
+POD = "!pod:x"
+DM = "!dm:x"
+
+
+def state(event_type: str, content: dict, state_key: str = "", sender: str = "@alice:x",
+          n: int = 1) -> dict:
+    return {"type": event_type, "state_key": state_key, "sender": sender, "content": content,
+            "event_id": f"${event_type}{state_key}{n}", "origin_server_ts": 1_700_000_000_000 + n,
+            "unsigned": {"age": 5, "prev_content": {"membership": "invite"}}}
+
+
+def member(user_id: str, membership: str, n: int = 1, **extra) -> dict:
+    return state("m.room.member", {"membership": membership, **extra}, user_id, sender=user_id,
+                 n=n)
+
+
+def sync(rooms: dict[str, tuple[list[dict], list[dict]]], left: tuple[str, ...] = (),
+         batch: str = "s1") -> SyncResponse:
+    """A sync response as the homeserver sends it: per room, its state and timeline events."""
+    join = {room_id: {"state": {"events": st}, "timeline": {"events": tl, "limited": False},
+                      "ephemeral": {"events": []}, "account_data": {"events": []}}
+            for room_id, (st, tl) in rooms.items()}
+    leave = {room_id: {"state": {"events": []}, "timeline": {"events": [], "limited": False}}
+             for room_id in left}
+    response = SyncResponse.from_dict({"next_batch": batch,
+                                       "rooms": {"join": join, "invite": {}, "leave": leave}})
+    assert isinstance(response, SyncResponse), response
+    return response
+
+
+FIRST = sync({
+    POD: ([state("m.room.create", {"room_version": "12", "additional_creators": ["@carol:x"]}),
+           state("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}),
+           state("m.room.name", {"name": "Elm Street pod"}),
+           state("m.room.power_levels", {"users": {"@bob:x": 50}}),
+           member("@alice:x", "join", displayname="Alice", avatar_url="mxc://x/face"),
+           member("@bob:x", "join"), member(BOT, "join"), member("@dora:x", "invite"),
+           state("m.room.topic", {"topic": "our street"}),
+           state("org.example.anything", {"filler": "x" * 1000}, "k")],
+          [member("@erin:x", "join", n=2)]),
+    DM: ([state("m.room.encryption", {"algorithm": "m.megolm.v1.aes-sha2"}, sender="@bob:x"),
+          member("@bob:x", "join"), member(BOT, "join")], []),
+})
+LATER = sync({
+    POD: ([member("@alice:x", "leave", n=3)],
+          [member("@dora:x", "join", n=4), member("@erin:x", "leave", n=5),
+           member("@erin:x", "join", n=6),
+           state("m.room.power_levels", {"users": {"@bob:x": 100}}, n=7)]),
+}, left=(DM,), batch="s2")
+
+
+async def synced_client(*responses: SyncResponse) -> AsyncClient:
+    client = AsyncClient("http://127.0.0.1:1", BOT)
+    for response in responses:
+        await client.receive_response(response)
+    return client
+
+
+def picture(client: AsyncClient, room_id: str) -> dict:
+    room = client.rooms[room_id]
+    return {"users": {u: user.display_name for u, user in room.users.items()},
+            "invited": sorted(room.invited_users), "encrypted": room.encrypted,
+            "power": dict(room.power_levels.users), "name": room.display_name,
+            "members": room.member_count}
+
+
+async def stored(storage: Storage, *responses: SyncResponse) -> None:
+    first, *rest = responses
+    async with storage.transaction() as tx:
+        await tx.rooms.replace(sync_changes(first)[0])
+    for response in rest:
+        async with storage.transaction() as tx:
+            await tx.rooms.update(*sync_changes(response))
+
+
+async def restored(storage: Storage) -> tuple[AsyncClient, dict[str, list]]:
+    client = AsyncClient("http://127.0.0.1:1", BOT)
+    seen: dict[str, list] = {}
+    async with storage.transaction() as tx:
+        rows = await tx.rooms.load()
+    count = await restore_rooms(client, rows, lambda room_id, events: seen.setdefault(room_id,
+                                                                                      events))
+    assert count == len(client.rooms)
+    return client, seen
+
+
+async def test_rooms_rebuilt_from_a_full_state_are_the_rooms_the_sync_built(tmp_path):
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        async with storage.transaction() as tx:
+            assert not await tx.rooms.complete()  # nothing stored: the first start asks for all
+        await stored(storage, FIRST)
+        async with storage.transaction() as tx:
+            assert await tx.rooms.complete()
+        client, seen = await restored(storage)
+        expected = await synced_client(FIRST)
+        assert set(client.rooms) == {POD, DM}
+        for room_id in (POD, DM):
+            assert picture(client, room_id) == picture(expected, room_id)
+        assert picture(client, POD)["users"]["@alice:x"] == "Alice"
+        assert picture(client, POD)["invited"] == ["@dora:x"]
+        assert client.rooms[POD].encrypted and POD in client.encrypted_rooms
+        # The transport reads the creators of a version 12 room from the restored state too.
+        assert any(e.source["type"] == "m.room.create" for e in seen[POD])
+    finally:
+        await storage.close()
+
+
+async def test_changes_after_the_full_state_are_kept_and_who_left_is_not(tmp_path):
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        await stored(storage, FIRST, LATER)
+        client, _ = await restored(storage)
+        expected = await synced_client(FIRST, LATER)
+        assert set(client.rooms) == {POD}  # the bot left the direct chat: not rebuilt
+        assert picture(client, POD) == picture(expected, POD)
+        assert set(client.rooms[POD].users) == {"@bob:x", BOT, "@dora:x", "@erin:x"}
+        assert client.rooms[POD].power_levels.users["@bob:x"] == 100
+        async with storage.transaction() as tx:
+            rows = await tx.fetchall("SELECT room_id, state_key, event FROM room_state")
+        assert "@alice:x" not in {row["state_key"] for row in rows}  # she left: her row went
+        text = " ".join(row["event"] for row in rows)
+        assert "Alice" not in text and "mxc://" not in text and "prev_content" not in text
+        assert {row["room_id"] for row in rows} == {POD}
+    finally:
+        await storage.close()
+
+
+async def test_a_full_state_replaces_what_was_stored(tmp_path):
+    storage = await Storage.open(tmp_path / "bot.db")
+    try:
+        await stored(storage, FIRST, LATER)
+        only_dm = sync({DM: ([member("@bob:x", "join"), member(BOT, "join")], [])}, batch="s3")
+        await stored(storage, only_dm)
+        client, _ = await restored(storage)
+        assert set(client.rooms) == {DM}
+        assert set(client.rooms[DM].users) == {"@bob:x", BOT}
+    finally:
+        await storage.close()
+
+
+def test_a_member_row_keeps_only_who_they_are_in_the_room():
+    changes, left = sync_changes(FIRST)
+    assert left == []
+    alice = next(c for c in changes if c.state_key == "@alice:x")
+    assert json.loads(alice.event)["content"] == {"membership": "join", "displayname": "Alice"}
+    assert "unsigned" not in json.loads(alice.event)
+    # Only the state the bot needs: not the topic, not whatever else members put in a room.
+    assert {c.event_type for c in changes} == {
+        "m.room.create", "m.room.encryption", "m.room.name", "m.room.power_levels",
+        "m.room.member"}
+    # The timeline's state events follow the state section's, in the order they happened.
+    assert [c.state_key for c in changes if c.room_id == POD][-1] == "@erin:x"
