@@ -26,6 +26,7 @@ from bot.messages import DeliveryError, Event
 from bot.metrics import Metrics
 from bot.storage import Storage, Transaction
 from bot.store.delivery import OutboxItem
+from bot.turns import let_others_run
 
 __all__ = ["App", "DeliveryError", "utc_now"]
 
@@ -160,7 +161,7 @@ class App:
                 if not more:
                     break
                 # A batch is many commands' work: let other tasks run between two of them.
-                await asyncio.sleep(0)
+                await let_others_run()
         # A need to escalate later, or an escalated one to close in the networks.
         schedule_changed |= tx.network_changed
         # Logged and counted once committed; a batch that was rolled back runs again.
@@ -287,7 +288,7 @@ class App:
                         break
                     # A transport that answers without waiting (a dead letter, the console)
                     # would otherwise drain thousands of messages (an erasure's) in one turn.
-                    await asyncio.sleep(0)
+                    await let_others_run()
         finally:
             self._draining.discard(destination)
             self._outbox_wakeup.set()  # a look for what arrived meanwhile

@@ -8,7 +8,6 @@ crash between the two the same changes come again and are written again, which c
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterable
 from itertools import groupby
@@ -17,6 +16,7 @@ from typing import Any
 from nio import AsyncClient, Event, RoomInfo, SyncResponse, Timeline
 
 from bot.store.rooms import StateEvent
+from bot.turns import let_others_run
 
 # The state nio's rooms are built from and the bot reads (members, power, encryption, the room's
 # name); nothing else is kept, whatever else a room's members put in its state.
@@ -81,6 +81,6 @@ async def restore_rooms(client: AsyncClient, rows: Iterable[StateEvent],
         also(room_id, events)
         count += 1
         if count % _ROOMS_PER_TURN == 0:
-            await asyncio.sleep(0)  # a thousand rooms take a while: let the loop run between
+            await let_others_run()  # a thousand rooms take a while: let the loop run between
     client.encrypted_rooms.update(encrypted_rooms)
     return count
