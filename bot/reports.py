@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from bot.models import Category, PostKind, PostStatus
 from bot.schedule_rules import occurrences_between
 from bot.shift_models import Shift, Signup, occurrence_key
+from bot.shift_text import roster
 
 PERIODS = {"week": 7, "month": 30, "quarter": 91, "year": 365}
 DEFAULT_PERIOD = "month"
@@ -193,8 +194,6 @@ def median_offsets(n: int) -> tuple[int, int]:
 
 def _shift_totals(rows: ReportRows, start: datetime, now: datetime) -> tuple[int, int, int, int]:
     """Shift dates that began in the period: how many, places needed and filled, dates short."""
-    from bot.scheduler import roster
-
     dates = needed = filled = short = 0
     for shift in rows.shifts:
         for begin in occurrences_between(shift.when, start, now):
