@@ -13,6 +13,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,6 +23,8 @@ from bot.models import Category, PostKind, PostStatus
 from bot.schedule_rules import occurrences_between
 from bot.shift_models import Shift, Signup, occurrence_key
 from bot.shift_text import roster
+
+PARENT_CHECK_SECONDS = 1.0  # how soon the drawing process notices that the bot is gone
 
 PERIODS = {"week": 7, "month": 30, "quarter": 91, "year": 365}
 DEFAULT_PERIOD = "month"
@@ -304,6 +309,21 @@ def _timebank_cell(report: Report, minimum: int) -> str:
     if 0 < report.timebank_exchanges < minimum:
         return f"fewer than {minimum} exchanges"
     return f"{report.timebank_hours:g}"
+
+
+def start_drawing_process(niceness: int) -> None:
+    """The drawing process's start (its pool's initializer): niced, as background work, and
+    ending with the bot. A bot killed outright (`kill -9`, the OOM killer) cannot stop its pool,
+    and the process, waiting for work that never comes, would outlive it for good."""
+    os.nice(niceness)
+    bot_pid = os.getppid()
+
+    def end_with_the_bot() -> None:
+        while os.getppid() == bot_pid:  # reparented once the bot is gone
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=end_with_the_bot, name="end with the bot", daemon=True).start()
 
 
 def prepare_drawing() -> None:

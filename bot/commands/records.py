@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
-import os
 import re
 import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -222,7 +221,7 @@ def _render_pool() -> ProcessPoolExecutor:
     if _POOL is None:
         # Niced: drawing is background work and must not take a core from the event loop.
         _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=os.nice, initargs=(10,))
+                                    initializer=reports.start_drawing_process, initargs=(10,))
     return _POOL
 
 

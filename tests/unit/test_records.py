@@ -8,8 +8,12 @@ import io
 import json
 import sqlite3
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -372,3 +376,38 @@ async def test_a_report_in_a_network_room_answers_pod_by_pod_for_this_bots_pods(
     assert plotted == masked(recompute(pod.storage.path, POD, now - timedelta(days=30), now))
     for answer in answers:
         assert ALICE not in answer.message.body and BOB not in answer.message.body
+
+
+_BOT_WITH_A_DRAWING_PROCESS = """
+import os, sys, time
+from bot.commands.records import _render_pool
+print(_render_pool().submit(os.getpid).result(), flush=True)
+time.sleep(600)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (one nobody reaped is gone as far as anyone can tell)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_the_drawing_process_ends_when_the_bot_is_killed_outright():
+    bot = subprocess.Popen([sys.executable, "-c", _BOT_WITH_A_DRAWING_PROCESS],
+                           stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    try:
+        drawer = int(bot.stdout.readline())
+        assert _running(drawer)
+        bot.kill()  # as kill -9: the pool is never shut down
+        bot.wait(10)
+        deadline = time.monotonic() + 15
+        while _running(drawer) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(drawer), "the drawing process outlived the bot"
+    finally:
+        bot.kill()
+        bot.wait(10)
