@@ -157,13 +157,17 @@ def membership_events(changes: list[MemberChange], when: datetime) -> list[Event
     return events
 
 
-def size_checks(group_ids: list[str], own_uuid: str | None, when: datetime) -> list[Event]:
+# The sender of the size checks at start: the bot itself, whatever its account is (a phone
+# number or none in the config; an empty sender would read as an erased one and be skipped).
+START_CHECK_SENDER = "signal:bot"
+
+
+def size_checks(group_ids: list[str], when: datetime) -> list[Event]:
     """One `Membership` per group, by the bot itself, so that its size is compared with the
     pod's split size at start (the alert is given once, so this repeats nothing)."""
     ms = int(when.timestamp() * 1000)
-    sender = person_id(own_uuid) if own_uuid else ""
-    return [Membership(f"signal:member:{group_id}:{ms}:start", group_room(group_id), sender,
-                       False, when) for group_id in group_ids]
+    return [Membership(f"signal:member:{group_id}:{ms}:start", group_room(group_id),
+                       START_CHECK_SENDER, False, when) for group_id in group_ids]
 
 
 def text_with_mentions(text: str, mentions: Any) -> str:
@@ -266,7 +270,7 @@ class SignalTransport:
             log.info("connected to the signal-cli daemon: %d groups", len(self._groups))
             # Who joined while the bot was stopped is not known (member lists are not stored),
             # but each group's size is checked once at start, as if someone had joined.
-            events += size_checks(list(self._groups), self._own_uuid, now)
+            events += size_checks(list(self._groups), now)
         if events:
             await self.app.receive(events)
         self.app.wake_outbox()  # the daemon is back: retry delivery now

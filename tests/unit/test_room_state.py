@@ -5,7 +5,9 @@ who left is kept."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
+import pytest_asyncio
 from nio import AsyncClient, SyncResponse
 
 from bot.storage import Storage
@@ -78,6 +80,13 @@ def picture(client: AsyncClient, room_id: str) -> dict:
             "members": room.member_count}
 
 
+@pytest_asyncio.fixture
+async def storage(tmp_path) -> AsyncIterator[Storage]:
+    opened = await Storage.open(tmp_path / "bot.db")
+    yield opened
+    await opened.close()
+
+
 async def stored(storage: Storage, *responses: SyncResponse) -> None:
     first, *rest = responses
     async with storage.transaction() as tx:
@@ -98,59 +107,47 @@ async def restored(storage: Storage) -> tuple[AsyncClient, dict[str, list]]:
     return client, seen
 
 
-async def test_rooms_rebuilt_from_a_full_state_are_the_rooms_the_sync_built(tmp_path):
-    storage = await Storage.open(tmp_path / "bot.db")
-    try:
-        async with storage.transaction() as tx:
-            assert not await tx.rooms.complete()  # nothing stored: the first start asks for all
-        await stored(storage, FIRST)
-        async with storage.transaction() as tx:
-            assert await tx.rooms.complete()
-        client, seen = await restored(storage)
-        expected = await synced_client(FIRST)
-        assert set(client.rooms) == {POD, DM}
-        for room_id in (POD, DM):
-            assert picture(client, room_id) == picture(expected, room_id)
-        assert picture(client, POD)["users"]["@alice:x"] == "Alice"
-        assert picture(client, POD)["invited"] == ["@dora:x"]
-        assert client.rooms[POD].encrypted and POD in client.encrypted_rooms
-        # The transport reads the creators of a version 12 room from the restored state too.
-        assert any(e.source["type"] == "m.room.create" for e in seen[POD])
-    finally:
-        await storage.close()
+async def test_rooms_rebuilt_from_a_full_state_are_the_rooms_the_sync_built(storage):
+    async with storage.transaction() as tx:
+        assert not await tx.rooms.complete()  # nothing stored: the first start asks for all
+    await stored(storage, FIRST)
+    async with storage.transaction() as tx:
+        assert await tx.rooms.complete()
+    client, seen = await restored(storage)
+    expected = await synced_client(FIRST)
+    assert set(client.rooms) == {POD, DM}
+    for room_id in (POD, DM):
+        assert picture(client, room_id) == picture(expected, room_id)
+    assert picture(client, POD)["users"]["@alice:x"] == "Alice"
+    assert picture(client, POD)["invited"] == ["@dora:x"]
+    assert client.rooms[POD].encrypted and POD in client.encrypted_rooms
+    # The transport reads the creators of a version 12 room from the restored state too.
+    assert any(e.source["type"] == "m.room.create" for e in seen[POD])
 
 
-async def test_changes_after_the_full_state_are_kept_and_who_left_is_not(tmp_path):
-    storage = await Storage.open(tmp_path / "bot.db")
-    try:
-        await stored(storage, FIRST, LATER)
-        client, _ = await restored(storage)
-        expected = await synced_client(FIRST, LATER)
-        assert set(client.rooms) == {POD}  # the bot left the direct chat: not rebuilt
-        assert picture(client, POD) == picture(expected, POD)
-        assert set(client.rooms[POD].users) == {"@bob:x", BOT, "@dora:x", "@erin:x"}
-        assert client.rooms[POD].power_levels.users["@bob:x"] == 100
-        async with storage.transaction() as tx:
-            rows = await tx.fetchall("SELECT room_id, state_key, event FROM room_state")
-        assert "@alice:x" not in {row["state_key"] for row in rows}  # she left: her row went
-        text = " ".join(row["event"] for row in rows)
-        assert "Alice" not in text and "mxc://" not in text and "prev_content" not in text
-        assert {row["room_id"] for row in rows} == {POD}
-    finally:
-        await storage.close()
+async def test_changes_after_the_full_state_are_kept_and_who_left_is_not(storage):
+    await stored(storage, FIRST, LATER)
+    client, _ = await restored(storage)
+    expected = await synced_client(FIRST, LATER)
+    assert set(client.rooms) == {POD}  # the bot left the direct chat: not rebuilt
+    assert picture(client, POD) == picture(expected, POD)
+    assert set(client.rooms[POD].users) == {"@bob:x", BOT, "@dora:x", "@erin:x"}
+    assert client.rooms[POD].power_levels.users["@bob:x"] == 100
+    async with storage.transaction() as tx:
+        rows = await tx.fetchall("SELECT room_id, state_key, event FROM room_state")
+    assert "@alice:x" not in {row["state_key"] for row in rows}  # she left: her row went
+    text = " ".join(row["event"] for row in rows)
+    assert "Alice" not in text and "mxc://" not in text and "prev_content" not in text
+    assert {row["room_id"] for row in rows} == {POD}
 
 
-async def test_a_full_state_replaces_what_was_stored(tmp_path):
-    storage = await Storage.open(tmp_path / "bot.db")
-    try:
-        await stored(storage, FIRST, LATER)
-        only_dm = sync({DM: ([member("@bob:x", "join"), member(BOT, "join")], [])}, batch="s3")
-        await stored(storage, only_dm)
-        client, _ = await restored(storage)
-        assert set(client.rooms) == {DM}
-        assert set(client.rooms[DM].users) == {"@bob:x", BOT}
-    finally:
-        await storage.close()
+async def test_a_full_state_replaces_what_was_stored(storage):
+    await stored(storage, FIRST, LATER)
+    only_dm = sync({DM: ([member("@bob:x", "join"), member(BOT, "join")], [])}, batch="s3")
+    await stored(storage, only_dm)
+    client, _ = await restored(storage)
+    assert set(client.rooms) == {DM}
+    assert set(client.rooms[DM].users) == {"@bob:x", BOT}
 
 
 def test_a_member_row_keeps_only_who_they_are_in_the_room():
