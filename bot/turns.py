@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+# How many times to go to the back of the loop's queue. A task waiting for a timer or for I/O is
+# two hops from running once it falls due: the timer's (or the selector's) callback sets its
+# future, and setting a future queues the task's wake-up for the next turn. A task that yields
+# once is queued ahead of both hops, and after two ahead of the second: either way the waiting
+# task also waits out the yielding task's next step. After three it runs first (bench/looplag.py:
+# with 3 ms steps a 1 ms timer woke 8.3 ms late after one yield, 5.2 ms after two, 2.0 after three).
+_HOPS = 3
+
 
 async def let_others_run() -> None:
-    """Give the event loop's other callbacks a turn before going on.
-
-    One `sleep(0)` is not enough: this task is then queued first, and the timers and I/O that fell
-    due while it worked are queued behind it, so they wait out its next step as well, a stall
-    twice as long as any step (bench/looplag.py). After a second `sleep(0)` they are ahead of it.
-    """
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    """Give the event loop's other tasks a turn before going on, including those whose timer or
+    I/O fell due during the step just taken (see `_HOPS`)."""
+    for _ in range(_HOPS):
+        await asyncio.sleep(0)
