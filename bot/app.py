@@ -26,7 +26,7 @@ from bot.messages import DeliveryError, Event
 from bot.metrics import Metrics
 from bot.storage import Storage, Transaction
 from bot.store.delivery import OutboxItem
-from bot.turns import let_others_run
+from bot.turns import TakingTurns, let_others_run
 
 __all__ = ["App", "DeliveryError", "utc_now"]
 
@@ -68,6 +68,9 @@ class App:
         self._draining: set[str] = set()
         self._failing: dict[str, tuple[int, float]] = {}
         self._send_slots = asyncio.Semaphore(_PARALLEL_DESTINATIONS)
+        # Rooms' batches are handled one at a time (their transactions are anyway), each after
+        # the loop's other tasks had a turn.
+        self._handling = TakingTurns()
         self._tasks: set[asyncio.Task[Any]] = set()
         # Called after a commit that changed shifts, sign-ups or schedule settings.
         self.schedule_listeners: list[Callable[[], None]] = []
@@ -143,7 +146,7 @@ class App:
         handled: list[tuple[Event, str, int, float]] = []
         after_commit: list[Callable[[], Coroutine[Any, Any, object]]] = []
         more = schedule_changed = steps_requested = False
-        async with self.storage.transaction() as tx:
+        async with self._handling.turn(), self.storage.transaction() as tx:
             while self._accepting and len(handled) < _HANDLE_BATCH:
                 # The next one, and whether another waits after it.
                 pending = await tx.delivery.pending_commands(room_id, 2)
