@@ -14,7 +14,7 @@ from bot.turns import TakingTurns, let_others_run
 STEP_SECONDS = 0.005  # a step long enough for the 1 ms timer to fall due during it
 
 
-def step() -> None:
+def hold_the_loop() -> None:
     """A step's work: it holds the loop (a sync function, as a step's CPU work is)."""
     time.sleep(STEP_SECONDS)
 
@@ -29,7 +29,7 @@ async def test_a_timer_due_during_a_step_runs_before_the_next_step():
 
     async def long_work() -> None:
         for step in range(3):
-            step()
+            hold_the_loop()
             ran.append(f"step {step}")
             await let_others_run()
 
@@ -50,7 +50,7 @@ async def test_tasks_taking_turns_let_a_timer_in_between_their_steps():
         async with turns.turn():
             inside += 1
             assert inside == 1, "two tasks in their turn at once"
-            step()
+            hold_the_loop()
             ran.append(name)
             inside -= 1
 
