@@ -78,6 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
+READ_WAIT_SYNC_MS = 1_000
 TIMELINE_LIMIT = 100
 BACKFILL_PAGE = 100
 BACKFILL_MAX_PAGES = 50
@@ -346,6 +347,8 @@ class MatrixTransport:
     def _sync_timeout_ms(self, first_start: bool) -> int:
         if first_start or not self.first_sync_done.is_set():
             return 0
+        if self._members.reading:
+            return READ_WAIT_SYNC_MS  # take in rooms read whole soon, even in quiet rooms
         if self._undecryptable:
             # Come back in time to give up on keys that never arrive, even in a quiet room.
             return int(min(SYNC_TIMEOUT_MS, max(1.0, self._patience()) * 1000))
@@ -949,6 +952,7 @@ class MatrixTransport:
 
     async def close(self) -> None:
         self._stopping.set()
+        await self._members.close()
         if self.client is not None:
             await self.client.close()
 

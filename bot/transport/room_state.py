@@ -29,6 +29,7 @@ from nio import (
     LocalProtocolError,
     RoomGetStateResponse,
     RoomInfo,
+    RoomMemberEvent,
     SyncResponse,
     Timeline,
 )
@@ -57,6 +58,7 @@ BULK_STATE_ROWS = 500
 # next try (doubling, capped) while the others go on.
 _FILLS_AT_ONCE = 8
 _FILL_TIMEOUT_S = 20.0
+_FILL_WAIT_S = 3.0  # how long a sync waits for its gaps' reads before its commands run
 _FILL_MAX_BACKOFF_S = 300.0
 
 
@@ -150,6 +152,11 @@ class MemberGaps:
     A room is a gap when the bot first sees it (syncs name only the members behind their events)
     and after a sync that skipped some of its events (`limited`: a member may have come or gone
     unseen). The gaps are stored with the sync's state rows, so a restart reads them too.
+
+    A sync waits for its gaps' reads only briefly: a homeserver still joining a room over
+    federation answers /state only once it has the room's whole state, and the other rooms'
+    commands must not wait for that. A read that finishes later is used only if no sync changed
+    the room's members meanwhile (it could be older than what that sync said).
     """
 
     def __init__(self, storage: Storage, also: Callable[[str, list[Event]], None]) -> None:
@@ -158,6 +165,16 @@ class MemberGaps:
         self._complete: set[str] = set()
         self.gaps: set[str] = set()
         self._retry: dict[str, tuple[int, float]] = {}  # failures in a row, monotonic retry time
+        self._reading: dict[str, asyncio.Task[None]] = {}
+        # Per room being read: how many syncs since the read began changed (or may have
+        # changed) its members.
+        self._changed: dict[str, int] = {}
+        self._slots = asyncio.Semaphore(_FILLS_AT_ONCE)
+
+    @property
+    def reading(self) -> bool:
+        """Reads are under way: the next sync takes in the ones that have finished."""
+        return bool(self._reading)
 
     def restored(self, rooms: Iterable[str], gaps: set[str]) -> None:
         rooms = set(rooms)
@@ -176,6 +193,11 @@ class MemberGaps:
             self._complete.discard(room_id)
             self.gaps.discard(room_id)
             self._retry.pop(room_id, None)
+        for room_id in self._reading.keys() & response.rooms.join.keys():
+            info = response.rooms.join[room_id]
+            if info.timeline.limited or any(isinstance(e, RoomMemberEvent)
+                                            for e in [*info.state, *info.timeline.events]):
+                self._changed[room_id] = self._changed.get(room_id, 0) + 1
         found = [room_id for room_id, info in response.rooms.join.items()
                  if info.timeline.limited or room_id not in self._complete]
         self._complete.difference_update(found)
@@ -183,41 +205,80 @@ class MemberGaps:
         return found
 
     async def fill(self, client: AsyncClient) -> None:
-        """Read every gap room whole that is not waiting to be tried again."""
+        """Read every gap room that is not being read or waiting to be tried again, wait a
+        little for the reads, and take in every read that has finished (this sync's or an
+        earlier one's). Run by the sync loop after `note_sync`, so a read is taken in only if
+        no sync changed the room's members since it began."""
         now = time.monotonic()
         due = [room_id for room_id in self.gaps
-               if room_id in client.rooms and self._retry.get(room_id, (0, 0.0))[1] <= now]
-        if not due:
+               if room_id in client.rooms and room_id not in self._reading
+               and self._retry.get(room_id, (0, 0.0))[1] <= now]
+        for room_id in due:
+            self._changed[room_id] = 0
+            self._reading[room_id] = asyncio.create_task(self._read(client, room_id),
+                                                         name=f"read {room_id}")
+        if not self._reading:
             return
-        slots = asyncio.Semaphore(_FILLS_AT_ONCE)
-
-        async def one(room_id: str) -> None:
-            async with slots:
-                await self._fill_one(client, room_id)
-
         started = time.monotonic()
-        await asyncio.gather(*(one(room_id) for room_id in due))
-        log.info("read the members of %d rooms in %.2f s (%d still to read)",
-                 len(due) - len(self.gaps & set(due)), time.monotonic() - started, len(self.gaps))
+        await asyncio.wait(list(self._reading.values()), timeout=_FILL_WAIT_S)
+        filled = await self._take_in(client)
+        log.info("read the members of %d rooms in %.2f s (%d still to read)", filled,
+                 time.monotonic() - started, len(self.gaps))
 
-    async def _fill_one(self, client: AsyncClient, room_id: str) -> None:
-        try:
-            async with asyncio.timeout(_FILL_TIMEOUT_S):
-                response: object = await client.room_get_state(room_id)
-        except (OSError, TimeoutError, aiohttp.ClientError, LocalProtocolError) as exc:
-            response = exc
+    async def _read(self, client: AsyncClient, room_id: str) -> list[Any] | str:
+        """The room's state events, or why they could not be read."""
+        async with self._slots:
+            try:
+                async with asyncio.timeout(_FILL_TIMEOUT_S):
+                    response = await client.room_get_state(room_id)
+            except (OSError, TimeoutError, aiohttp.ClientError, LocalProtocolError) as exc:
+                return type(exc).__name__
         if not isinstance(response, RoomGetStateResponse):
-            failures = self._retry.get(room_id, (0, 0.0))[0] + 1
-            delay = min(_FILL_MAX_BACKOFF_S, 2.0 ** failures)
-            self._retry[room_id] = (failures, time.monotonic() + delay)
-            # Meanwhile nio reads the room's joined members itself before sending there.
-            log.warning("could not read the state of %s (%s); trying again in %.0f s", room_id,
-                        getattr(response, "status_code", None) or type(response).__name__, delay)
-            return
-        rows = fill_room(client, room_id, response.events, self._also)
-        if rows is not None:
-            async with self.storage.transaction(bulk=len(rows) > BULK_STATE_ROWS) as tx:
-                await tx.rooms.fill(room_id, rows)
-            self._complete.add(room_id)
-        self.gaps.discard(room_id)
-        self._retry.pop(room_id, None)
+            return getattr(response, "status_code", None) or type(response).__name__
+        return response.events
+
+    async def _take_in(self, client: AsyncClient) -> int:
+        done = [room_id for room_id, task in self._reading.items() if task.done()]
+        filled: dict[str, list[StateEvent]] = {}
+        for room_id in done:
+            outcome = self._reading.pop(room_id).result()
+            changed = self._changed.pop(room_id, 0)
+            if isinstance(outcome, str) or changed:
+                self._failed(room_id, "its members changed while it was read" if changed
+                             else outcome)
+                continue
+            rows = fill_room(client, room_id, outcome, self._also)
+            if rows is None:
+                self.gaps.discard(room_id)  # left meanwhile: the sync that says so drops its rows
+            else:
+                filled[room_id] = rows
+        if not filled:
+            return 0
+        try:
+            rows_in_all = sum(len(rows) for rows in filled.values())
+            async with self.storage.transaction(bulk=rows_in_all > BULK_STATE_ROWS) as tx:
+                for room_id, rows in filled.items():
+                    await tx.rooms.fill(room_id, rows)
+        except Exception as exc:  # noqa: BLE001 - they stay gaps, read again later
+            for room_id in filled:
+                self._failed(room_id, f"storing it: {type(exc).__name__}")
+            return 0
+        self.gaps.difference_update(filled)
+        self._complete.update(filled)
+        for room_id in filled:
+            self._retry.pop(room_id, None)
+        return len(filled)
+
+    async def close(self) -> None:
+        for task in self._reading.values():
+            task.cancel()
+        await asyncio.gather(*self._reading.values(), return_exceptions=True)
+        self._reading.clear()
+
+    def _failed(self, room_id: str, reason: str) -> None:
+        failures = self._retry.get(room_id, (0, 0.0))[0] + 1
+        delay = min(_FILL_MAX_BACKOFF_S, 2.0 ** failures)
+        self._retry[room_id] = (failures, time.monotonic() + delay)
+        # Meanwhile nio reads the room's joined members itself before sending there.
+        log.warning("could not read the state of %s (%s); trying again in %.0f s", room_id,
+                    reason, delay)

@@ -5,6 +5,7 @@ is read whole before its members count as complete."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -12,6 +13,7 @@ import pytest_asyncio
 from nio import AsyncClient, RoomGetStateError, RoomGetStateResponse, SyncResponse
 
 from bot.storage import Storage
+from bot.transport import room_state
 from bot.transport.room_state import MemberGaps, fill_room, restore_rooms, sync_changes
 
 BOT = "@bot:x"
@@ -198,13 +200,17 @@ class StateReadingClient(AsyncClient):
     """nio's client with /state answered from `states` (a room not in it fails, as a homeserver
     that is down would), counting the reads."""
 
-    def __init__(self, states: dict[str, list[dict]]) -> None:
+    def __init__(self, states: dict[str, list[dict]], held: str | None = None) -> None:
         super().__init__("http://127.0.0.1:1", BOT)
         self.states = states
         self.reads: dict[str, int] = {}
+        self.held = held  # a room whose answer waits for `release`
+        self.release = asyncio.Event()
 
     async def room_get_state(self, room_id):
         self.reads[room_id] = self.reads.get(room_id, 0) + 1
+        if room_id == self.held:
+            await self.release.wait()
         if room_id not in self.states:
             return RoomGetStateError("no answer", "M_UNKNOWN", room_id=room_id)
         return RoomGetStateResponse(self.states[room_id], room_id)
@@ -282,3 +288,38 @@ async def test_a_room_whose_state_cannot_be_read_waits_alone(storage):
     # Tried again only after its back-off: the next sync does not wait on it.
     await gaps.fill(client)
     assert client.reads == {POD: 1, DM: 1}
+
+
+async def test_a_slow_read_does_not_hold_the_sync_and_a_stale_one_is_not_taken_in(storage,
+                                                                                  monkeypatch):
+    monkeypatch.setattr(room_state, "_FILL_WAIT_S", 0.05)
+    client = StateReadingClient({POD: POD_STATE, DM: DM_STATE}, held=POD)
+    gaps = MemberGaps(storage, lambda room_id, events: None)
+    await synced_lazily(storage, client, gaps, LAZY, full_state=True)
+    await gaps.fill(client)  # returns while the pod's read is still waiting
+    assert client.rooms[DM].members_synced and gaps.gaps == {POD}
+    # Meanwhile a sync says bob left; the read, begun before, answers with him still in.
+    await synced_lazily(storage, client, gaps, sync({POD: ([], [member("@bob:x", "leave", n=10)])},
+                                                    batch="s2"), full_state=False)
+    client.release.set()
+    await asyncio.sleep(0)
+    await gaps.fill(client)
+    assert "@bob:x" not in client.rooms[POD].users  # the older answer was not taken in
+    assert gaps.gaps == {POD} and not client.rooms[POD].members_synced
+    await gaps.close()
+
+
+async def test_a_read_that_ends_after_its_sync_is_taken_in_by_the_next(storage, monkeypatch):
+    monkeypatch.setattr(room_state, "_FILL_WAIT_S", 0.05)
+    client = StateReadingClient({POD: POD_STATE, DM: DM_STATE}, held=POD)
+    gaps = MemberGaps(storage, lambda room_id, events: None)
+    await synced_lazily(storage, client, gaps, LAZY, full_state=True)
+    await gaps.fill(client)
+    client.release.set()
+    quiet = sync({DM: ([], [])}, batch="s2")
+    await synced_lazily(storage, client, gaps, quiet, full_state=False)
+    await gaps.fill(client)
+    assert set(client.rooms[POD].users) == {"@alice:x", BOT, "@bob:x", "@dora:x"}
+    assert gaps.gaps == set() and client.reads == {POD: 1, DM: 1}
+    async with storage.transaction() as tx:
+        assert await tx.rooms.gaps() == set()
