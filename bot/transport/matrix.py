@@ -70,7 +70,7 @@ from bot.pod_network import KEY as NETWORK_KEY
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
-from bot.transport.room_state import restore_rooms, sync_changes
+from bot.transport.room_state import BULK_STATE_ROWS, MemberGaps, restore_rooms, sync_changes
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -78,15 +78,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
+READ_WAIT_SYNC_MS = 1_000
 TIMELINE_LIMIT = 100
 BACKFILL_PAGE = 100
 BACKFILL_MAX_PAGES = 50
 ROOM_WAIT_S = 15.0
 MAX_BACKOFF_S = 60.0
 INVITE_JOIN_ATTEMPTS = 3
-# More state rows than this in one sync (a restart after a long stop) are written on the
-# database's thread, not the event loop's.
-BULK_STATE_ROWS = 500
 # What a privileged room creator (room version 12+) counts as: above any power level.
 CREATOR_POWER_LEVEL = 2**53 - 1
 UNENCRYPTED_NOTE = "unencrypted-warning"
@@ -104,7 +102,9 @@ UNREADABLE_NOTE = (
 SYNC_FILTER = {
     "room": {
         "timeline": {"limit": TIMELINE_LIMIT},
-        "state": {"lazy_load_members": False},
+        # Members come with the events they sent; rooms are read whole where that is not enough
+        # (bot/transport/room_state.py).
+        "state": {"lazy_load_members": True},
         "ephemeral": {"not_types": ["*"]},
         "account_data": {"not_types": ["*"]},
     },
@@ -192,6 +192,7 @@ class MatrixTransport:
         # SYNC_FILTER, uploaded once: each sync then names it by id instead of carrying it as
         # URL-encoded JSON. The dict itself if the upload failed.
         self._sync_filter: dict[str, Any] | str = SYNC_FILTER
+        self._members = MemberGaps(storage, self._note_creators)
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -346,6 +347,8 @@ class MatrixTransport:
     def _sync_timeout_ms(self, first_start: bool) -> int:
         if first_start or not self.first_sync_done.is_set():
             return 0
+        if self._members.reading:
+            return READ_WAIT_SYNC_MS  # take in rooms read whole soon, even in quiet rooms
         if self._undecryptable:
             # Come back in time to give up on keys that never arrive, even in a quiet room.
             return int(min(SYNC_TIMEOUT_MS, max(1.0, self._patience()) * 1000))
@@ -368,13 +371,15 @@ class MatrixTransport:
         try:
             async with self.storage.transaction(bulk=True) as tx:
                 rows = await tx.rooms.load()
-            count = await restore_rooms(self.client, rows, self._note_creators)
+                gaps = await tx.rooms.gaps()
+            count = await restore_rooms(self.client, rows, gaps, self._note_creators)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("the stored room state could not be read (%s); asking for the full state",
                         type(exc).__name__)
             self.client.rooms.clear()
             self._privileged_creators.clear()
             return False
+        self._members.restored(self.client.rooms, gaps)
         log.info("restored %d rooms from the database in %.2f s", count, time.monotonic() - started)
         return True
 
@@ -382,11 +387,14 @@ class MatrixTransport:
         """Before the sync token that covers it (see bot/transport/room_state.py)."""
         changes, left = sync_changes(response)
         if full_state:
+            self._members.forget()
+        gaps = self._members.note_sync(response)
+        if full_state:
             async with self.storage.transaction(bulk=True) as tx:
-                await tx.rooms.replace(changes)
-        elif changes or left:
+                await tx.rooms.replace(changes, gaps)
+        elif changes or left or gaps:
             async with self.storage.transaction(bulk=len(changes) > BULK_STATE_ROWS) as tx:
-                await tx.rooms.update(changes, left)
+                await tx.rooms.update(changes, left, gaps)
 
     async def _after_sync(self, response: SyncResponse, *, skip_commands: bool,
                           full_state: bool) -> None:
@@ -396,6 +404,9 @@ class MatrixTransport:
             # nio keeps a room the bot left (or was removed from) as it was; a restart would
             # not rebuild it, and nothing is sent there any more.
             client.rooms.pop(room_id, None)
+        # Before the commands: whom a room's replies are encrypted for, who counts as its
+        # members, whether a direct chat holds anyone else.
+        await self._members.fill(client)
         await self._keep_crypto_up_to_date()
         for room_id, info in response.rooms.invite.items():
             await self._on_invite(room_id, info.invite_state)
@@ -941,6 +952,7 @@ class MatrixTransport:
 
     async def close(self) -> None:
         self._stopping.set()
+        await self._members.close()
         if self.client is not None:
             await self.client.close()
 

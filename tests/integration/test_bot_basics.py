@@ -233,3 +233,44 @@ async def test_a_restart_rebuilds_its_rooms_and_syncs_only_what_changed(person_f
     # And it knows bob's new power level.
     changed = await ask(bob, room, "!settings timebank on", bot)
     assert "is now" in changed.body
+
+
+async def chatter(person, room, count):
+    for n in range(count):
+        await person.client.room_send(room, "m.room.message", {"msgtype": "m.text",
+                                                                "body": f"chatter {n}"},
+                                      ignore_unverified_devices=True)
+
+
+async def test_someone_who_joined_in_a_gap_can_read_the_bots_answer(person_factory, bot):
+    """Dave joins while the bot is down and says nothing; more messages follow than a sync
+    carries. The bot reads the room whole before answering (Synapse happens to send a gappy
+    sync's member changes even to a client that lazy-loads them; the bot does not count on it)
+    and shares the room's key with him too."""
+    room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
+    await ask(alice, room, "!need groceries", bot)
+    assert await bot.stop() == 0
+    dave = await person_factory("dave")
+    await alice.invite(room, dave.user_id)
+    await dave.join(room)
+    await chatter(alice, room, 105)  # more than the bot's sync timeline holds (TIMELINE_LIMIT)
+    offset = len(bot.log_text())
+    await bot.start()
+    await bot.wait_for_log("first sync complete: 1 rooms (incremental)", offset=offset)
+    assert "read the members of 1 rooms" in bot.log_text()[offset:]
+    event_id = await alice.send(room, "!need ride to the clinic")
+    answer = await dave.wait_for(room, reply_to(event_id), 30, sender=bot.user_id)
+    assert "Noted need" in answer.body
+
+
+async def test_a_room_joined_late_counts_members_who_never_spoke(person_factory, bot):
+    """The bot lazy-loads members: joining a room, its sync names only the members behind the
+    last events. Dave joined long before the bot and never wrote; the pod's size counts him."""
+    alice, dave = await person_factory("alice"), await person_factory("dave")
+    room = await alice.create_room("Quiet pod", invite=[dave.user_id], encrypted=True)
+    await dave.join(room)
+    await chatter(alice, room, 105)
+    await alice.invite(room, bot.user_id)
+    await alice._sync_until(lambda: bot.user_id in alice.client.rooms[room].users, 30, "bot join")
+    reply = await ask(alice, room, "!pod", bot)
+    assert "Size: 2 people" in reply.body, reply.body

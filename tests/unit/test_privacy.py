@@ -70,7 +70,7 @@ async def test_forgetme_takes_the_person_out_of_the_stored_room_state(pod_rooms)
         await tx.rooms.replace([
             StateEvent(POD, "m.room.member", ALICE, member % ALICE),
             StateEvent(POD, "m.room.member", BOB, member % BOB),
-            StateEvent(POD, "m.room.power_levels", "", levels % (ALICE, BOB))])
+            StateEvent(POD, "m.room.power_levels", "", levels % (ALICE, BOB))], [])
         assert await tx.rooms.complete()
     await dm(pod, "!forgetme")
     replies = await dm(pod, "yes")
