@@ -220,10 +220,14 @@ class MemberGaps:
         if not self._reading:
             return
         started = time.monotonic()
-        await asyncio.wait(list(self._reading.values()), timeout=_FILL_WAIT_S)
+        # A room tried before (still being joined, its server failing) is not waited for again.
+        first_tries = [self._reading[room_id] for room_id in due if room_id not in self._retry]
+        if first_tries:
+            await asyncio.wait(first_tries, timeout=_FILL_WAIT_S)
         filled = await self._take_in(client)
-        log.info("read the members of %d rooms in %.2f s (%d still to read)", filled,
-                 time.monotonic() - started, len(self.gaps))
+        if filled or first_tries:
+            log.info("read the members of %d rooms in %.2f s (%d still to read)", filled,
+                     time.monotonic() - started, len(self.gaps))
 
     async def _read(self, client: AsyncClient, room_id: str) -> list[Any] | str:
         """The room's state events, or why they could not be read."""

@@ -276,7 +276,7 @@ async def test_whoever_left_unseen_is_taken_out_when_the_room_is_read_whole(stor
     assert fill_room(client, "!gone:x", POD_STATE, lambda room_id, events: None) is None
 
 
-async def test_a_room_whose_state_cannot_be_read_waits_alone(storage):
+async def test_a_room_whose_state_cannot_be_read_waits_alone(storage, monkeypatch):
     client = StateReadingClient({DM: DM_STATE})  # the pod's state read fails
     gaps = MemberGaps(storage, lambda room_id, events: None)
     await synced_lazily(storage, client, gaps, LAZY, full_state=True)
@@ -288,6 +288,14 @@ async def test_a_room_whose_state_cannot_be_read_waits_alone(storage):
     # Tried again only after its back-off: the next sync does not wait on it.
     await gaps.fill(client)
     assert client.reads == {POD: 1, DM: 1}
+    # Once due again, its read is started but no sync waits for it (a wait here would hang).
+    monkeypatch.setattr(room_state, "_FILL_WAIT_S", 3600)
+    client.held = POD
+    gaps._retry[POD] = (1, 0.0)  # its back-off is over
+    async with asyncio.timeout(30):
+        await gaps.fill(client)
+    assert gaps.reading and gaps.gaps == {POD}
+    await gaps.close()
 
 
 async def test_a_slow_read_does_not_hold_the_sync_and_a_stale_one_is_not_taken_in(storage,
@@ -316,6 +324,7 @@ async def test_a_read_that_ends_after_its_sync_is_taken_in_by_the_next(storage, 
     await synced_lazily(storage, client, gaps, LAZY, full_state=True)
     await gaps.fill(client)
     client.release.set()
+    await gaps._reading[POD]  # it answers between two syncs
     quiet = sync({DM: ([], [])}, batch="s2")
     await synced_lazily(storage, client, gaps, quiet, full_state=False)
     await gaps.fill(client)
