@@ -113,8 +113,9 @@ async def restore_rooms(client: AsyncClient, rows: Iterable[StateEvent], gaps: s
 def fill_room(client: AsyncClient, room_id: str, state: list[Any],
               also: Callable[[str, list[Event]], None]) -> list[StateEvent] | None:
     """Make a joined room's members those of its whole state (`state`: the homeserver's answer
-    to /state) and return the rows to store for it (None: the bot is no longer in it). Whoever is in nio's room but is no longer
-    joined or invited there is taken out, and the room key is not shared with them again."""
+    to /state) and return the rows to store for it (None: the bot is no longer in it). Whoever
+    is in nio's room but no longer joined or invited there is taken out, and the room key is not
+    shared with them again."""
     rows = [row for source in state if (row := state_event(room_id, source)) is not None]
     room = client.rooms.get(room_id)
     if room is None:
@@ -165,10 +166,10 @@ class MemberGaps:
         self._complete: set[str] = set()
         self.gaps: set[str] = set()
         self._retry: dict[str, tuple[int, float]] = {}  # failures in a row, monotonic retry time
-        self._reading: dict[str, asyncio.Task[None]] = {}
-        # Per room being read: how many syncs since the read began changed (or may have
-        # changed) its members.
-        self._changed: dict[str, int] = {}
+        self._reading: dict[str, asyncio.Task[list[Any] | str]] = {}
+        # Rooms being read whose members a sync changed (or may have changed) since the read
+        # began: what the read says may be older.
+        self._changed: set[str] = set()
         self._slots = asyncio.Semaphore(_FILLS_AT_ONCE)
 
     @property
@@ -197,7 +198,7 @@ class MemberGaps:
             info = response.rooms.join[room_id]
             if info.timeline.limited or any(isinstance(e, RoomMemberEvent)
                                             for e in [*info.state, *info.timeline.events]):
-                self._changed[room_id] = self._changed.get(room_id, 0) + 1
+                self._changed.add(room_id)
         found = [room_id for room_id, info in response.rooms.join.items()
                  if info.timeline.limited or room_id not in self._complete]
         self._complete.difference_update(found)
@@ -214,7 +215,7 @@ class MemberGaps:
                if room_id in client.rooms and room_id not in self._reading
                and self._retry.get(room_id, (0, 0.0))[1] <= now]
         for room_id in due:
-            self._changed[room_id] = 0
+            self._changed.discard(room_id)
             self._reading[room_id] = asyncio.create_task(self._read(client, room_id),
                                                          name=f"read {room_id}")
         if not self._reading:
@@ -246,7 +247,8 @@ class MemberGaps:
         filled: dict[str, list[StateEvent]] = {}
         for room_id in done:
             outcome = self._reading.pop(room_id).result()
-            changed = self._changed.pop(room_id, 0)
+            changed = room_id in self._changed
+            self._changed.discard(room_id)
             if isinstance(outcome, str) or changed:
                 self._failed(room_id, "its members changed while it was read" if changed
                              else outcome)

@@ -211,22 +211,33 @@ async def test_a_direct_chat_is_recognised_and_answered_in_place(person_factory,
                    and "help" in (getattr(e, "body", "") or "") for e in await alice.messages(room))
 
 
+async def joins_now(person_factory, name, room, inviter):
+    """A new person, invited into `room` by `inviter`, who joins it."""
+    person = await person_factory(name)
+    await inviter.invite(room, person.user_id)
+    await person.join(room)
+    return person
+
+
+async def restart_incrementally(bot):
+    """Start the stopped bot and wait for its first sync, incremental; its log since the start."""
+    offset = len(bot.log_text())
+    await bot.start()
+    await bot.wait_for_log("first sync complete: 1 rooms (incremental)", offset=offset)
+    return bot.log_text()[offset:]
+
+
 async def test_a_restart_rebuilds_its_rooms_and_syncs_only_what_changed(person_factory, bot):
     room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
     await ask(alice, room, "!need groceries", bot)
     assert await bot.stop() == 0
     # While the bot is down: carol joins, and bob becomes a coordinator.
-    carol = await person_factory("carol")
-    await alice.invite(room, carol.user_id)
-    await carol.join(room)
+    carol = await joins_now(person_factory, "carol", room, alice)
     levels = await alice.client.room_get_state_event(room, "m.room.power_levels")
     content = dict(levels.content)
     content["users"] = {**content.get("users", {}), bob.user_id: 100}
     await alice.client.room_put_state(room, "m.room.power_levels", content)
-    offset = len(bot.log_text())
-    await bot.start()
-    await bot.wait_for_log("first sync complete: 1 rooms (incremental)", offset=offset)
-    assert "restored 1 rooms from the database" in bot.log_text()[offset:]
+    assert "restored 1 rooms from the database" in await restart_incrementally(bot)
     # The bot knows carol joined: she can read its answer (it shared the room's key with her).
     reply = await ask(carol, room, "!need ride to the clinic", bot)
     assert "Noted need" in reply.body
@@ -250,14 +261,9 @@ async def test_someone_who_joined_in_a_gap_can_read_the_bots_answer(person_facto
     room, (alice, bob) = await pod_with(person_factory, bot, "alice", "bob")
     await ask(alice, room, "!need groceries", bot)
     assert await bot.stop() == 0
-    dave = await person_factory("dave")
-    await alice.invite(room, dave.user_id)
-    await dave.join(room)
+    dave = await joins_now(person_factory, "dave", room, alice)
     await chatter(alice, room, 105)  # more than the bot's sync timeline holds (TIMELINE_LIMIT)
-    offset = len(bot.log_text())
-    await bot.start()
-    await bot.wait_for_log("first sync complete: 1 rooms (incremental)", offset=offset)
-    assert "read the members of 1 rooms" in bot.log_text()[offset:]
+    assert "read the members of 1 rooms" in await restart_incrementally(bot)
     event_id = await alice.send(room, "!need ride to the clinic")
     answer = await dave.wait_for(room, reply_to(event_id), 30, sender=bot.user_id)
     assert "Noted need" in answer.body
