@@ -70,6 +70,7 @@ from bot.pod_network import KEY as NETWORK_KEY
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
+from bot.transport.quiet_account import QuietAccount
 from bot.transport.room_state import BULK_STATE_ROWS, MemberGaps, restore_rooms, sync_changes
 
 if TYPE_CHECKING:
@@ -193,6 +194,7 @@ class MatrixTransport:
         # URL-encoded JSON. The dict itself if the upload failed.
         self._sync_filter: dict[str, Any] | str = SYNC_FILTER
         self._members = MemberGaps(storage, self._note_creators)
+        self._quiet = QuietAccount()
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -255,6 +257,7 @@ class MatrixTransport:
             await client.keys_upload()
         await self._cross_sign(password, passphrase)
         await self._upload_sync_filter()
+        await self._quiet.silence(client)
         self.secrets |= {session.access_token, password, passphrase}
 
     async def _upload_sync_filter(self) -> None:
@@ -424,6 +427,7 @@ class MatrixTransport:
                 events = await self._backfill(room_id, info.timeline.prev_batch) + events
             items += await self._commands_from(room_id, events)
         items += await self._retry_undecryptable()
+        self._quiet.note_sync(client, response)
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
         self._retry_direct_chats_now_joined()
@@ -953,6 +957,7 @@ class MatrixTransport:
     async def close(self) -> None:
         self._stopping.set()
         await self._members.close()
+        await self._quiet.close()
         if self.client is not None:
             await self.client.close()
 

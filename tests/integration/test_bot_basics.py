@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
+import urllib.parse
+import uuid
 
+import aiohttp
 import pytest
 
 from .people import contains
@@ -280,3 +284,48 @@ async def test_a_room_joined_late_counts_members_who_never_spoke(person_factory,
     await alice._sync_until(lambda: bot.user_id in alice.client.rooms[room].users, 30, "bot join")
     reply = await ask(alice, room, "!pod", bot)
     assert "Size: 2 people" in reply.body, reply.body
+
+
+async def as_the_bot(synapse, bot, method, path, body=None):
+    """A client-server API call with the bot's own access token: what its homeserver keeps
+    for the bot's account."""
+    headers = {"Authorization": f"Bearer {bot.saved_session()['access_token']}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        async with http.request(method, f"{synapse.base_url}/_matrix/client/v3/{path}",
+                                json=body, headers=headers) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+
+async def unread_for_the_bot(synapse, bot, room):
+    # A filter of its own each time: Synapse answers a repeated sync from its cache for minutes.
+    only_room = json.dumps({"room": {"rooms": [room], "timeline": {"limit": 1},
+                                     "state": {"not_types": [f"x.unique.{uuid.uuid4().hex}"]}},
+                            "presence": {"not_types": ["*"]}, "account_data": {"not_types": ["*"]}})
+    body = await as_the_bot(synapse, bot, "GET",
+                            f"sync?timeout=0&filter={urllib.parse.quote(only_room)}")
+    return body["rooms"]["join"][room]["unread_notifications"].get("notification_count", 0)
+
+
+MASTER_RULE = "pushrules/global/override/.m.rule.master/enabled"
+
+
+async def test_the_bots_account_keeps_no_notification_counts(person_factory, bot, synapse):
+    """The homeserver stores nothing to count for the bot, and counts stored before (an account
+    from an older version) are cleared with a private receipt."""
+    room, (alice,) = await pod_with(person_factory, bot, "alice")
+    assert await bot.stop() == 0
+    await as_the_bot(synapse, bot, "PUT", MASTER_RULE, {"enabled": False})
+    for text in ("hello all", "anyone free on saturday?"):
+        await alice.send(room, text)
+    assert await unread_for_the_bot(synapse, bot, room) == 2
+    await bot.start()
+    assert (await as_the_bot(synapse, bot, "GET", MASTER_RULE))["enabled"] is True
+    for _ in range(150):  # 0.5 s steps; Synapse takes receipts into its counts every 30 s
+        if await unread_for_the_bot(synapse, bot, room) == 0:
+            break
+        await asyncio.sleep(0.5)
+    assert await unread_for_the_bot(synapse, bot, room) == 0
+    await ask(alice, room, "!need groceries", bot)
+    await alice.send(room, "thanks!")
+    assert await unread_for_the_bot(synapse, bot, room) == 0
