@@ -257,7 +257,7 @@ class MatrixTransport:
             await client.keys_upload()
         await self._cross_sign(password, passphrase)
         await self._upload_sync_filter()
-        await self._quiet.silence(client)
+        self._quiet.start(client)
         self.secrets |= {session.access_token, password, passphrase}
 
     async def _upload_sync_filter(self) -> None:

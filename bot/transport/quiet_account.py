@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 import aiohttp
@@ -54,6 +55,10 @@ class QuietAccount:
         self._slots = asyncio.Semaphore(RECEIPTS_AT_ONCE)
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def start(self, client: AsyncClient) -> None:
+        """Turn on the master push rule in the background: a slow homeserver delays nothing."""
+        self._spawn(self.silence(client))
+
     async def silence(self, client: AsyncClient) -> None:
         """Turn on the master push rule; a failure is logged and the bot runs on regardless."""
         try:
@@ -76,9 +81,12 @@ class QuietAccount:
             if room_id in self._marked or not events or not _counts(info):
                 continue
             self._marked.add(room_id)
-            task = asyncio.create_task(self._mark_read(client, room_id, events[-1].event_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._mark_read(client, room_id, events[-1].event_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _mark_read(self, client: AsyncClient, room_id: str, event_id: str) -> None:
         async with self._slots:

@@ -124,3 +124,15 @@ async def test_closing_cancels_receipts_still_waiting():
     await asyncio.sleep(0)
     await asyncio.wait_for(quiet.close(), 1)
     assert server.receipts == []
+
+
+async def test_starting_waits_for_nothing_and_closing_ends_a_hanging_request():
+    class Hanging(Homeserver):
+        async def enable_pushrule(self, scope, kind, rule_id, enable):
+            await asyncio.Event().wait()
+
+    quiet = QuietAccount()
+    quiet.start(Hanging())  # returns at once: the bot's first sync is not held up
+    await asyncio.sleep(0)
+    assert not quiet.silenced
+    await asyncio.wait_for(quiet.close(), 1)
