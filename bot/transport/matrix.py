@@ -70,6 +70,7 @@ from bot.pod_network import KEY as NETWORK_KEY
 from bot.secret_box import SecretBoxError, read_sealed, write_sealed
 from bot.storage import Storage
 from bot.transport.nio_tuning import BotClient, BotCryptoStore, install_nio_tunings
+from bot.transport.owed_keys import OwedRoomKeys
 from bot.transport.quiet_account import QuietAccount
 from bot.transport.room_state import BULK_STATE_ROWS, MemberGaps, restore_rooms, sync_changes
 
@@ -195,6 +196,7 @@ class MatrixTransport:
         self._sync_filter: dict[str, Any] | str = SYNC_FILTER
         self._members = MemberGaps(storage, self._note_creators)
         self._quiet = QuietAccount()
+        self._owed_keys = OwedRoomKeys()
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -428,6 +430,7 @@ class MatrixTransport:
             items += await self._commands_from(room_id, events)
         items += await self._retry_undecryptable()
         self._quiet.note_sync(client, response)
+        self._owed_keys.note_sync(client, response)
         assert self.app is not None
         await self.app.receive(items, sync_token=response.next_batch, marks=marks)
         self._retry_direct_chats_now_joined()
@@ -656,6 +659,7 @@ class MatrixTransport:
             content = await self._upload(room_id, out)
         if out.reply_to:
             content["m.relates_to"] = {"m.in_reply_to": {"event_id": out.reply_to}}
+        self._owed_keys.prepare(self.client, room_id)
         try:
             response = await self.client.room_send(room_id, "m.room.message", content,
                                                    tx_id=txn_id, ignore_unverified_devices=True)
@@ -663,6 +667,8 @@ class MatrixTransport:
             raise DeliveryError(type(exc).__name__) from exc
         except LocalProtocolError as exc:
             raise DeliveryError(str(exc), permanent=True) from exc
+        finally:
+            self._owed_keys.after_send(self.client, room_id)
         if isinstance(response, RoomSendResponse):
             return response.event_id
         permanent = getattr(response, "status_code", "") in ("M_FORBIDDEN", "M_NOT_FOUND", "M_TOO_LARGE")
@@ -958,6 +964,7 @@ class MatrixTransport:
         self._stopping.set()
         await self._members.close()
         await self._quiet.close()
+        await self._owed_keys.close()
         if self.client is not None:
             await self.client.close()
 

@@ -85,6 +85,24 @@ async def test_replies_keep_flowing_while_a_members_homeserver_is_down_and_it_ca
     await alice.wait_for(room, contains("back online"), 30, sender=bob.user_id)
 
 
+async def test_a_member_whose_homeserver_was_down_when_the_room_key_went_out_still_reads_it(
+    person_factory, bot, second_synapse
+):
+    """Bob's device never had an Olm session with the bot, and his server is down when the bot
+    first shares a room key: no one-time key can be claimed, so nio skips his device. The bot
+    owes him the key and gives it once his server answers again; he reads the reply."""
+    room, alice, bob = await pod_across_servers(person_factory, bot, second_synapse)
+    await second_synapse.stop()
+    reply = await ask(alice, room, "!need groceries", bot)
+    assert "Noted need" in reply.body
+
+    await second_synapse.start()
+    await bob.send(room, "back online")  # tells the bot's server that Bob's is back
+    seen = await bob.wait_for(room, contains("Noted need"), 120, sender=bot.user_id)
+    assert seen.event_id == reply.event_id
+    assert "owed room key: given in" in bot.log_text()
+
+
 async def test_inviting_someone_whose_homeserver_is_down_fails_and_leaves_the_room_behind(
     person_factory, second_synapse
 ):
