@@ -129,8 +129,8 @@ class OwedRoomKeys:
         now = self._clock()
         self._debts[session.id] = Debt(room_id, session.id, fresh[1], missed, since=now,
                                        next_try=now + FIRST_RETRY_S)
-        log.info("owed room key: a message in %s did not reach %d of its members' devices; "
-                 "retrying in the background", room_id, _count(missed))
+        log.info("owed room key: a message in %s did not reach %d member(s) (%d known "
+                 "device(s)); retrying in the background", room_id, len(missed), _count(missed))
         while len(self._debts) > MAX_DEBTS:
             oldest = next(iter(self._debts.values()))
             self._give_up(oldest, "too many owed room keys")
