@@ -32,7 +32,7 @@ from nio import (
     ToDeviceMessage,
     ToDeviceResponse,
 )
-from nio.crypto import OlmDevice
+from nio.crypto import OlmDevice, OutboundGroupSession
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,13 @@ def missed_devices(
     return missed
 
 
+@dataclass(frozen=True)
+class Fresh:
+    session: OutboundGroupSession
+    key: str  # before anything was encrypted with it
+    members: frozenset[str]  # the room's members just before it was shared
+
+
 @dataclass
 class Debt:
     room_id: str
@@ -84,7 +91,7 @@ class Debt:
 class OwedRoomKeys:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._fresh: dict[str, tuple[str, str]] = {}  # room -> (session id, key at index 0)
+        self._fresh: dict[str, Fresh] = {}  # by room: the session its next send shares
         self._debts: dict[str, Debt] = {}  # by session id, oldest first
         self._task: asyncio.Task[None] | None = None
 
@@ -94,9 +101,11 @@ class OwedRoomKeys:
 
     def prepare(self, client: AsyncClient, room_id: str) -> None:
         """Before a send: if it will share a new session, make that session now, so its key is
-        taken before anything is encrypted with it (nio uses an unshared session as it is)."""
+        taken before anything is encrypted with it (nio uses an unshared session as it is), and
+        note who is in the room: only they can be owed it."""
         olm = client.olm
-        if olm is None or room_id in client.sharing_session:
+        room = client.rooms.get(room_id)
+        if olm is None or room is None or room_id in client.sharing_session:
             return
         if not olm.should_share_group_session(room_id):
             return
@@ -104,30 +113,32 @@ class OwedRoomKeys:
         if session is None or session.shared:
             olm.create_outbound_group_session(room_id)
             session = olm.outbound_group_sessions[room_id]
-        if self._fresh.get(room_id, ("",))[0] != session.id:
-            self._fresh[room_id] = (session.id, session.session_key)
+        fresh = self._fresh.get(room_id)
+        key = fresh.key if fresh is not None and fresh.session is session else session.session_key
+        self._fresh[room_id] = Fresh(session, key, frozenset(room.users))
 
     def after_send(self, client: AsyncClient, room_id: str) -> None:
-        """After a send: whom the session prepared for it did not reach becomes a debt."""
-        olm = client.olm
+        """After a send: whom the session prepared for it did not reach becomes a debt. The
+        session is the one kept from `prepare`: a member joining since may have made nio drop
+        it, and someone who came in after it was shared is owed nothing."""
         fresh = self._fresh.get(room_id)
-        session = olm.outbound_group_sessions.get(room_id) if olm is not None else None
-        room = client.rooms.get(room_id)
-        if fresh is None or session is None or room is None or session.id != fresh[0]:
-            self._fresh.pop(room_id, None)
+        if fresh is None or client.olm is None:
             return
-        if not session.shared:
+        if not fresh.session.shared:
+            if client.olm.outbound_group_sessions.get(room_id) is not fresh.session:
+                del self._fresh[room_id]
             return  # the send failed before sharing: the next one shares this same session
         del self._fresh[room_id]
-        assert olm is not None
-
-        others = [user for user in room.users if user != client.user_id]
-        missed = missed_devices(others, lambda user: _devices(client, user),
+        room = client.rooms.get(room_id)
+        members = fresh.members & set(room.users) if room is not None else frozenset()
+        session = fresh.session
+        missed = missed_devices(sorted(members - {client.user_id}),
+                                lambda user: _devices(client, user),
                                 session.users_shared_with | session.users_ignored)
         if not missed:
             return
         now = self._clock()
-        self._debts[session.id] = Debt(room_id, session.id, fresh[1], missed, since=now,
+        self._debts[session.id] = Debt(room_id, session.id, fresh.key, missed, since=now,
                                        next_try=now + FIRST_RETRY_S)
         log.info("owed room key: a message in %s did not reach %d member(s) (%d known "
                  "device(s)); retrying in the background", room_id, len(missed), _count(missed))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -108,9 +109,10 @@ class Homeserver:
         self.keys[message.recipient].append(decrypted)
         return ToDeviceResponse(message)
 
-    def send(self, owed: OwedRoomKeys, texts: list[str], *,
-             reached: tuple[str, ...] = ()) -> list[MegolmEvent]:
-        """A send as nio makes it: the session shared (with `reached` only), then encrypted."""
+    def send(self, owed: OwedRoomKeys, texts: list[str], *, reached: tuple[str, ...] = (),
+             while_sending: Callable[[], None] = lambda: None) -> list[MegolmEvent]:
+        """A send as nio makes it: the session shared (with `reached` only), then encrypted;
+        `while_sending` is what a sync does before the send returns."""
         owed.prepare(self, ROOM)
         session = self.olm.outbound_group_sessions[ROOM]
         session.users_shared_with.update((user, self.people[user].device_id) for user in reached)
@@ -123,6 +125,7 @@ class Homeserver:
             events.append(MegolmEvent.from_dict({
                 "type": "m.room.encrypted", "sender": BOT, "event_id": f"$e{n}{text}",
                 "origin_server_ts": 1, "room_id": ROOM, "content": content}))
+        while_sending()
         owed.after_send(self, ROOM)
         return events
 
@@ -222,6 +225,45 @@ async def test_a_person_who_left_the_room_is_given_nothing():
     await owed.settle(server)
     assert owed.debts == [] and server.claims == []
     assert server.keys["@bob:b"] == [] and readable(bob, events) == []
+
+
+async def test_someone_invited_while_the_message_went_out_is_owed_nothing():
+    bob, eve = machine("@bob:b", "BOBDEVICE"), machine("@eve:b", "EVEDEVICE")
+    server = Homeserver({"@bob:b": bob}, up=False)
+    server.know("@bob:b")
+    server.people["@eve:b"] = eve
+    server.keys["@eve:b"] = []
+    server.olm.device_store.add(device_of(eve))
+    clock = Clock()
+    owed = OwedRoomKeys(clock)
+
+    def eve_is_invited() -> None:
+        server.rooms[ROOM].users["@eve:b"] = None
+
+    events = server.send(owed, ["before eve came"], while_sending=eve_is_invited)
+    assert [debt.owed for debt in owed.debts] == [{"@bob:b": {"BOBDEVICE"}}]
+    server.up = True
+    clock.now += FIRST_RETRY_S
+    await owed.settle(server)
+    assert readable(bob, events) == ["before eve came"]
+    assert server.keys["@eve:b"] == [] and readable(eve, events) == []
+
+
+async def test_a_join_that_makes_nio_drop_the_session_mid_send_still_leaves_the_debt():
+    bob = machine("@bob:b", "BOBDEVICE")
+    server = Homeserver({"@bob:b": bob}, up=False)
+    server.know("@bob:b")
+    clock = Clock()
+    owed = OwedRoomKeys(clock)
+
+    def someone_joins() -> None:  # nio's answer to a member event: a shared session is dropped
+        server.olm.outbound_group_sessions.pop(ROOM)
+
+    events = server.send(owed, ["hello"], while_sending=someone_joins)
+    server.up = True
+    clock.now += FIRST_RETRY_S
+    await owed.settle(server)
+    assert owed.debts == [] and readable(bob, events) == ["hello"]
 
 
 async def test_a_session_that_reached_everyone_owes_nothing():
