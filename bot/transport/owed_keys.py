@@ -10,8 +10,9 @@ So the bot remembers each session's key as it was before anything was encrypted 
 memory only, like nio's outbound sessions: a restart forgets both), notes after sharing whom it
 missed, and retries in the background, backing off, until each such device has an Olm session;
 it then sends that device the key (`m.room_key`, Olm-encrypted), which opens every message of
-the session. Only people still in the room get it; a person the bot knew no device of gets it on
-the devices it learns of later. Nothing here holds up a sync or a send.
+the session. Only people who were in the room when it was shared, and still are, get it; a
+person whose keys the bot had not fetched yet gets it on the devices it then learns of. Nothing
+here holds up a sync or a send.
 """
 
 from __future__ import annotations
@@ -56,14 +57,17 @@ def missed_devices(
     users: Iterable[str],
     devices_of: Callable[[str], Iterable[str]],
     reached: set[tuple[str, str]],
+    unfetched: set[str],
 ) -> dict[str, set[str] | None]:
     """Whom a shared session did not reach: per person, the devices left out, or None when no
-    device of theirs was known at all."""
+    device of theirs is known because their keys are not fetched yet (`unfetched`). Someone
+    whose fetched keys list no device (no encrypting client) is owed nothing."""
     missed: dict[str, set[str] | None] = {}
     for user_id in users:
         devices = set(devices_of(user_id))
         if not devices:
-            missed[user_id] = None
+            if user_id in unfetched:
+                missed[user_id] = None
         elif left_out := {device for device in devices if (user_id, device) not in reached}:
             missed[user_id] = left_out
     return missed
@@ -131,10 +135,12 @@ class OwedRoomKeys:
         del self._fresh[room_id]
         room = client.rooms.get(room_id)
         members = fresh.members & set(room.users) if room is not None else frozenset()
-        session = fresh.session
-        missed = missed_devices(sorted(members - {client.user_id}),
-                                lambda user: _devices(client, user),
-                                session.users_shared_with | session.users_ignored)
+        session, olm = fresh.session, client.olm
+        others = members - {client.user_id}
+        missed = missed_devices(sorted(others), lambda user: _devices(client, user),
+                                session.users_shared_with | session.users_ignored,
+                                {user for user in others if user in olm.users_for_key_query
+                                 or user not in olm.tracked_users})
         if not missed:
             return
         now = self._clock()
@@ -233,9 +239,15 @@ class OwedRoomKeys:
 
     @staticmethod
     def _learn_devices(client: AsyncClient, debt: Debt) -> None:
+        olm = client.olm
+        assert olm is not None
         for user, ids in list(debt.owed.items()):
-            if ids is None and (devices := _devices(client, user)):
+            if ids is not None:
+                continue
+            if devices := _devices(client, user):
                 debt.owed[user] = set(devices)
+            elif user in olm.tracked_users and user not in olm.users_for_key_query:
+                del debt.owed[user]  # fetched: no encrypting client, nothing to give
 
     @staticmethod
     def _owed_devices(debt: Debt) -> list[tuple[str, str]]:

@@ -67,6 +67,7 @@ class Homeserver:
 
     def know(self, user_id: str) -> None:
         self.olm.device_store.add(device_of(self.people[user_id]))
+        self.olm.tracked_users.add(user_id)
 
     async def keys_query(self):
         self.queries.append(set(self.olm.users_for_key_query))
@@ -76,6 +77,7 @@ class Homeserver:
             if user_id in self.published:
                 self.know(user_id)
             self.olm.users_for_key_query.discard(user_id)
+            self.olm.tracked_users.add(user_id)
         return object()
 
     async def keys_claim(self, users: dict[str, list[str]]):
@@ -148,11 +150,13 @@ class Clock:
 
 
 def test_whom_a_session_missed():
-    devices = {"@bob:b": ["B1", "B2"], "@carol:b": [], "@dan:a": ["D1"]}
+    devices = {"@bob:b": ["B1", "B2"], "@carol:b": [], "@dan:a": ["D1"], "@erin:a": []}
     reached = {("@bob:b", "B1"), ("@dan:a", "D1")}
-    assert missed_devices(devices, devices.__getitem__, reached) == {
+    # Carol's keys are not fetched yet; Erin's are, and list no device: she has no encrypting
+    # client and is owed nothing.
+    assert missed_devices(devices, devices.__getitem__, reached, {"@carol:b"}) == {
         "@bob:b": {"B2"}, "@carol:b": None}
-    assert missed_devices(["@dan:a"], devices.__getitem__, reached) == {}
+    assert missed_devices(["@dan:a"], devices.__getitem__, reached, set()) == {}
 
 
 def test_retries_back_off_doubling_up_to_a_cap():
@@ -195,6 +199,7 @@ async def test_a_device_skipped_while_its_server_was_down_gets_the_key_and_reads
 async def test_someone_whose_devices_were_unknown_gets_the_key_once_they_are_fetched():
     hank = machine("@hank:b", "HANKDEV")
     server = Homeserver({"@hank:b": hank}, up=False)
+    server.olm.users_for_key_query.add("@hank:b")  # invited just now: his keys are not fetched
     clock = Clock()
     owed = OwedRoomKeys(clock)
     events = server.send(owed, ["you are introduced"])
@@ -210,6 +215,23 @@ async def test_someone_whose_devices_were_unknown_gets_the_key_once_they_are_fet
     await owed.settle(server)
     assert owed.debts == []
     assert readable(hank, events) == ["you are introduced"]
+
+
+async def test_someone_whose_keys_list_no_device_is_dropped_once_fetched():
+    """A member with no encrypting client: owed while their keys are not fetched, dropped (not
+    retried for a day) once the homeserver says they have no device."""
+    server = Homeserver({"@bridged:b": machine("@bridged:b", "UNUSED")}, up=True)
+    server.olm.users_for_key_query.add("@bridged:b")
+    clock = Clock()
+    owed = OwedRoomKeys(clock)
+    server.send(owed, ["hi"])
+    assert owed.debts[0].owed == {"@bridged:b": None}
+    clock.now += FIRST_RETRY_S
+    await owed.settle(server)
+    assert server.queries == [{"@bridged:b"}] and owed.debts == []
+    server.olm.outbound_group_sessions.pop(ROOM)  # a member change: the next send, a new one
+    server.send(owed, ["again"])
+    assert owed.debts == []
 
 
 async def test_a_person_who_left_the_room_is_given_nothing():
