@@ -45,6 +45,13 @@ class Metrics:
         self.dead_letters = Counter("mab_dead_letters",
                                     "Messages given up as undeliverable (listed by !status)",
                                     registry=r)
+        self.room_keys_given_up = Counter(
+            "mab_room_keys_given_up", "Member devices given up on after a day unreachable: they "
+            "cannot read some of the bot's messages", registry=r)
+        # Set by the Matrix transport: what it still owes (docs/architecture.md, owed room keys).
+        self.room_keys_owed = Gauge(
+            "mab_room_keys_owed", "Member devices (or members whose devices are not fetched yet) "
+            "still owed a room key: their homeserver did not answer", registry=r)
         self.last_good_sync: float | None = None
         Gauge("mab_last_good_sync_timestamp_seconds", "Unix time of the last successful sync",
               registry=r).set_function(lambda: self.last_good_sync or 0.0)

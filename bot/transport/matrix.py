@@ -196,7 +196,7 @@ class MatrixTransport:
         self._sync_filter: dict[str, Any] | str = SYNC_FILTER
         self._members = MemberGaps(storage, self._note_creators)
         self._quiet = QuietAccount()
-        self._owed_keys = OwedRoomKeys()
+        self._owed_keys = OwedRoomKeys(on_give_up=self._count_keys_given_up)
 
     # ---- login and crypto store -----------------------------------------------------------
 
@@ -300,6 +300,7 @@ class MatrixTransport:
         full_state = not restorable or not await self._restore_rooms()
         failures = 0
         metrics = self.app.metrics
+        metrics.room_keys_owed.set_function(lambda: self._owed_keys.owed_count)
         while not self._stopping.is_set():
             metrics.sync_requests.inc()
             sync_started = time.monotonic()
@@ -436,6 +437,10 @@ class MatrixTransport:
         self._retry_direct_chats_now_joined()
         if client.outgoing_to_device_messages:
             await client.send_to_device_messages()
+
+    def _count_keys_given_up(self, devices: int) -> None:
+        if self.app is not None:
+            self.app.metrics.room_keys_given_up.inc(devices)
 
     async def _keep_crypto_up_to_date(self) -> None:
         client = self.client

@@ -93,8 +93,10 @@ class Debt:
 
 
 class OwedRoomKeys:
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 on_give_up: Callable[[int], None] = lambda devices: None) -> None:
         self._clock = clock
+        self._on_give_up = on_give_up
         self._fresh: dict[str, Fresh] = {}  # by room: the session its next send shares
         self._debts: dict[str, Debt] = {}  # by session id, oldest first
         self._task: asyncio.Task[None] | None = None
@@ -102,6 +104,12 @@ class OwedRoomKeys:
     @property
     def debts(self) -> list[Debt]:
         return list(self._debts.values())
+
+    @property
+    def owed_count(self) -> int:
+        """Devices owed a key, counting a member whose devices are not fetched yet as one."""
+        return sum(len(ids) if ids is not None else 1
+                   for debt in self._debts.values() for ids in debt.owed.values())
 
     def prepare(self, client: AsyncClient, room_id: str) -> None:
         """Before a send: if it will share a new session, make that session now, so its key is
@@ -256,6 +264,7 @@ class OwedRoomKeys:
     def _give_up(self, debt: Debt, why: str) -> None:
         self._debts.pop(debt.session_id, None)
         known = _count(debt.owed)
+        self._on_give_up(known)
         if known:
             log.warning("owed room key: gave up on %d device(s) in %s (%s); their people cannot "
                         "read some of the bot's messages there", known, debt.room_id, why)

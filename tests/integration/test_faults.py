@@ -492,6 +492,7 @@ async def test_metrics_endpoint_and_healthz(synapse, tmp_path, person_factory):
         assert 'mab_commands_handled_total{command="need",outcome="ok"} 1.0' in text
         assert "mab_sync_lag_seconds" in text and "mab_last_good_sync_timestamp_seconds" in text
         assert "mab_scheduler_next_wake_timestamp_seconds" in text and "mab_handler_errors_total 0.0" in text
+        assert "mab_room_keys_owed 0.0" in text and "mab_room_keys_given_up_total 0.0" in text
         assert "groceries" not in text and alice.user_id not in text
     finally:
         await proc.stop()

@@ -302,15 +302,17 @@ async def test_an_unreachable_device_is_given_up_after_a_day_with_a_warning(capl
     server = Homeserver({"@bob:b": bob}, up=False)
     server.know("@bob:b")
     clock = Clock()
-    owed = OwedRoomKeys(clock)
+    given_up: list[int] = []
+    owed = OwedRoomKeys(clock, on_give_up=given_up.append)
     server.send(owed, ["hi"])
+    assert owed.owed_count == 1
     for _ in range(400):  # bounded: a day at the capped back-off is under 300 rounds
         if not owed.debts:
             break
         clock.now = owed.debts[0].next_try
         with caplog.at_level(logging.INFO, logger="bot.transport.owed_keys"):
             await owed.settle(server)
-    assert owed.debts == []
+    assert owed.debts == [] and owed.owed_count == 0 and given_up == [1]
     assert clock.now - 1000.0 >= GIVE_UP_AFTER_S
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "gave up on 1 device(s) in !pod:a" in warnings[0]
