@@ -143,12 +143,11 @@ class OwedRoomKeys:
         del self._fresh[room_id]
         room = client.rooms.get(room_id)
         members = fresh.members & set(room.users) if room is not None else frozenset()
-        session, olm = fresh.session, client.olm
+        session = fresh.session
         others = members - {client.user_id}
         missed = missed_devices(sorted(others), lambda user: _devices(client, user),
                                 session.users_shared_with | session.users_ignored,
-                                {user for user in others if user in olm.users_for_key_query
-                                 or user not in olm.tracked_users})
+                                {user for user in others if not _fetched(client, user)})
         if not missed:
             return
         now = self._clock()
@@ -231,7 +230,9 @@ class OwedRoomKeys:
         for debt in due:
             if not debt.owed:
                 self._debts.pop(debt.session_id, None)
-                log.info("owed room key: given in %s to %d device(s)", debt.room_id, debt.given)
+                if debt.given:  # otherwise everyone it was owed to left, or has no device
+                    log.info("owed room key: given in %s to %d device(s)", debt.room_id,
+                             debt.given)
             elif now - debt.since >= GIVE_UP_AFTER_S:
                 self._give_up(debt, "still unreachable after a day")
             else:
@@ -247,15 +248,13 @@ class OwedRoomKeys:
 
     @staticmethod
     def _learn_devices(client: AsyncClient, debt: Debt) -> None:
-        olm = client.olm
-        assert olm is not None
         for user, ids in list(debt.owed.items()):
             if ids is not None:
                 continue
             if devices := _devices(client, user):
                 debt.owed[user] = set(devices)
-            elif user in olm.tracked_users and user not in olm.users_for_key_query:
-                del debt.owed[user]  # fetched: no encrypting client, nothing to give
+            elif _fetched(client, user):
+                del debt.owed[user]  # no encrypting client: nothing to give
 
     @staticmethod
     def _owed_devices(debt: Debt) -> list[tuple[str, str]]:
@@ -284,6 +283,14 @@ def _devices(client: AsyncClient, user_id: str) -> dict[str, OlmDevice]:
     assert olm is not None
     return {device.id: device for device in olm.device_store.active_user_devices(user_id)
             if not olm.is_device_blacklisted(device)}
+
+
+def _fetched(client: AsyncClient, user_id: str) -> bool:
+    """Whether the bot holds the person's current device list (nio keeps a user whose query
+    failed, or whose devices changed, queued for the next one)."""
+    olm = client.olm
+    assert olm is not None
+    return user_id in olm.tracked_users and user_id not in olm.users_for_key_query
 
 
 def _count(owed: dict[str, set[str] | None]) -> int:

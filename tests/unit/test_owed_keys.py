@@ -132,6 +132,15 @@ class Homeserver:
         return events
 
 
+def pod(*devices: tuple[str, str], up: bool) -> tuple[Homeserver, list[Olm]]:
+    """The bot's room with these people (user id, device id), whose devices the bot knows."""
+    people = [machine(user_id, device_id) for user_id, device_id in devices]
+    server = Homeserver({person.user_id: person for person in people}, up=up)
+    for person in people:
+        server.know(person.user_id)
+    return server, people
+
+
 def readable(person: Olm, events: list[MegolmEvent]) -> list[str]:
     bodies = []
     for event in events:
@@ -166,10 +175,7 @@ def test_retries_back_off_doubling_up_to_a_cap():
 
 
 async def test_a_device_skipped_while_its_server_was_down_gets_the_key_and_reads_everything():
-    bob, carol = machine("@bob:b", "BOBDEVICE"), machine("@carol:a", "CAROLDEV")
-    server = Homeserver({"@bob:b": bob, "@carol:a": carol}, up=True)
-    server.know("@bob:b")
-    server.know("@carol:a")
+    server, (bob, carol) = pod(("@bob:b", "BOBDEVICE"), ("@carol:a", "CAROLDEV"), up=True)
     clock = Clock()
     owed = OwedRoomKeys(clock)
     await server.keys_claim({"@carol:a": ["CAROLDEV"]})
@@ -235,9 +241,7 @@ async def test_someone_whose_keys_list_no_device_is_dropped_once_fetched():
 
 
 async def test_a_person_who_left_the_room_is_given_nothing():
-    bob = machine("@bob:b", "BOBDEVICE")
-    server = Homeserver({"@bob:b": bob}, up=False)
-    server.know("@bob:b")
+    server, (bob,) = pod(("@bob:b", "BOBDEVICE"), up=False)
     clock = Clock()
     owed = OwedRoomKeys(clock)
     events = server.send(owed, ["after you left"])
@@ -272,9 +276,7 @@ async def test_someone_invited_while_the_message_went_out_is_owed_nothing():
 
 
 async def test_a_join_that_makes_nio_drop_the_session_mid_send_still_leaves_the_debt():
-    bob = machine("@bob:b", "BOBDEVICE")
-    server = Homeserver({"@bob:b": bob}, up=False)
-    server.know("@bob:b")
+    server, (bob,) = pod(("@bob:b", "BOBDEVICE"), up=False)
     clock = Clock()
     owed = OwedRoomKeys(clock)
 
@@ -289,18 +291,14 @@ async def test_a_join_that_makes_nio_drop_the_session_mid_send_still_leaves_the_
 
 
 async def test_a_session_that_reached_everyone_owes_nothing():
-    bob = machine("@bob:b", "BOBDEVICE")
-    server = Homeserver({"@bob:b": bob}, up=True)
-    server.know("@bob:b")
+    server, (bob,) = pod(("@bob:b", "BOBDEVICE"), up=True)
     owed = OwedRoomKeys(Clock())
     server.send(owed, ["hi"], reached=("@bob:b",))
     assert owed.debts == []
 
 
 async def test_an_unreachable_device_is_given_up_after_a_day_with_a_warning(caplog):
-    bob = machine("@bob:b", "BOBDEVICE")
-    server = Homeserver({"@bob:b": bob}, up=False)
-    server.know("@bob:b")
+    server, (bob,) = pod(("@bob:b", "BOBDEVICE"), up=False)
     clock = Clock()
     given_up: list[int] = []
     owed = OwedRoomKeys(clock, on_give_up=given_up.append)
@@ -331,10 +329,7 @@ def sync_with(sender: str) -> SyncResponse:
 
 @pytest.mark.parametrize("sender", ["@bob:b", "@carol:a"])
 async def test_a_sign_of_life_from_the_person_makes_their_debt_due_now(sender):
-    bob, carol = machine("@bob:b", "BOBDEVICE"), machine("@carol:a", "CAROLDEV")
-    server = Homeserver({"@bob:b": bob, "@carol:a": carol}, up=False)
-    server.know("@bob:b")
-    server.know("@carol:a")
+    server, (bob, carol) = pod(("@bob:b", "BOBDEVICE"), ("@carol:a", "CAROLDEV"), up=False)
     clock = Clock()
     owed = OwedRoomKeys(clock)
     events = server.send(owed, ["hi"], reached=("@carol:a",))
